@@ -1,0 +1,98 @@
+"""The exception hierarchy: every error batchgen raises on purpose.
+
+    BatchgenError
+    ├── UsageError            bad command-line use                    (exit 2)
+    ├── ManifestError         unreadable or invalid manifest          (exit 2)
+    ├── CredentialsError      missing or rejected credentials         (exit 4)
+    ├── OutputDirLocked       another run holds the output dir        (exit 5)
+    ├── StateError            the state database is unusable / mismatched
+    ├── ApiError              the API answered (or failed to) in a way we understand
+    │   ├── RetryableApiError     429, 5xx, 1005, timeouts, connection errors: try again
+    │   │   └── OutcomeUnknown    a request that was sent but whose answer never came
+    │   └── FatalApiError         anything else: retrying will not help
+    └── DownloadError         truncated, wrong size, not an MP4, or not writable
+
+Exit codes are mapped in one place only: `cli.py`. Messages never contain secrets:
+`client.py` builds them from the endpoint name, never from headers or full URLs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class BatchgenError(Exception):
+    """Base for every error we raise on purpose."""
+
+
+class UsageError(BatchgenError):
+    """The command line asks for something that cannot be done."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One located problem in a manifest or data file.
+
+    Rendered as ``FILE:LINE: WHERE: WHAT — HOW TO FIX``; sorted by (file, line).
+    """
+
+    file: str
+    line: int
+    where: str
+    what: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        where = f" {self.where}:" if self.where else ""
+        fix = f" — {self.fix}" if self.fix else ""
+        return f"{self.file}:{self.line}:{where} {self.what}{fix}"
+
+
+class ManifestError(BatchgenError):
+    """The manifest is unreadable or breaks the schema or a rule; carries every problem."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.where, p.what))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class CredentialsError(BatchgenError):
+    """Missing or rejected credentials (no variables set, or 1101/1102/1109/1200)."""
+
+
+class OutputDirLocked(BatchgenError):
+    """Another run holds this output dir's lock."""
+
+
+class StateError(BatchgenError):
+    """The state database cannot be used (corrupt, from a newer batchgen, unwritable)."""
+
+
+class ApiError(BatchgenError):
+    """The API answered, or failed to answer, in a way we understand."""
+
+    def __init__(self, message: str, *, code: int | None = None, http_status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+        self.retry_after = retry_after
+
+
+class RetryableApiError(ApiError):
+    """A transient fault: 429, 5xx, code 1005/1015, a timeout or a connection error."""
+
+
+class OutcomeUnknown(RetryableApiError):
+    """The request was sent but no answer arrived: the server may have acted on it.
+
+    Safe to retry for reads; for a create it means the task may exist and be charged.
+    """
+
+
+class FatalApiError(ApiError):
+    """Any other answer: bad parameters, a failed task, permission. Retrying won't help."""
+
+
+class DownloadError(BatchgenError):
+    """A download was truncated, of the wrong size, not an MP4, or could not be written."""

@@ -1,0 +1,121 @@
+"""Jobs: the unit of work a manifest expands to, and how a job is identified.
+
+Owns the `Job` value, the canonical request a job sends, its fingerprint and its stable
+id. Deliberately knows nothing of YAML, HTTP, prices or the state database: it is the
+pure vocabulary the other stages share.
+
+Stable id recipe (documented in the README): take the job's *generation request* — the
+API create fields that change what is generated and paid for (everything it sends except
+`webhook_url`), plus `add_audio`, `model_name` and `count` — drop fields that are unset,
+serialise it as JSON with sorted keys and no spaces, SHA-256 it, and keep the first 12
+hex digits. Reordering, inserting or deleting other jobs therefore never changes which id
+a job has, while changing what the job generates does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Fields of a job that go to the create endpoint, in the API's order (akool-api.md E1).
+REQUEST_FIELDS: tuple[str, ...] = (
+    "image_url", "prompt", "negative_prompt", "extend_prompt", "resolution", "video_length",
+    "audio_type", "audio_url", "is_premium_model", "effect_code", "webhook_url",
+    "model_name", "count",
+)
+
+#: Values the API requires that a manifest may leave out; used when neither the job nor
+#: `defaults` sets them. `negative_prompt` is required by the single create endpoint.
+BUILTIN_DEFAULTS: dict[str, Any] = {
+    "resolution": "720p",
+    "video_length": 5,
+    "audio_type": 3,
+    "negative_prompt": "",
+}
+
+#: Fields that do not change the generated video, left out of the stable id.
+NOT_IN_ID: frozenset[str] = frozenset({"webhook_url"})
+
+ID_HEX_DIGITS = 12
+
+
+@dataclass(frozen=True, slots=True)
+class AddAudio:
+    """The optional second step: add audio to the finished video (updateVideoAudio)."""
+
+    audio_type: int
+    audio_url: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"audio_type": self.audio_type}
+        if self.audio_url is not None:
+            d["audio_url"] = self.audio_url
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One video to generate: the effective request after defaults and expansion."""
+
+    id: str
+    index: int                       #: position in the manifest's final job list
+    image_url: str
+    resolution: str
+    video_length: int
+    audio_type: int
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    extend_prompt: bool | None = None
+    audio_url: str | None = None
+    is_premium_model: bool | None = None
+    effect_code: str | None = None
+    webhook_url: str | None = None
+    model_name: str | None = None
+    count: int | None = None
+    add_audio: AddAudio | None = None
+    explicit_id: bool = False
+    source: str = ""                 #: "FILE:LINE" where the job was defined
+    fingerprint: str = field(default="", compare=False)
+
+    def request_fields(self) -> dict[str, Any]:
+        """The set job fields that map to the create request (manifest names)."""
+        out: dict[str, Any] = {}
+        for name in REQUEST_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+def generation_request(fields: dict[str, Any], add_audio: dict[str, Any] | None) -> dict[str, Any]:
+    """The canonical request that decides what is generated and paid for."""
+    req = {k: v for k, v in fields.items() if v is not None and k in REQUEST_FIELDS
+           and k not in NOT_IN_ID}
+    if add_audio:
+        req["add_audio"] = {k: v for k, v in add_audio.items() if v is not None}
+    return req
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal requests give equal bytes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def request_fingerprint(fields: dict[str, Any], add_audio: dict[str, Any] | None) -> str:
+    """SHA-256 hex of everything the job would send (including webhook_url).
+
+    The store keeps it per job so that a manifest entry changed after submission is
+    noticed instead of silently resubmitted.
+    """
+    req = {k: v for k, v in fields.items() if v is not None and k in REQUEST_FIELDS}
+    if add_audio:
+        req["add_audio"] = {k: v for k, v in add_audio.items() if v is not None}
+    return hashlib.sha256(canonical_json(req).encode()).hexdigest()
+
+
+def stable_id(fields: dict[str, Any], add_audio: dict[str, Any] | None) -> str:
+    """Short hash of the generation request; see the module docstring for the recipe."""
+    digest = hashlib.sha256(canonical_json(generation_request(fields, add_audio)).encode())
+    return digest.hexdigest()[:ID_HEX_DIGITS]

@@ -1,0 +1,48 @@
+"""Pricing: what a job is expected to cost, from the published table and overrides.
+
+Pure functions of plain values. The API's `deduction_credit` is the truth once known; these
+estimates exist to plan and to guard the budget *before* money is spent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from batchgen.jobs import Job
+
+#: Credits per video by resolution and length (akool-api.md §8.1).
+PUBLISHED_VIDEO: Mapping[str, Mapping[int, int]] = {
+    "720p": {5: 20, 10: 40},
+    "1080p": {5: 25, 10: 50},
+    "4k": {5: 30, 10: 60},
+}
+#: Credits of an updateVideoAudio step by video length (akool-api.md §8.1).
+PUBLISHED_ADD_AUDIO: Mapping[int, int] = {5: 5, 10: 10}
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTable:
+    """Effective prices: the published table with `budget.prices` merged over it."""
+
+    video: Mapping[str, Mapping[int, int]] = field(default_factory=lambda: PUBLISHED_VIDEO)
+    add_audio: Mapping[int, int] = field(default_factory=lambda: PUBLISHED_ADD_AUDIO)
+    #: keys like "720p/5" or "add_audio/10" whose price came from the manifest
+    overridden: frozenset[str] = frozenset()
+
+
+def video_credits(table: PriceTable, job: Job) -> int:
+    """Estimated credits of the job's generation step (all `count` videos)."""
+    return table.video[job.resolution][job.video_length] * (job.count or 1)
+
+
+def add_audio_credits(table: PriceTable, job: Job) -> int:
+    """Estimated credits of the job's add-audio step; 0 when it has none."""
+    if job.add_audio is None:
+        return 0
+    return table.add_audio[job.video_length] * (job.count or 1)
+
+
+def job_credits(table: PriceTable, job: Job) -> int:
+    """Estimated credits of everything the job will pay for."""
+    return video_credits(table, job) + add_audio_credits(table, job)

@@ -10,6 +10,7 @@
     │   ├── RetryableApiError     429, 5xx, 1005, timeouts, connection errors: try again
     │   │   └── OutcomeUnknown    a request that was sent but whose answer never came
     │   └── FatalApiError         anything else: retrying will not help
+    │       └── InsufficientCredits   1006/1104: the account cannot pay for more
     └── DownloadError         truncated, wrong size, not an MP4, or not writable
 
 Exit codes are mapped in one place only: `cli.py`. Messages never contain secrets:
@@ -92,6 +93,10 @@ class OutcomeUnknown(RetryableApiError):
 
 class FatalApiError(ApiError):
     """Any other answer: bad parameters, a failed task, permission. Retrying won't help."""
+
+
+class InsufficientCredits(FatalApiError):
+    """The account's balance is too low (1006/1104): further creates would all fail."""
 
 
 class DownloadError(BatchgenError):

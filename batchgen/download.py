@@ -1,0 +1,108 @@
+"""Downloads: the only module that writes video files.
+
+A file under its final name is always complete: the body streams to a hidden temporary
+name in the same directory, is checked (Content-Length when sent, the MP4 ``ftyp``
+signature), hashed (SHA-256), fsync'd, and only then renamed with `os.replace` (atomic on
+one filesystem), after which the directory is fsync'd so the rename survives a power cut.
+A crash at any instant leaves at worst a ``.part`` file, which the next run removes.
+Deliberately not here: retries and URL refreshes (the runner decides), HTTP (client.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from string import Formatter
+from typing import Any
+
+import aiofiles
+import aiofiles.os
+
+from batchgen.client import AkoolClient
+from batchgen.errors import DownloadError
+
+PART_SUFFIX = ".part"
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    """A verified file under its final name."""
+
+    path: Path
+    bytes: int
+    sha256: str
+
+
+def render_filename(template: str, fields: dict[str, Any]) -> str:
+    """Fill the `output.filename` template; the result never leaves the output dir."""
+    names = {f for _, f, _, _ in Formatter().parse(template) if f}
+    name = template.format(**{k: ("" if fields.get(k) is None else fields[k]) for k in names})
+    name = name.replace("/", "_").replace("\\", "_")
+    if name in ("", ".", "..") or name.startswith("."):
+        name = f"_{name}"
+    return name
+
+
+def is_mp4_head(head: bytes) -> bool:
+    """True when the bytes start like an ISO-BMFF/MP4 file (a box whose type is `ftyp`)."""
+    return len(head) >= 8 and head[4:8] == b"ftyp"
+
+
+def clean_partials(directory: Path) -> int:
+    """Remove temporary files left by an interrupted run. Returns how many."""
+    n = 0
+    if directory.is_dir():
+        for p in directory.glob(f".*{PART_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                n += 1
+    return n
+
+
+async def fetch_to(client: AkoolClient, url: str, final: Path) -> Downloaded:
+    """Stream `url` into `final` atomically; raise DownloadError when the body is wrong.
+
+    Transport errors from the client (RetryableApiError / FatalApiError) propagate as they
+    are, so the runner can tell "try again" from "the URL is gone".
+    """
+    tmp = final.with_name(f".{final.name}.{os.getpid()}{PART_SUFFIX}")
+    digest = hashlib.sha256()
+    size = 0
+    head = b""
+    try:
+        async with client.stream(url) as (expected, chunks), aiofiles.open(tmp, "wb") as out:
+            async for chunk in chunks:
+                if len(head) < 8:
+                    head += chunk[: 8 - len(head)]
+                digest.update(chunk)
+                size += len(chunk)
+                await out.write(chunk)
+            await out.flush()
+            await aiofiles.os.wrap(os.fsync)(out.fileno())
+        if expected is not None and size != expected:
+            raise DownloadError(f"download truncated: {size} of {expected} bytes")
+        if not is_mp4_head(head):
+            raise DownloadError("download is not an MP4 file (no 'ftyp' box at the start)")
+        await aiofiles.os.replace(tmp, final)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise DownloadError(f"cannot write {final}: {exc.strerror or exc}") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(final.parent)
+    return Downloaded(path=final, bytes=size, sha256=digest.hexdigest())
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,128 @@
+"""Reports: `report.csv` and `summary.json`, built from the store alone.
+
+Because both come from the state database, `batchgen report` can rebuild them after any
+crash. Both are written atomically (temporary file + `os.replace`), so a reader never sees
+half a report. Deliberately not here: terminal output (cli.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from batchgen.store import JobRow, report_status
+
+#: SPEC §4 columns, in this order; extra columns follow them.
+COLUMNS: tuple[str, ...] = (
+    "job_id", "status", "task_id", "image_url", "prompt", "resolution", "video_length",
+    "audio_type", "effect_code", "credits_estimated", "credits_deducted", "video_url", "file",
+    "bytes", "sha256", "submitted_at", "completed_at", "attempts", "error",
+)
+EXTRA_COLUMNS: tuple[str, ...] = (
+    "state", "audio_task_id", "file_task_id", "credits_video", "credits_audio",
+    "manifest_changed", "remote_deleted", "source",
+)
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def report_row(row: JobRow) -> dict[str, Any]:
+    """One CSV row of a job."""
+    req = row.request
+    values = {
+        "job_id": row.job_id,
+        "status": report_status(row.state),
+        "task_id": row.task_id,
+        "image_url": req.get("image_url"),
+        "prompt": req.get("prompt"),
+        "resolution": req.get("resolution"),
+        "video_length": req.get("video_length"),
+        "audio_type": req.get("audio_type"),
+        "effect_code": req.get("effect_code"),
+        "credits_estimated": row.credits_estimated,
+        "credits_deducted": row.credits_deducted,
+        "video_url": row.video_url,
+        "file": row.file,
+        "bytes": row.bytes,
+        "sha256": row.sha256,
+        "submitted_at": row.submitted_at,
+        "completed_at": row.completed_at,
+        "attempts": row.attempts,
+        "error": row.error,
+        "state": row.state.value,
+        "audio_task_id": row.audio_task_id,
+        "file_task_id": row.final_task_id if row.file else None,
+        "credits_video": row.credits_video,
+        "credits_audio": row.credits_audio,
+        "manifest_changed": row.changed,
+        "remote_deleted": row.remote_deleted,
+        "source": req.get("_source"),
+    }
+    return {k: _cell(v) for k, v in values.items()}
+
+
+def render_csv(rows: Sequence[JobRow]) -> str:
+    """The whole report as CSV text."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, *EXTRA_COLUMNS], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(report_row(row))
+    return buf.getvalue()
+
+
+def summarize(rows: Sequence[JobRow], *, wall_seconds: float | None = None,
+              requests: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """Totals for summary.json and the terminal."""
+    counts = Counter(report_status(r.state) for r in rows)
+    deducted = sum(r.credits_deducted or 0 for r in rows)
+    differs = [r.job_id for r in rows if r.credits_deducted is not None
+               and r.state.value in ("completed", "ready") and r.credits_deducted
+               != r.credits_estimated]
+    return {
+        "jobs": len(rows),
+        "status": {k: counts.get(k, 0) for k in ("completed", "failed", "pending", "unknown")},
+        "states": dict(Counter(r.state.value for r in rows)),
+        "credits_estimated": sum(r.credits_estimated for r in rows),
+        "credits_estimated_submitted": sum(r.credits_estimated for r in rows
+                                           if r.state.value != "pending" or r.task_id),
+        "credits_deducted": deducted,
+        "charged_differently": len(differs),
+        "manifest_changed": sum(1 for r in rows if r.changed),
+        "wall_seconds": round(wall_seconds, 3) if wall_seconds is not None else None,
+        "requests": dict(sorted((requests or {}).items())),
+        "requests_total": sum((requests or {}).values()),
+    }
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so a reader sees the old or the new file, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_reports(directory: Path, report_name: str, rows: Sequence[JobRow],
+                  summary: Mapping[str, Any]) -> tuple[Path, Path]:
+    """Write report.csv and summary.json into `directory`; returns both paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    report = directory / report_name
+    write_atomic(report, render_csv(rows))
+    summary_path = directory / "summary.json"
+    write_atomic(summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return report, summary_path

@@ -1,0 +1,648 @@
+"""The scheduler: turns pending rows of the store into finished files, spending each credit once.
+
+Three kinds of worker share one event loop and one `AkoolClient`:
+
+* the **submitter** keeps `concurrency` tasks in flight at the API (queueing + processing,
+  not HTTP connections): a slot frees when a task reaches status 3 or 4 and the next job
+  is sent at once. Before a create leaves, the job is journaled `submitting` (durably) and
+  its estimate is reserved against the budget in the same synchronous step, so racing
+  submissions cannot overshoot together;
+* the **poller** asks `resultsByIds` about every task in flight, `poll_batch` ids per
+  request, on an adaptive schedule (`PollClock`): soon after submission, backing off while
+  nothing changes, and once durations have been observed, quiet until a task is expected
+  to finish and then brisk — few requests for long tasks, low latency for short ones;
+* **downloaders** (bounded on their own) fetch finished videos while the others go on.
+
+Every transition is written to the store as it happens, so the process may die at any
+instant. Progress is reported through `on_event`; the runner never prints. Time, sleep and
+randomness are injected. Deliberately not here: HTTP details (client.py), files
+(download.py), SQL (store.py), retry arithmetic (retry.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from batchgen.client import AkoolClient, TaskRecord
+from batchgen.download import Downloaded, fetch_to, render_filename
+from batchgen.errors import (
+    ApiError,
+    CredentialsError,
+    DownloadError,
+    FatalApiError,
+    InsufficientCredits,
+    OutcomeUnknown,
+    RetryableApiError,
+    UsageError,
+)
+from batchgen.retry import RetryPolicy
+from batchgen.store import IN_FLIGHT, JobRow, JobState, Store
+
+STATUS_DONE = 3
+STATUS_FAILED = 4
+#: a task missing from this many consecutive results is treated as gone
+MISSING_LIMIT = 5
+
+
+class EventKind(StrEnum):
+    SUBMITTED = "submitted"      #: a create was accepted (detail: task id, credits)
+    TASK_DONE = "task_done"      #: a task reached status 3 at the API
+    DOWNLOADED = "downloaded"    #: a verified file is under its final name
+    FAILED = "failed"            #: a job failed permanently
+    UNKNOWN = "unknown"          #: a create's answer was lost
+    RETRY = "retry"              #: a transient fault, retried
+    BUDGET = "budget"            #: a job was held back by the budget
+    NOTICE = "notice"            #: anything else worth a line
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    kind: EventKind
+    job_id: str = ""
+    message: str = ""
+    credits: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """What the runner needs to know, already resolved from manifest, flags and env."""
+
+    output_dir: Path
+    name: str
+    filename: str = "{id}.mp4"
+    concurrency: int = 5
+    poll_interval: float = 5.0
+    poll_batch: int = 50
+    max_credits: int | None = None
+    download_workers: int = 4
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: seconds to let creates already on the wire finish after a stop request
+    stop_grace: float = 2.0
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    """How the run ended; cli turns it into an exit code."""
+
+    interrupted: bool = False
+    budget_blocked: int = 0          #: jobs left because of the budget
+    budget_needed: int = 0           #: credits those jobs would need
+    out_of_credit: str | None = None  #: the API refused for lack of credit
+
+
+@dataclass(slots=True)
+class _Flight:
+    """A task in flight at the API, as the poller tracks it."""
+
+    job_id: str
+    audio: bool
+    sent: float
+    due: float
+    polls: int = 0
+    missing: int = 0
+    status: int = 1
+
+
+class PollClock:
+    """When to ask again about a task: pure arithmetic over observed durations.
+
+    Before any task finished: `base` (the manifest's poll_interval), growing ×1.5 per
+    unchanged answer up to `cap`. Once durations are known: wait until 90 % of the typical
+    (20th-percentile) duration, then poll every tenth of it, again growing while nothing
+    changes. One request carries up to `poll_batch` ids, so polling early costs one
+    request per round for all tasks, not one per task.
+    """
+
+    def __init__(self, base: float, cap: float | None = None) -> None:
+        self.base = base
+        self.cap = cap if cap is not None else max(30.0, base * 4)
+        self._durations: dict[bool, deque[float]] = {False: deque(maxlen=64),
+                                                      True: deque(maxlen=64)}
+
+    def observe(self, audio: bool, duration: float) -> None:
+        self._durations[audio].append(duration)
+
+    def typical(self, audio: bool) -> float | None:
+        seen = self._durations[audio]
+        if len(seen) < 3:
+            return None
+        ordered = sorted(seen)
+        return ordered[len(ordered) // 5]
+
+    def next_delay(self, audio: bool, age: float, polls: int) -> float:
+        expected = self.typical(audio)
+        if expected is None:
+            return min(self.base * (1.5 ** polls), self.cap)
+        fine = min(max(expected * 0.1, 0.05), self.base)
+        quiet_until = expected * 0.9
+        if age < quiet_until:
+            return max(quiet_until - age, fine)
+        late = max(0, int((age - quiet_until) / max(fine, 1e-3)) // 4)
+        return min(fine * (1.5 ** late), self.cap)
+
+
+class _Wakeup:
+    """Edge-triggered wake-up for loops that wait on state changes."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def token(self) -> asyncio.Event:
+        return self._event
+
+    def notify(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    @staticmethod
+    async def wait(token: asyncio.Event, timeout: float | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(token.wait(), timeout)
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Runner:
+    """One run over one store. Build, then `await run()`; `stop()` may be called any time."""
+
+    def __init__(self, store: Store, client: AkoolClient, settings: RunSettings,
+                 on_event: Callable[[JobEvent], None] = lambda e: None, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 now_iso: Callable[[], str] = utc_now_iso,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 rng: random.Random | None = None) -> None:
+        self.store = store
+        self.client = client
+        self.settings = settings
+        self.emit = on_event
+        self.clock = clock
+        self.now_iso = now_iso
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.outcome = RunOutcome()
+        self.polls = PollClock(settings.poll_interval)
+        self._wake = _Wakeup()
+        self._stop = asyncio.Event()
+        self._rows: dict[str, JobRow] = {}
+        self._pending: deque[str] = deque()
+        self._blocked: deque[str] = deque()
+        self._audio_pending: deque[str] = deque()
+        self._flights: dict[str, _Flight] = {}
+        self._creating: set[asyncio.Task[None]] = set()
+        self._downloads: asyncio.Queue[str | None] = asyncio.Queue()
+        self._committed: dict[str, int] = {}
+        self._committed_total = 0
+        self._submitting_done = False
+        self._polling_done = False
+        self._limit = settings.concurrency
+        self._fatal: BaseException | None = None
+
+    # -- public ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop submitting now; the run winds down and `run` returns (interrupted)."""
+        self._stop.set()
+        self._wake.notify()
+
+    @property
+    def committed_credits(self) -> int:
+        """Credits held by everything sent from this output dir, all runs included."""
+        return self._committed_total
+
+    async def run(self) -> RunOutcome:
+        """Drive every job of the store to a final state (or until stopped)."""
+        self._load()
+        loops = [asyncio.create_task(self._submit_loop(), name="submitter"),
+                 asyncio.create_task(self._poll_loop(), name="poller")]
+        loops += [asyncio.create_task(self._download_loop(), name=f"downloader-{i}")
+                  for i in range(max(1, self.settings.download_workers))]
+        everything = asyncio.gather(*loops)
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({everything, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if everything.done():
+                everything.result()  # raise a loop's error, if any
+            else:
+                self.outcome.interrupted = True
+                if self._creating:
+                    # creates already on the wire: give them a moment to record their
+                    # answer; a cancelled one stays `submitting` and resumes as `unknown`
+                    await asyncio.wait(set(self._creating), timeout=self.settings.stop_grace)
+        finally:
+            stopper.cancel()
+            for task in [*loops, *self._creating]:
+                task.cancel()
+            await asyncio.gather(everything, *self._creating, return_exceptions=True)
+        if self._fatal is not None:
+            raise self._fatal
+        if self._blocked:
+            self.outcome.budget_blocked = len(self._blocked)
+            self.outcome.budget_needed = sum(self._rows[j].credits_estimated
+                                             for j in self._blocked)
+        return self.outcome
+
+    # -- loading -----------------------------------------------------------------------
+
+    def _load(self) -> None:
+        now = self.clock()
+        for row in self.store.rows(active_only=False):
+            if row.state is not JobState.PENDING:
+                self._set_committed(row.job_id, row.committed_credits)
+            if not row.active:
+                continue
+            self._rows[row.job_id] = row
+            if row.state is JobState.PENDING:
+                self._pending.append(row.job_id)
+            elif row.state is JobState.AUDIO_PENDING:
+                self._audio_pending.append(row.job_id)
+            elif row.state in IN_FLIGHT:
+                audio = row.state is JobState.AUDIO_RUNNING
+                task_id = row.audio_task_id if audio else row.task_id
+                if task_id:
+                    self._flights[task_id] = _Flight(row.job_id, audio, sent=now, due=now)
+            elif row.state is JobState.READY:
+                self._downloads.put_nowait(row.job_id)
+        self._check_filenames()
+
+    def _check_filenames(self) -> None:
+        """Refuse a template that would give two jobs one file (a finished video lost)."""
+        if "{task_id}" in self.settings.filename:
+            return
+        seen: dict[str, str] = {}
+        for row in self._rows.values():
+            name = self._target(row).name
+            if name in seen:
+                raise UsageError(
+                    f"output.filename {self.settings.filename!r} gives jobs {seen[name]} and "
+                    f"{row.job_id} the same file {name!r}; include {{id}} or {{index}}")
+            seen[name] = row.job_id
+
+    def _set_committed(self, job_id: str, credits: int) -> None:
+        before = self._committed.get(job_id, 0)
+        self._committed[job_id] = credits
+        self._committed_total += credits - before
+        if credits < before and self._blocked:
+            # the API charged less than estimated: held-back jobs may fit now
+            self._pending.extendleft(reversed(self._blocked))
+            self._blocked.clear()
+
+    def _replace(self, job_id: str, **changes: Any) -> JobRow:
+        """Update the in-memory mirror of a row (the store was written already)."""
+        row = replace(self._rows[job_id], **changes)
+        self._rows[job_id] = row
+        return row
+
+    # -- submission --------------------------------------------------------------------
+
+    def _busy_slots(self) -> int:
+        return len(self._flights) + len(self._creating)
+
+    def _fits(self, row: JobRow) -> bool:
+        cap = self.settings.max_credits
+        return cap is None or self._committed_total + row.credits_estimated <= cap
+
+    def _work_may_appear(self) -> bool:
+        """Could a job still become submittable without us doing anything?"""
+        return bool(self._flights or self._creating)
+
+    async def _submit_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                token = self._wake.token()
+                free = self._limit - self._busy_slots()
+                if free > 0 and self.outcome.out_of_credit is None:
+                    batch = self._claim(free)
+                    if batch:
+                        self._launch(batch)
+                        continue
+                nothing_to_send = self.outcome.out_of_credit or not (
+                    self._pending or self._audio_pending)
+                if nothing_to_send and not self._work_may_appear():
+                    return
+                await self._wake.wait(token, None)
+        finally:
+            self._submitting_done = True
+            self._wake.notify()
+
+    def _claim(self, free: int) -> list[tuple[str, bool]]:
+        """Pick up to `free` jobs to send and journal them, all in one durable write.
+
+        Nothing awaits between the budget check and the journal, so two claims can never
+        both spend the same remaining credits.
+        """
+        batch: list[tuple[str, bool]] = []
+        while self._audio_pending and len(batch) < free:
+            batch.append((self._audio_pending.popleft(), True))
+        while self._pending and len(batch) < free:
+            job_id = self._pending.popleft()
+            row = self._rows[job_id]
+            if not self._fits(row):
+                self._blocked.append(job_id)
+                self.emit(JobEvent(EventKind.BUDGET, job_id,
+                                   f"held back: needs {row.credits_estimated} credits, "
+                                   f"{self._remaining()} left of the budget"))
+                continue
+            batch.append((job_id, False))
+        if not batch:
+            return batch
+        now = self.now_iso()
+        for audio in (False, True):
+            ids = [j for j, a in batch if a is audio]
+            if ids:
+                self.store.begin_submit(ids, now, audio=audio)
+        for job_id, audio in batch:
+            row = self._rows[job_id]
+            state = JobState.AUDIO_SUBMITTING if audio else JobState.SUBMITTING
+            row = self._replace(job_id, state=state, attempts=row.attempts + 1,
+                                submitted_at=row.submitted_at or now)
+            if not audio:
+                self._set_committed(job_id, row.committed_credits)
+        return batch
+
+    def _remaining(self) -> int | None:
+        cap = self.settings.max_credits
+        return None if cap is None else cap - self._committed_total
+
+    def _launch(self, batch: list[tuple[str, bool]]) -> None:
+        for job_id, audio in batch:
+            task = asyncio.create_task(self._create(job_id, audio))
+            self._creating.add(task)
+            task.add_done_callback(self._create_done)
+
+    def _create_done(self, task: asyncio.Task[None]) -> None:
+        self._creating.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._fatal is None:
+            self._fatal = task.exception()
+            self.stop()
+        self._wake.notify()
+
+    async def _create(self, job_id: str, audio: bool) -> None:
+        row = self._rows[job_id]
+        req = row.request
+        if audio:
+            step = req["add_audio"]
+
+            def call() -> Awaitable[TaskRecord]:
+                return self.client.update_audio(row.task_id or "", step["audio_type"],
+                                                step.get("audio_url"))
+        else:
+            fields = {k: v for k, v in req.items() if not k.startswith("_") and k != "add_audio"}
+
+            def call() -> Awaitable[TaskRecord]:
+                return self.client.create(fields)
+        try:
+            record = await self.settings.retry.run(
+                call, sleep=self.sleep, clock=self.clock, rng=self.rng, retry_unknown=False,
+                on_retry=lambda n, e, w: self.emit(JobEvent(EventKind.RETRY, job_id, str(e))))
+        except OutcomeUnknown as exc:
+            self._fail(job_id, JobState.UNKNOWN,
+                       f"{exc}: the task may exist and be charged; not sent again "
+                       "(re-run with --resubmit-unknown to send it anyway)",
+                       unknown_step="add_audio" if audio else "video")
+            self.emit(JobEvent(EventKind.UNKNOWN, job_id, str(exc)))
+            return
+        except InsufficientCredits as exc:
+            self.store.mark_unsent(job_id, audio=audio)
+            self._back_to_queue(job_id, audio)
+            self.outcome.out_of_credit = str(exc)
+            self.emit(JobEvent(EventKind.NOTICE, job_id, f"{exc}: no more jobs will be sent"))
+            return
+        except CredentialsError:
+            self.store.mark_unsent(job_id, audio=audio)
+            self._back_to_queue(job_id, audio)
+            raise
+        except RetryableApiError as exc:
+            if exc.code == 1005 and self._flights:
+                # the account is at its limit of tasks in flight: wait for a slot instead
+                self.store.mark_unsent(job_id, audio=audio)
+                self._back_to_queue(job_id, audio)
+                self._limit = max(1, min(self._limit, len(self._flights)))
+                self.emit(JobEvent(EventKind.NOTICE, job_id,
+                                   f"the API is busy (1005); concurrency lowered to "
+                                   f"{self._limit} for this run"))
+                return
+            self._fail(job_id, JobState.FAILED, f"gave up after retries: {exc}")
+            return
+        except FatalApiError as exc:
+            self._fail(job_id, JobState.FAILED, str(exc))
+            return
+        self.store.mark_accepted(job_id, record.task_id, record.credits, audio=audio)
+        if audio:
+            row = self._replace(job_id, state=JobState.AUDIO_RUNNING,
+                                audio_task_id=record.task_id, credits_audio=record.credits)
+        else:
+            row = self._replace(job_id, state=JobState.RUNNING, task_id=record.task_id,
+                                credits_video=record.credits)
+        self._set_committed(job_id, row.committed_credits)
+        now = self.clock()
+        self._flights[record.task_id] = _Flight(
+            job_id, audio, sent=now, due=now + self.polls.next_delay(audio, 0.0, 0))
+        self.emit(JobEvent(EventKind.SUBMITTED, job_id, record.task_id,
+                           credits=record.credits or 0))
+
+    def _back_to_queue(self, job_id: str, audio: bool) -> None:
+        if audio:
+            self._replace(job_id, state=JobState.AUDIO_PENDING)
+            self._audio_pending.appendleft(job_id)
+        else:
+            self._replace(job_id, state=JobState.PENDING)
+            self._set_committed(job_id, 0)
+            self._pending.appendleft(job_id)
+
+    def _fail(self, job_id: str, state: JobState, error: str, **extra: Any) -> None:
+        changes: dict[str, Any] = {"state": state, "error": error, **extra}
+        self.store.update([(job_id, changes)])
+        row = self._replace(job_id, **changes)
+        self._set_committed(job_id, row.committed_credits)
+        if state is JobState.FAILED:
+            self.emit(JobEvent(EventKind.FAILED, job_id, error))
+        self._wake.notify()
+
+    # -- polling -----------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        try:
+            while True:
+                token = self._wake.token()
+                if not self._flights:
+                    if self._submitting_done:
+                        return
+                    await self._wake.wait(token, None)
+                    continue
+                now = self.clock()
+                soonest = min(f.due for f in self._flights.values())
+                if soonest > now:
+                    await self._wake.wait(token, soonest - now)
+                    continue
+                await self._poll_round(now)
+        finally:
+            self._polling_done = True
+            for _ in range(max(1, self.settings.download_workers)):
+                self._downloads.put_nowait(None)
+
+    async def _poll_round(self, now: float) -> None:
+        """Ask about every due task, filling each request up with tasks due soon."""
+        batch_size = max(1, self.settings.poll_batch)
+        by_due = sorted(self._flights.items(), key=lambda kv: kv[1].due)
+        due = [tid for tid, f in by_due if f.due <= now]
+        n_requests = -(-len(due) // batch_size)
+        ids = [tid for tid, _ in by_due[: n_requests * batch_size]]
+        chunks = [ids[i:i + batch_size] for i in range(0, len(ids), batch_size)]
+        answers = await asyncio.gather(*(self._results(c) for c in chunks))
+        changes: list[tuple[str, dict[str, Any]]] = []
+        after = self.clock()
+        for chunk, records in zip(chunks, answers, strict=True):
+            seen = {r.task_id: r for r in records}
+            for task_id in chunk:
+                flight = self._flights.get(task_id)
+                if flight is None:
+                    continue
+                record = seen.get(task_id)
+                change = self._observe(task_id, flight, record, after)
+                if change:
+                    changes.append(change)
+        if changes:
+            self.store.update(changes)
+            for job_id, cols in changes:
+                self._replace(job_id, **cols)
+                if cols.get("state") is JobState.READY:
+                    self._downloads.put_nowait(job_id)
+            self._wake.notify()
+
+    async def _results(self, ids: list[str]) -> list[TaskRecord]:
+        return await self.settings.retry.run(
+            lambda: self.client.results(ids), sleep=self.sleep, clock=self.clock, rng=self.rng,
+            on_retry=lambda n, e, w: self.emit(JobEvent(EventKind.RETRY, "", str(e))))
+
+    def _observe(self, task_id: str, flight: _Flight, record: TaskRecord | None,
+                 now: float) -> tuple[str, dict[str, Any]] | None:
+        """Fold one answer about one task into its flight; return a store change, if any."""
+        job_id = flight.job_id
+        if record is None:
+            flight.missing += 1
+            if flight.missing < MISSING_LIMIT:
+                flight.polls += 1
+                flight.due = now + self.polls.next_delay(flight.audio, now - flight.sent,
+                                                         flight.polls)
+                return None
+            del self._flights[task_id]
+            return job_id, {"state": JobState.FAILED,
+                            "error": f"task {task_id} is no longer known to the API"}
+        flight.missing = 0
+        cols: dict[str, Any] = {}
+        row = self._rows[job_id]
+        credit_col = "credits_audio" if flight.audio else "credits_video"
+        if record.credits is not None and getattr(row, credit_col) != record.credits:
+            cols[credit_col] = record.credits
+        if record.status == STATUS_DONE:
+            del self._flights[task_id]
+            self.polls.observe(flight.audio, now - flight.sent)
+            self.emit(JobEvent(EventKind.TASK_DONE, job_id, task_id))
+            if not flight.audio and row.request.get("add_audio"):
+                cols["state"] = JobState.AUDIO_PENDING
+                self._audio_pending.append(job_id)
+            elif record.video_url:
+                cols.update(state=JobState.READY, video_url=record.video_url)
+            else:
+                cols.update(state=JobState.FAILED,
+                            error=f"task {task_id} completed without a video_url")
+        elif record.status == STATUS_FAILED:
+            del self._flights[task_id]
+            step = "add-audio task" if flight.audio else "task"
+            msg = (record.raw.get("error_msg") or record.raw.get("msg")
+                   or "check the image URL, prompt and options")
+            cols.update(state=JobState.FAILED,
+                        error=f"{step} {task_id} failed at the API (status 4): {msg}")
+            self.emit(JobEvent(EventKind.FAILED, job_id, cols["error"]))
+        else:
+            if record.status != flight.status:
+                flight.status = record.status
+            else:
+                flight.polls += 1
+            flight.due = now + self.polls.next_delay(flight.audio, now - flight.sent,
+                                                     flight.polls)
+        if credit_col in cols:
+            merged = self._replace(job_id, **{credit_col: cols[credit_col]})
+            self._set_committed(job_id, merged.committed_credits)
+        return (job_id, cols) if cols else None
+
+    # -- downloading -------------------------------------------------------------------
+
+    async def _download_loop(self) -> None:
+        while True:
+            job_id = await self._downloads.get()
+            if job_id is None:
+                return
+            await self._download(job_id)
+
+    def _target(self, row: JobRow) -> Path:
+        req = row.request
+        name = render_filename(self.settings.filename, {
+            "id": row.job_id, "name": self.settings.name, "index": row.idx,
+            "resolution": req.get("resolution"), "video_length": req.get("video_length"),
+            "task_id": row.final_task_id})
+        return self.settings.output_dir / name
+
+    async def _download(self, job_id: str) -> None:
+        row = self._rows[job_id]
+        target = self._target(row)
+        url = row.video_url or ""
+        refreshed = False
+        while True:
+            try:
+                got = await self.settings.retry.run(
+                    lambda u=url: self._fetch_once(u, target), sleep=self.sleep,
+                    clock=self.clock, rng=self.rng,
+                    on_retry=lambda n, e, w: self.emit(JobEvent(EventKind.RETRY, job_id, str(e))))
+            except FatalApiError as exc:
+                if exc.http_status in (403, 404, 410) and not refreshed:
+                    # the URL expired: ask the API for a fresh one, once
+                    refreshed = True
+                    fresh = await self._fresh_url(row)
+                    if fresh:
+                        url = fresh
+                        continue
+                self._fail(job_id, JobState.FAILED, f"download failed: {exc}")
+                return
+            except (RetryableApiError, DownloadError) as exc:
+                self._fail(job_id, JobState.FAILED, f"download failed after retries: {exc}")
+                return
+            break
+        done_at = self.now_iso()
+        cols = {"state": JobState.COMPLETED, "file": got.path.name, "bytes": got.bytes,
+                "sha256": got.sha256, "completed_at": done_at, "video_url": url, "error": None}
+        self.store.update([(job_id, cols)])
+        self._replace(job_id, **cols)
+        self.emit(JobEvent(EventKind.DOWNLOADED, job_id, got.path.name))
+
+    async def _fetch_once(self, url: str, target: Path) -> Downloaded:
+        try:
+            return await fetch_to(self.client, url, target)
+        except DownloadError as exc:
+            # a truncated or garbled body may well arrive whole next time
+            raise RetryableApiError(str(exc)) from None
+
+    async def _fresh_url(self, row: JobRow) -> str | None:
+        task_id = row.final_task_id
+        if not task_id:
+            return None
+        try:
+            records = await self._results([task_id])
+        except ApiError:
+            return None
+        for record in records:
+            if record.task_id == task_id and record.status == STATUS_DONE:
+                return record.video_url
+        return None

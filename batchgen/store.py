@@ -1,0 +1,466 @@
+"""The state database: the only module that speaks SQL.
+
+One SQLite file per output dir (``.batchgen/state.db``) holds one row per job: what was
+asked (fingerprint + request), what the API answered (task ids, credits), where the job is
+in its life (``JobState``) and what landed on disk. It is the evidence that makes resume and
+"never pay twice" possible, so it is written *before* money moves:
+
+* ``begin_submit`` commits ``submitting`` with ``synchronous=FULL`` before the create POST;
+* ``mark_accepted`` commits the task id the moment the answer arrives (also FULL);
+* on open, a job still ``submitting`` (the process died mid-request) becomes ``unknown``.
+
+Other transitions use ``synchronous=NORMAL``: in WAL mode that survives ``kill -9`` (the
+write is in the OS cache) and costs a tenth of a FULL commit.
+
+The interface is deliberately narrow — sync, claim, record a transition, read rows — so a
+shared PostgreSQL backend for several runners would be an addition, not a rewrite.
+Deliberately not here: scheduling decisions, HTTP, files. The store also holds the run lock
+(``fcntl`` on ``.batchgen/lock``) because the lock guards exactly this database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from batchgen.errors import OutputDirLocked, StateError
+from batchgen.jobs import Job
+
+STATE_DIR = ".batchgen"
+DB_NAME = "state.db"
+LOCK_NAME = "lock"
+
+
+class JobState(StrEnum):
+    """Where a job is. Stored as text; the order below is the normal path."""
+
+    #: never sent, or allowed to be sent again
+    PENDING = "pending"
+    #: create journaled, request on the wire, answer not yet recorded
+    SUBMITTING = "submitting"
+    #: the API accepted the video task; polling it
+    RUNNING = "running"
+    #: the video is done; its add-audio step waits for a slot
+    AUDIO_PENDING = "audio_pending"
+    #: an updateVideoAudio create is journaled and on the wire
+    AUDIO_SUBMITTING = "audio_submitting"
+    #: the add-audio task was accepted; polling it
+    AUDIO_RUNNING = "audio_running"
+    #: the final task completed at the API; its file is to be downloaded
+    READY = "ready"
+    #: the file is on disk, verified, under its final name
+    COMPLETED = "completed"
+    #: a permanent fault; ``error`` says which
+    FAILED = "failed"
+    #: a create was sent but its answer was lost: it may exist and be charged
+    UNKNOWN = "unknown"
+
+
+#: states in which a task of the job occupies a slot at the API
+IN_FLIGHT = frozenset({JobState.RUNNING, JobState.AUDIO_RUNNING})
+#: states that mean "sent and maybe charged"
+SUBMITTED = frozenset(JobState) - {JobState.PENDING}
+
+#: report status for each state (SPEC §4: completed, failed, pending, unknown)
+REPORT_STATUS = {
+    JobState.COMPLETED: "completed",
+    JobState.FAILED: "failed",
+    JobState.UNKNOWN: "unknown",
+}
+
+
+def report_status(state: JobState) -> str:
+    """The SPEC §4 status of a job state."""
+    return REPORT_STATUS.get(state, "pending")
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """One job as the store knows it: a snapshot, never mutated."""
+
+    job_id: str
+    idx: int
+    fingerprint: str
+    request: dict[str, Any]
+    state: JobState
+    credits_estimated: int
+    task_id: str | None = None
+    audio_task_id: str | None = None
+    credits_video: int | None = None
+    credits_audio: int | None = None
+    video_url: str | None = None
+    file: str | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    submitted_at: str | None = None
+    completed_at: str | None = None
+    attempts: int = 0
+    error: str | None = None
+    changed: bool = False
+    active: bool = True
+    unknown_step: str | None = None
+    remote_deleted: bool = False
+
+    @property
+    def credits_deducted(self) -> int | None:
+        """What the API charged for this job so far (None when nothing is known)."""
+        parts = [c for c in (self.credits_video, self.credits_audio) if c is not None]
+        return sum(parts) if parts else None
+
+    @property
+    def committed_credits(self) -> int:
+        """Credits this job holds against the budget: charged where known, else estimated.
+
+        A job that was never sent holds nothing. A sent job holds what the API charged for
+        its video plus the estimate of any add-audio step not yet charged.
+        """
+        if self.state is JobState.PENDING:
+            return 0
+        if self.state is JobState.FAILED and self.task_id is None:
+            return 0  # the API refused the create: nothing was made or charged
+        if self.credits_video is None:
+            return self.credits_estimated
+        audio_est = self.request.get("_audio_estimate", 0)
+        audio = self.credits_audio if self.credits_audio is not None else audio_est
+        return self.credits_video + (audio if self.request.get("add_audio") else 0)
+
+    @property
+    def final_task_id(self) -> str | None:
+        """The task whose video becomes the job's file."""
+        return self.audio_task_id if self.request.get("add_audio") else self.task_id
+
+
+_COLUMNS = (
+    "job_id, idx, fingerprint, request, state, credits_estimated, task_id, audio_task_id, "
+    "credits_video, credits_audio, video_url, file, bytes, sha256, submitted_at, "
+    "completed_at, attempts, error, changed, active, unknown_step, remote_deleted"
+)
+
+_MIGRATIONS: tuple[tuple[str, str], ...] = (
+    ("0001_jobs", f"""
+        CREATE TABLE jobs (
+            job_id TEXT PRIMARY KEY,
+            idx INTEGER NOT NULL,
+            fingerprint TEXT NOT NULL,
+            request TEXT NOT NULL,
+            state TEXT NOT NULL,
+            credits_estimated INTEGER NOT NULL,
+            task_id TEXT,
+            audio_task_id TEXT,
+            credits_video INTEGER,
+            credits_audio INTEGER,
+            video_url TEXT,
+            file TEXT,
+            bytes INTEGER,
+            sha256 TEXT,
+            submitted_at TEXT,
+            completed_at TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            changed INTEGER NOT NULL DEFAULT 0,
+            active INTEGER NOT NULL DEFAULT 1,
+            unknown_step TEXT,
+            remote_deleted INTEGER NOT NULL DEFAULT 0,
+            new_fingerprint TEXT
+        );
+        CREATE INDEX jobs_state ON jobs(state);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        -- {_COLUMNS}
+    """),
+)
+
+
+def _row(r: sqlite3.Row | tuple[Any, ...]) -> JobRow:
+    return JobRow(
+        job_id=r[0], idx=r[1], fingerprint=r[2], request=json.loads(r[3]), state=JobState(r[4]),
+        credits_estimated=r[5], task_id=r[6], audio_task_id=r[7], credits_video=r[8],
+        credits_audio=r[9], video_url=r[10], file=r[11], bytes=r[12], sha256=r[13],
+        submitted_at=r[14], completed_at=r[15], attempts=r[16], error=r[17],
+        changed=bool(r[18]), active=bool(r[19]), unknown_step=r[20], remote_deleted=bool(r[21]),
+    )
+
+
+def job_request(job: Job, audio_estimate: int) -> dict[str, Any]:
+    """The request as stored: the job's fields plus what the report and runner need."""
+    req = job.request_fields()
+    if job.add_audio is not None:
+        req["add_audio"] = job.add_audio.as_dict()
+        req["_audio_estimate"] = audio_estimate
+    req["_source"] = job.source
+    return req
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """What `Store.sync` found when it laid the manifest over the state."""
+
+    added: int
+    changed: tuple[str, ...]      #: ids whose entry changed after submission (kept, reported)
+    removed: int                  #: jobs in the state that the manifest no longer lists
+
+
+class Store:
+    """SQLite state of one output dir. Open with `Store.open` (takes the lock)."""
+
+    def __init__(self, conn: sqlite3.Connection, lock_fd: int | None, path: Path) -> None:
+        self._conn = conn
+        self._lock_fd = lock_fd
+        self.path = path
+
+    # -- opening and closing ---------------------------------------------------------
+
+    @classmethod
+    def open(cls, output_dir: Path, *, lock: bool = True, create: bool = True) -> Store:
+        """Open (creating if needed) the state of `output_dir`.
+
+        With `lock`, takes the run lock first and raises `OutputDirLocked` naming the
+        holder's pid when another run has it. Read-only commands pass ``lock=False``.
+        """
+        state_dir = output_dir / STATE_DIR
+        db_path = state_dir / DB_NAME
+        if not create and not db_path.exists():
+            raise StateError(f"{output_dir}: no state yet (nothing has been run here)")
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create {state_dir}: {exc.strerror}") from exc
+        lock_fd = _take_lock(state_dir / LOCK_NAME) if lock else None
+        try:
+            conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            store = cls(conn, lock_fd, db_path)
+            store._migrate()
+        except sqlite3.DatabaseError as exc:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise StateError(f"{db_path}: unusable state database ({exc}); move it away "
+                             "to start over (completed files stay on disk)") from exc
+        return store
+
+    def close(self) -> None:
+        """Close the database and release the lock; safe to call twice."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        self._conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY)")
+        done = {r[0] for r in self._conn.execute("SELECT name FROM _migrations")}
+        for name, sql in _MIGRATIONS:
+            if name in done:
+                continue
+            with self._tx():
+                for stmt in sql.split(";"):
+                    if stmt.strip() and not stmt.strip().startswith("--"):
+                        self._conn.execute(stmt)
+                self._conn.execute("INSERT INTO _migrations(name) VALUES (?)", (name,))
+        unknown = done - {n for n, _ in _MIGRATIONS}
+        if unknown:
+            raise StateError(f"{self.path}: written by a newer batchgen ({sorted(unknown)})")
+
+    @contextlib.contextmanager
+    def _tx(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction; `durable` fsyncs the WAL at commit (for records guarding money)."""
+        conn = self._conn
+        if durable:
+            conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+        finally:
+            if durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
+
+    # -- the manifest over the state ---------------------------------------------------
+
+    def sync(self, jobs: Sequence[Job], estimates: Sequence[tuple[int, int]]) -> SyncResult:
+        """Lay the manifest's jobs over the state, in one transaction.
+
+        New jobs are added as pending. A pending job takes the manifest's current request.
+        A job that was already sent keeps its recorded request; if the manifest now asks
+        for something else, it is flagged `changed` (reported, never resubmitted silently).
+        `estimates` gives (total, add-audio part) credits per job.
+        """
+        existing = {r[0]: (r[1], r[2]) for r in
+                    self._conn.execute("SELECT job_id, state, fingerprint FROM jobs")}
+        added = 0
+        changed: list[str] = []
+        with self._tx():
+            self._conn.execute("UPDATE jobs SET active = 0")
+            for job, (total, audio) in zip(jobs, estimates, strict=True):
+                req = json.dumps(job_request(job, audio), sort_keys=True)
+                prev = existing.get(job.id)
+                if prev is None:
+                    self._conn.execute(
+                        "INSERT INTO jobs(job_id, idx, fingerprint, request, state, "
+                        "credits_estimated) VALUES (?,?,?,?,?,?)",
+                        (job.id, job.index, job.fingerprint, req, JobState.PENDING, total))
+                    added += 1
+                elif prev[0] == JobState.PENDING:
+                    self._conn.execute(
+                        "UPDATE jobs SET idx=?, fingerprint=?, request=?, credits_estimated=?, "
+                        "active=1, changed=0 WHERE job_id=?",
+                        (job.index, job.fingerprint, req, total, job.id))
+                else:
+                    is_changed = prev[1] != job.fingerprint
+                    if is_changed:
+                        changed.append(job.id)
+                    self._conn.execute(
+                        "UPDATE jobs SET idx=?, active=1, changed=?, new_fingerprint=? "
+                        "WHERE job_id=?",
+                        (job.index, int(is_changed), job.fingerprint if is_changed else None,
+                         job.id))
+        removed = len(existing.keys() - {j.id for j in jobs})
+        return SyncResult(added=added, changed=tuple(changed), removed=removed)
+
+    def recover(self) -> int:
+        """After a crash: creates still on the wire become `unknown`. Returns how many."""
+        with self._tx(durable=True):
+            cur = self._conn.execute(
+                "UPDATE jobs SET unknown_step = CASE state WHEN ? THEN 'add_audio' ELSE 'video' "
+                "END, state = ?, error = 'the create request was sent but its answer was lost "
+                "(the run stopped); re-run with --resubmit-unknown to send it again' "
+                "WHERE state IN (?, ?)",
+                (JobState.AUDIO_SUBMITTING, JobState.UNKNOWN, JobState.SUBMITTING,
+                 JobState.AUDIO_SUBMITTING))
+        return cur.rowcount
+
+    def reopen(self, *, unknown: bool, failed: bool) -> int:
+        """Make unknown and/or failed jobs eligible again (--resubmit-unknown/--retry-failed).
+
+        An unknown add-audio step goes back to its finished video (the video is never made
+        again); everything else goes back to pending.
+        """
+        n = 0
+        with self._tx(durable=True):
+            if unknown:
+                n += self._conn.execute(
+                    "UPDATE jobs SET state=?, error=NULL, unknown_step=NULL "
+                    "WHERE state=? AND unknown_step='add_audio' AND active=1",
+                    (JobState.AUDIO_PENDING, JobState.UNKNOWN)).rowcount
+                n += self._conn.execute(
+                    "UPDATE jobs SET state=?, error=NULL, unknown_step=NULL, task_id=NULL, "
+                    "credits_video=NULL WHERE state=? AND active=1",
+                    (JobState.PENDING, JobState.UNKNOWN)).rowcount
+            if failed:
+                n += self._conn.execute(
+                    "UPDATE jobs SET state=?, error=NULL, task_id=NULL, audio_task_id=NULL, "
+                    "credits_video=NULL, credits_audio=NULL, video_url=NULL "
+                    "WHERE state=? AND active=1 AND changed=0",
+                    (JobState.PENDING, JobState.FAILED)).rowcount
+        return n
+
+    # -- reads -------------------------------------------------------------------------
+
+    def rows(self, *, active_only: bool = True) -> list[JobRow]:
+        """Every job row in manifest order."""
+        where = "WHERE active = 1 " if active_only else ""
+        return [_row(r) for r in self._conn.execute(
+            f"SELECT {_COLUMNS} FROM jobs {where}ORDER BY idx")]
+
+    def get(self, job_id: str) -> JobRow:
+        """One job row (KeyError when absent)."""
+        r = self._conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        if r is None:
+            raise KeyError(job_id)
+        return _row(r)
+
+    def committed_credits(self) -> int:
+        """Credits held by every sent job of this output dir, across all runs (the budget)."""
+        return sum(r.committed_credits for r in self.rows(active_only=False)
+                   if r.state is not JobState.PENDING)
+
+    def meta(self, key: str) -> str | None:
+        r = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return r[0] if r else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx():
+            self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?,?)",
+                               (key, value))
+
+    # -- transitions -------------------------------------------------------------------
+
+    def begin_submit(self, job_ids: Iterable[str], now: str, *, audio: bool = False) -> None:
+        """Journal creates about to be sent (durably): the evidence against paying twice."""
+        state = JobState.AUDIO_SUBMITTING if audio else JobState.SUBMITTING
+        with self._tx(durable=True):
+            self._conn.executemany(
+                "UPDATE jobs SET state=?, attempts=attempts+1, "
+                "submitted_at=COALESCE(submitted_at, ?) WHERE job_id=?",
+                [(state, now, j) for j in job_ids])
+
+    def mark_accepted(self, job_id: str, task_id: str, credits: int | None, *,
+                      audio: bool = False) -> None:
+        """The API accepted a create: record its task id and charge at once (durably)."""
+        with self._tx(durable=True):
+            if audio:
+                self._conn.execute(
+                    "UPDATE jobs SET state=?, audio_task_id=?, credits_audio=? WHERE job_id=?",
+                    (JobState.AUDIO_RUNNING, task_id, credits, job_id))
+            else:
+                self._conn.execute(
+                    "UPDATE jobs SET state=?, task_id=?, credits_video=?, error=NULL "
+                    "WHERE job_id=?", (JobState.RUNNING, task_id, credits, job_id))
+
+    def mark_unsent(self, job_id: str, *, audio: bool = False) -> None:
+        """A create that provably made no task (refused before or by the API): undo."""
+        with self._tx(durable=True):
+            self._conn.execute(
+                "UPDATE jobs SET state=? WHERE job_id=?",
+                (JobState.AUDIO_PENDING if audio else JobState.PENDING, job_id))
+
+    def update(self, changes: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Apply several column changes in one transaction: [(job_id, {column: value})].
+
+        Used for poll results, downloads and failures, which the runner batches.
+        """
+        allowed = {"state", "video_url", "file", "bytes", "sha256", "completed_at", "error",
+                   "credits_video", "credits_audio", "unknown_step", "remote_deleted"}
+        with self._tx():
+            for job_id, cols in changes:
+                bad = cols.keys() - allowed
+                if bad:
+                    raise ValueError(f"not updatable: {sorted(bad)}")
+                names = ", ".join(f"{k}=?" for k in cols)
+                self._conn.execute(f"UPDATE jobs SET {names} WHERE job_id=?",
+                                   (*cols.values(), job_id))
+
+
+def _take_lock(path: Path) -> int:
+    """Take the run lock with fcntl; it dies with the process, so kill -9 never leaves it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise OutputDirLocked(
+            f"{path.parent.parent}: another batchgen run (pid {holder}) is using this output "
+            "dir; wait for it to finish or stop it, then run again") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

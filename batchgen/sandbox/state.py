@@ -1,0 +1,283 @@
+"""The emulator's memory: tasks, balance, tokens, counters and the one seeded RNG.
+
+Task status is computed lazily from the monotonic clock when read, so a task costs a small
+object and no timer: 100,000 tasks are free. Tasks still in flight sit in a heap ordered by
+the time they finish, which keeps "how many are in flight" at O(log n) per create instead of
+a scan. Knows nothing about HTTP; `app.py` translates requests into calls here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import os
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchgen.sandbox.config import SandboxConfig, span
+
+#: constant account identity echoed in records, shaped like akool-api.md E1
+UID = 101400
+TEAM_ID = "6805fb69e92d9edc7ca0b409"
+SUB_TYPE = 1501
+
+CODE_OK = 1000
+CODE_PARAM = 1003
+CODE_TOO_FREQUENT = 1005
+CODE_QUOTA = 1006
+CODE_NOT_FOUND = 1008
+CODE_BAD_TOKEN = 1101
+CODE_NO_AUTH = 1102
+CODE_NO_ACCOUNT = 1109
+CODE_BANNED = 1200
+
+MESSAGES = {
+    CODE_TOO_FREQUENT: "Operation is too frequent",
+    CODE_QUOTA: "Your quota is not enough",
+    CODE_NOT_FOUND: "The content you get does not exist",
+    CODE_BAD_TOKEN: "Invalid authorization or The request token has expired",
+    CODE_NO_AUTH: "Authorization cannot be empty",
+    CODE_NO_ACCOUNT: "The account does not exist",
+    CODE_BANNED: "The account has been banned",
+}
+
+
+def fingerprint(endpoint: str, body: dict[str, Any]) -> str:
+    """sha256 of "<endpoint>:<canonical JSON of body without webhookurl>".
+
+    The webhook is left out because a client may legitimately change it between attempts
+    while still asking for the same paid video.
+    """
+    payload = {k: v for k, v in body.items() if k != "webhookurl"}
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{endpoint}:{canonical}".encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class Task:
+    """One generated video; everything time-dependent is derived from `created`."""
+
+    id: str
+    created: float  # time.monotonic() at creation
+    create_ms: int  # wall clock, ms
+    queue_s: float
+    processing_s: float
+    outcome: int  # 3 or 4, decided at creation
+    video_length: int
+    duration: float  # video_duration once completed
+    deduction_credit: int
+    fields: dict[str, Any]  # request-dependent fields echoed in every record
+
+    @property
+    def done_at(self) -> float:
+        """Monotonic time at which the task reaches its terminal status."""
+        return self.created + self.queue_s + self.processing_s
+
+    def status(self, now: float) -> int:
+        """1 queueing, 2 processing, then the outcome (3 completed / 4 failed)."""
+        elapsed = now - self.created
+        if elapsed < self.queue_s:
+            return 1
+        if elapsed < self.queue_s + self.processing_s:
+            return 2
+        return self.outcome
+
+    def update_ms(self, status: int) -> int:
+        """Wall-clock ms of the last status change, consistent with `create_ms`."""
+        if status == 1:
+            return self.create_ms
+        if status == 2:
+            return self.create_ms + int(self.queue_s * 1000)
+        return self.create_ms + int((self.queue_s + self.processing_s) * 1000)
+
+    def created_record(self) -> dict[str, Any]:
+        """The record a create answers with (akool-api.md E1/E2): status 1, charged."""
+        return {
+            "_id": self.id,
+            "create_time": self.create_ms,
+            "uid": UID,
+            "team_id": TEAM_ID,
+            "status": 1,
+            **self.fields,
+            "deduction_credit": self.deduction_credit,
+        }
+
+    def result_record(self, now: float, video_base: str) -> dict[str, Any]:
+        """The record of resultsByIds (akool-api.md E3); `video_url` only at status 3."""
+        status = self.status(now)
+        record = {
+            "_id": self.id,
+            "create_time": self.create_ms,
+            "uid": UID,
+            "team_id": TEAM_ID,
+            "update_time": self.update_ms(status),
+            "video_duration": self.duration if status == 3 else 0,
+            "sub_type": SUB_TYPE,
+            "status": status,
+            **self.fields,
+            "deduction_credit": self.deduction_credit,
+        }
+        record.setdefault("only_add_audio", False)
+        if status == 3:
+            record["video_url"] = f"{video_base}/videos/{self.id}.mp4"
+        return record
+
+
+@dataclass(slots=True)
+class Token:
+    """A getToken token: which client it belongs to and how often it was used."""
+
+    client_id: str
+    uses: int = 0
+
+
+@dataclass(slots=True)
+class SandboxState:
+    """All mutable emulator state, owned by one app; `reset()` returns it to the start."""
+
+    config: SandboxConfig
+    rng: random.Random = field(init=False)
+    tasks: dict[str, Task] = field(init=False)
+    tokens: dict[str, Token] = field(default_factory=dict)
+    requests: Counter[str] = field(init=False)
+    faults: Counter[str] = field(init=False)
+    creates_by_fingerprint: Counter[str] = field(init=False)
+    tasks_created: int = 0
+    credits_charged: int = 0
+    balance: float = 0
+    max_in_flight: int = 0
+    _in_flight: list[tuple[float, str]] = field(init=False)
+    _id_prefix: bytes = field(init=False)
+    _id_counter: int = 0
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget tasks and counters, refill the balance, reseed; issued tokens stay valid."""
+        self.rng = random.Random(self.config.seed)
+        self.tasks = {}
+        self.requests = Counter()
+        self.faults = Counter()
+        self.creates_by_fingerprint = Counter()
+        self.tasks_created = 0
+        self.credits_charged = 0
+        self.balance = self.config.balance
+        self.max_in_flight = 0
+        self._in_flight = []
+        self._id_prefix = os.urandom(5)
+        self._id_counter = int.from_bytes(os.urandom(3), "big")
+        for token in self.tokens.values():
+            token.uses = 0
+
+    def new_id(self) -> str:
+        """A 24-hex ObjectId-like id: seconds, a random per-instance part, a counter."""
+        self._id_counter = (self._id_counter + 1) & 0xFFFFFF
+        raw = int(time.time()).to_bytes(4, "big") + self._id_prefix
+        return (raw + self._id_counter.to_bytes(3, "big")).hex()
+
+    def chance(self, rate: float, kind: str) -> bool:
+        """Draw a fault of probability `rate`; counts it in `faults` when it fires."""
+        if rate <= 0 or self.rng.random() >= rate:
+            return False
+        self.faults[kind] += 1
+        return True
+
+    def in_flight(self, now: float) -> int:
+        """Tasks in status 1 or 2 at `now` (amortised O(log n))."""
+        heap = self._in_flight
+        while heap and heap[0][0] <= now:
+            heapq.heappop(heap)
+        return len(heap)
+
+    def create_task(
+        self, *, now: float, create_ms: int, video_length: int, credits: int,
+        prompt: str, fields: dict[str, Any],
+    ) -> Task:
+        """Create, charge and schedule one task; the caller has checked balance and limits."""
+        cfg = self.config
+        fail = any(s in prompt for s in cfg.fail_prompts) or (
+            cfg.failure_rate > 0 and self.rng.random() < cfg.failure_rate
+        )
+        task = Task(
+            id=self.new_id(),
+            created=now,
+            create_ms=create_ms,
+            queue_s=self.rng.uniform(*span(cfg.queue_time)),
+            processing_s=self.rng.uniform(*span(cfg.processing_time)),
+            outcome=4 if fail else 3,
+            video_length=video_length,
+            duration=round(video_length + self.rng.uniform(0.02, 0.2), 3),
+            deduction_credit=credits,
+            fields=fields,
+        )
+        self.tasks[task.id] = task
+        self.tasks_created += 1
+        self.credits_charged += credits
+        self.balance -= credits
+        heapq.heappush(self._in_flight, (task.done_at, task.id))
+        self.max_in_flight = max(self.max_in_flight, self.in_flight(now))
+        return task
+
+    def record_create(self, endpoint: str, body: dict[str, Any]) -> None:
+        """Count one paid create under its request fingerprint."""
+        self.creates_by_fingerprint[fingerprint(endpoint, body)] += 1
+
+    def authenticate(self, headers: Any) -> int | None:
+        """None when the request's credentials are good, else the business code to answer."""
+        cfg = self.config
+        authorization = headers.get("Authorization", "")
+        if authorization:
+            scheme, _, token_value = authorization.partition(" ")
+            token = self.tokens.get(token_value.strip()) if scheme.lower() == "bearer" else None
+            if token is None:
+                return CODE_BAD_TOKEN
+            if token.client_id in cfg.banned_keys:
+                return CODE_BANNED
+            token.uses += 1
+            if cfg.token_expiry_uses and token.uses > cfg.token_expiry_uses:
+                return CODE_BAD_TOKEN
+            return None
+        key = headers.get("x-api-key", "")
+        if not key:
+            return CODE_NO_AUTH
+        if key in cfg.banned_keys:
+            return CODE_BANNED
+        if (cfg.api_keys or cfg.client_pairs) and not (
+            key in cfg.api_keys or key in cfg.client_pairs.values()
+        ):
+            return CODE_NO_ACCOUNT
+        return None
+
+    def issue_token(self, client_id: str, client_secret: str) -> tuple[int, str]:
+        """(CODE_OK, token) for a good clientId/clientSecret pair, else (code, "")."""
+        cfg = self.config
+        if client_id in cfg.banned_keys or client_secret in cfg.banned_keys:
+            return CODE_BANNED, ""
+        configured = bool(cfg.client_pairs or cfg.api_keys)
+        if configured and cfg.client_pairs.get(client_id) != client_secret:
+            return CODE_NO_ACCOUNT, ""
+        token = f"sbx.{self.rng.getrandbits(128):032x}.{os.urandom(8).hex()}"
+        self.tokens[token] = Token(client_id=client_id)
+        return CODE_OK, token
+
+    def stats(self) -> dict[str, Any]:
+        """JSON-ready counters; the ledger tests assert against."""
+        now = time.monotonic()
+        return {
+            "requests": dict(self.requests),
+            "tasks_created": self.tasks_created,
+            "tasks_stored": len(self.tasks),
+            "credits_charged": self.credits_charged,
+            "balance": self.balance,
+            "in_flight": self.in_flight(now),
+            "max_in_flight": self.max_in_flight,
+            "creates_by_fingerprint": dict(self.creates_by_fingerprint),
+            "duplicate_fingerprints": sum(1 for n in self.creates_by_fingerprint.values() if n > 1),
+            "faults_injected": dict(self.faults),
+            "tokens_issued": len(self.tokens),
+        }

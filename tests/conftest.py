@@ -1,0 +1,34 @@
+"""Shared fixtures: the API emulator on a free loopback port, in the test's own loop."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from batchgen.sandbox import Sandbox, SandboxConfig
+
+#: fast lifecycle for tests: no queueing, 50 ms of processing
+FAST = {"queue_time": 0, "processing_time": 0.05, "seed": 1234}
+
+SandboxFactory = Callable[..., Awaitable[Sandbox]]
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[SandboxFactory]:
+    """Factory: `sb = await sandbox(failure_rate=0.5)` starts an emulator with FAST timings
+    plus the given settings; every emulator started is closed at teardown, pass or fail."""
+    started: list[Sandbox] = []
+
+    async def start(config: SandboxConfig | None = None, **settings: Any) -> Sandbox:
+        if config is None:
+            config = SandboxConfig.from_dict({**FAST, **settings})
+        emulator = Sandbox(config)
+        await emulator.start()
+        started.append(emulator)
+        return emulator
+
+    yield start
+    for emulator in started:
+        await emulator.close()

@@ -1,17 +1,74 @@
 """Manifest loading: YAML in, validated frozen dataclasses out.
 
-(Contract stub — load_manifest is being implemented.)
+Owns reading a manifest (and its `jobs_file`), checking it against
+`schemas/manifest.schema.json` and the rules of SPEC §3, and expanding it into the final,
+ordered list of `Job`s: `jobs`, then `matrix` combinations, then `jobs_file` rows, each
+with `defaults` merged under it and `jobs.BUILTIN_DEFAULTS` under those. Every problem is
+collected and raised at once as a `ManifestError`, located by file and line (the data
+file and its line for `jobs_file` rows), so one run of `validate` shows everything to fix.
+
+Reading files is the only I/O here; there is no clock, no network and no state between
+calls. Deliberately does not price, plan or touch the output dir.
+
+Limits (documented in the README): a manifest file may be at most 20 MB (long job lists
+belong in a `jobs_file`, which may be up to 256 MB); a manifest expands to at most
+1,000,000 jobs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import math
+import string
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-from batchgen.jobs import Job
-from batchgen.pricing import PriceTable
+from batchgen.errors import ManifestError, Problem
+from batchgen.jobs import (
+    BUILTIN_DEFAULTS,
+    NOT_IN_ID,
+    REQUEST_FIELDS,
+    AddAudio,
+    Job,
+    canonical_json,
+    generation_request,
+    request_fingerprint,
+)
+from batchgen.manifest_rows import (
+    CSV_EXTENSIONS,
+    JSONL_EXTENSIONS,
+    MAX_DATA_BYTES,
+    Row,
+    decode,
+    iter_rows,
+)
+from batchgen.manifest_schema import (
+    ID_PATTERN,
+    INT_FIELDS,
+    Validators,
+    explain,
+    job_is_valid,
+    load_schema,
+    suggest,
+)
+from batchgen.manifest_yaml import JsonPath, ParsedYaml, parse_yaml
+from batchgen.pricing import PriceTable, price_table
 
 DEFAULT_BASE_URL = "https://openapi.akool.com"
+DEFAULT_FILENAME = "{id}.mp4"
+DEFAULT_REPORT = "report.csv"
+MAX_MANIFEST_BYTES = 20 * 1024 * 1024
+MAX_JOBS = 1_000_000
+FILENAME_FIELDS = ("id", "name", "index", "resolution", "video_length", "task_id")
+#: At least one of these makes every job's file name different.
+UNIQUE_FILENAME_FIELDS = ("id", "index", "task_id")
+_SAMPLE_FIELDS = {"id": "a1b2c3d4e5f6", "name": "batch", "index": 0, "resolution": "720p",
+                  "video_length": 5, "task_id": "689174694b4dbdd4ab3d28c9"}
+_URL_FIELDS = ("image_url", "audio_url", "webhook_url")
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +76,7 @@ class ApiSettings:
     base_url: str = DEFAULT_BASE_URL
     concurrency: int = 5
     poll_interval: float = 5.0
+    #: ids per results query; the schema caps it at 100 (the API documents no maximum)
     poll_batch: int = 50
 
 
@@ -31,8 +89,8 @@ class BudgetSettings:
 @dataclass(frozen=True, slots=True)
 class OutputSettings:
     dir: Path = Path("output")
-    filename: str = "{id}.mp4"
-    report: str = "report.csv"
+    filename: str = DEFAULT_FILENAME
+    report: str = DEFAULT_REPORT
     delete_remote: bool = False
 
 
@@ -48,4 +106,431 @@ class Manifest:
 
 def load_manifest(path: str | Path) -> Manifest:
     """Load, validate and expand a manifest; raise ManifestError with every problem."""
-    raise NotImplementedError
+    path = Path(path)
+    file = str(path)
+    data, problem = read_limited(path, MAX_MANIFEST_BYTES)
+    if problem is not None:
+        raise ManifestError([Problem(file, 1, "", *problem)])
+    text, bad = decode(data, file)
+    if bad is not None:
+        raise ManifestError([bad])
+    parsed, problems = parse_yaml(text, file)
+    if parsed is None:
+        raise ManifestError(problems)
+    if not isinstance(parsed.value, dict):
+        kind = "a list" if isinstance(parsed.value, list) else "a single value"
+        raise ManifestError([*problems, Problem(
+            file, 1, "", f"the manifest is {kind}, not a mapping of keys",
+            "start with `version: 1` and put jobs under `jobs:`; see manifests/example.yaml")])
+    return _Loader(path, parsed, Validators(load_schema()), problems).load()
+
+
+def read_limited(path: Path, limit: int) -> tuple[bytes, tuple[str, str] | None]:
+    """A file's bytes, or (what, fix) when it is missing, unreadable or over `limit`."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except FileNotFoundError:
+        return b"", (f"{path} does not exist", "check the path")
+    except IsADirectoryError:
+        return b"", (f"{path} is a directory, not a file", "name the file itself")
+    except PermissionError:
+        return b"", (f"{path} cannot be read: permission denied", "check its permissions")
+    except OSError as exc:
+        return b"", (f"{path} cannot be read: {exc.strerror or exc}", "check the path")
+    if len(data) > limit:
+        return b"", (f"{path} is larger than {limit // (1024 * 1024)} MB",
+                     "check that it is the right file; put long job lists in a jobs_file")
+    return data, None
+
+
+def is_http_url(value: str) -> bool:
+    """An absolute http(s) URL with a host and no whitespace."""
+    if not value.startswith(("http://", "https://", "HTTP://", "HTTPS://", "Http")):
+        return False
+    if any(c.isspace() for c in value):
+        return False
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def filename_problems(template: str) -> list[tuple[str, str]]:
+    """What is wrong with an `output.filename` template, as (what, fix) pairs."""
+    name = f"output.filename {template!r}"
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        return [(f"{name} is not a valid template: {exc}",
+                 "write fields as {id}; double a brace ({{ or }}) to keep it literal")]
+    for f in fields:
+        if f == "" or f.isdigit():
+            return [(f"{name} has a field without a name", "name the field, e.g. {id}")]
+        if f not in FILENAME_FIELDS:
+            hint = suggest(f, FILENAME_FIELDS)
+            return [(f"{name} uses the unknown field {{{f}}}",
+                     hint or f"fields may be: {', '.join(FILENAME_FIELDS)}")]
+    try:
+        sample = template.format(**_SAMPLE_FIELDS)
+    except (ValueError, TypeError) as exc:
+        return [(f"{name} cannot be filled in: {exc}", "check the format after ':' in a field")]
+    out = []
+    if "/" in sample or "\\" in sample or sample in ("", ".", ".."):
+        out.append((f"{name} leaves the output dir",
+                    "give a plain file name; choose the folder with output.dir"))
+    if not any(f in UNIQUE_FILENAME_FIELDS for f in fields):
+        out.append((f"{name} gives every job the same file name",
+                    "include {id}, {index} or {task_id}, e.g. \"{id}.mp4\""))
+    return out
+
+
+def rule_problems(job: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """SPEC §3 rules on one effective job, as (field, what, fix)."""
+    if "image_url" not in job:
+        yield ("image_url", "missing image_url",
+               "add image_url: https://... to the job (or to defaults)")
+    prompt, effect = job.get("prompt"), job.get("effect_code")
+    if prompt is None and effect is None:
+        yield ("prompt", "missing prompt",
+               "add prompt: <how to animate>, or effect_code: <code> to use an effect")
+    for name in _URL_FIELDS:
+        value = job.get(name)
+        if value is not None and not is_http_url(value):
+            yield (name, f"{name} {value!r} is not an http(s) URL",
+                   "use a public http:// or https:// URL the API can fetch")
+    yield from _audio_rule("", job.get("audio_type"), job.get("audio_url"), "1 (AI) or 3 (none)")
+    add_audio = job.get("add_audio")
+    if add_audio is not None:
+        url = add_audio.get("audio_url")
+        if url is not None and not is_http_url(url):
+            yield ("add_audio", f"add_audio.audio_url {url!r} is not an http(s) URL",
+                   "use a public http:// or https:// URL the API can fetch")
+        yield from _audio_rule("add_audio.", add_audio.get("audio_type"), url, "1 (AI)")
+
+
+def _audio_rule(prefix: str, audio_type: Any, audio_url: Any, other: str
+                ) -> Iterator[tuple[str, str, str]]:
+    if audio_type == 2 and audio_url is None:
+        yield (prefix.rstrip(".") or "audio_type",
+               f"{prefix}audio_type is 2 (your own audio) but {prefix}audio_url is missing",
+               f"add {prefix}audio_url: https://..., or use {prefix}audio_type {other}")
+    elif audio_type != 2 and audio_url is not None:
+        yield (prefix.rstrip(".") or "audio_url",
+               f"{prefix}audio_url is set but {prefix}audio_type is {audio_type}, not 2",
+               f"set {prefix}audio_type: 2 to use it, or remove {prefix}audio_url"
+               + (" (null drops one inherited from defaults)" if not prefix else ""))
+
+
+@dataclass(slots=True)
+class _Seen:
+    """The first job with a given request or id, for duplicate messages."""
+
+    index: int
+    explicit: bool
+    source: str
+
+
+class _Loader:
+    """One load of one manifest: collects problems, expands jobs in order."""
+
+    def __init__(self, path: Path, parsed: ParsedYaml, validators: Validators,
+                 problems: list[Problem]) -> None:
+        self.path = path
+        self.file = str(path)
+        self.parsed = parsed
+        self.doc: dict[str, Any] = parsed.value
+        self.validators = validators
+        self.problems = problems
+        self.bad_sections: set[str] = set()
+        self.jobs: list[Job] = []
+        self.count = 0                 # job entries seen, valid or not: the next index
+        self.by_request: dict[str, _Seen] = {}
+        self.by_id: dict[str, _Seen] = {}
+        self.defaults: dict[str, Any] = {}
+        self.expand = True             # false when defaults are broken: rules would mislead
+        self.matrix_problems: dict[tuple[int, str, str], list[int]] = {}
+
+    # -- driver ----------------------------------------------------------------------
+
+    def load(self) -> Manifest:
+        self.check_document()
+        name = self.name()
+        settings = self.api(), self.budget(), self.output(name)
+        self.defaults = self.section("defaults") or {}
+        self.expand = "defaults" not in self.bad_sections
+        self.check_defaults()
+        self.add_inline_jobs()
+        self.add_matrix()
+        self.add_jobs_file()
+        self.report_matrix_problems()
+        if self.problems:
+            raise ManifestError(self.problems)
+        api, budget, output = settings
+        return Manifest(path=self.path, name=name, api=api, budget=budget, output=output,
+                        jobs=tuple(self.jobs))
+
+    def problem(self, path: JsonPath, what: str, fix: str, where: str = "") -> None:
+        self.problems.append(Problem(self.file, self.parsed.line_of(path), where, what, fix))
+
+    def check_document(self) -> None:
+        for path, what, fix in explain(self.validators.document, self.doc):
+            self.bad_sections.add(str(path[0]) if path else "")
+            self.problem(path, what, fix)
+
+    def section(self, key: str) -> Any:
+        """A top-level value, or None when absent or broken (already reported)."""
+        return None if key in self.bad_sections else self.doc.get(key)
+
+    # -- settings --------------------------------------------------------------------
+
+    def name(self) -> str:
+        name = self.section("name")
+        if name is None:
+            name = self.path.stem
+            if not ID_PATTERN.fullmatch(name) or name in (".", ".."):
+                self.problem((), f"no name given, and the file name {name!r} cannot be one",
+                             "add `name: my-batch` (letters, digits, '.', '_', '-')")
+        elif name in (".", ".."):
+            self.problem(("name",), f"name {name!r} would leave the output folder",
+                         "choose a name with letters or digits")
+        return name
+
+    def api(self) -> ApiSettings:
+        api = self.section("api") or {}
+        base_url = api.get("base_url", DEFAULT_BASE_URL)
+        if not is_http_url(base_url):
+            self.problem(("api", "base_url"), f"api.base_url {base_url!r} is not an http(s) URL",
+                         f"use the API's root, e.g. {DEFAULT_BASE_URL}")
+        defaults = ApiSettings()
+        return ApiSettings(base_url=base_url.rstrip("/"),
+                           concurrency=int(api.get("concurrency", defaults.concurrency)),
+                           poll_interval=float(api.get("poll_interval", defaults.poll_interval)),
+                           poll_batch=int(api.get("poll_batch", defaults.poll_batch)))
+
+    def budget(self) -> BudgetSettings:
+        budget = self.section("budget") or {}
+        max_credits = budget.get("max_credits")
+        return BudgetSettings(max_credits=None if max_credits is None else int(max_credits),
+                              prices=price_table(budget.get("prices")))
+
+    def output(self, name: str) -> OutputSettings:
+        output = self.section("output") or {}
+        filename = output.get("filename", DEFAULT_FILENAME)
+        for what, fix in filename_problems(filename):
+            self.problem(("output", "filename"), what, fix)
+        report = output.get("report", DEFAULT_REPORT)
+        if "/" in report or "\\" in report or report in (".", ".."):
+            self.problem(("output", "report"), f"output.report {report!r} leaves the output dir",
+                         "give a plain file name such as report.csv")
+        out_dir = Path(output["dir"]) if "dir" in output else Path("output") / name
+        return OutputSettings(dir=out_dir, filename=filename, report=report,
+                              delete_remote=bool(output.get("delete_remote", False)))
+
+    def check_defaults(self) -> None:
+        """URLs in defaults are checked once here, not once per job that inherits them."""
+        for name in _URL_FIELDS:
+            value = self.defaults.get(name)
+            if value is not None and not is_http_url(value):
+                self.problem(("defaults", name), f"defaults.{name} {value!r} is not an http(s) URL",
+                             "use a public http:// or https:// URL the API can fetch")
+        add_audio = self.defaults.get("add_audio") or {}
+        url = add_audio.get("audio_url")
+        if url is not None and not is_http_url(url):
+            self.problem(("defaults", "add_audio", "audio_url"),
+                         f"defaults.add_audio.audio_url {url!r} is not an http(s) URL",
+                         "use a public http:// or https:// URL the API can fetch")
+
+    # -- job sources -----------------------------------------------------------------
+
+    def add_inline_jobs(self) -> None:
+        jobs = self.section("jobs")
+        if not isinstance(jobs, list):
+            return
+        for i, item in enumerate(jobs):
+            index = self.next_index()
+            where = _where(index, item)
+            if not job_is_valid(item):
+                before = len(self.problems)
+                for sub, what, fix in explain(self.validators.job, item, "the job"):
+                    self.problem(("jobs", i, *sub), what, fix, where)
+                if len(self.problems) == before:  # pragma: no cover - fast check disagrees
+                    self.problem(("jobs", i), "not a valid job", "see manifests/example.yaml",
+                                 where)
+                continue
+            line = self.parsed.line_of(("jobs", i))
+
+            def locate(key: str, i: int = i, line: int = line) -> int:
+                return self.parsed.lines.get(("jobs", i, key), line)
+
+            self.add_job(item, index, self.file, line, locate, where)
+
+    def add_matrix(self) -> None:
+        matrix = self.section("matrix")
+        if not matrix:
+            return
+        keys = list(matrix)
+        total = math.prod(len(matrix[k]) for k in keys)
+        line = self.parsed.line_of(("matrix",))
+        if self.count + total > MAX_JOBS:
+            self.problem(("matrix",), f"the matrix expands to {total:,} jobs, more than "
+                         f"batchgen's limit of {MAX_JOBS:,} per manifest",
+                         "split the batch into several manifests")
+            return
+        for combo in itertools.product(*(matrix[k] for k in keys)):
+            index = self.next_index()
+            item = dict(zip(keys, combo, strict=True))
+
+            def locate(key: str) -> int:
+                return self.parsed.lines.get(("matrix", key), line)
+
+            self.add_job(item, index, self.file, line, locate, "", matrix=True)
+
+    def add_jobs_file(self) -> None:
+        jobs_file = self.section("jobs_file")
+        if jobs_file is None:
+            return
+        where = ("jobs_file",)
+        data_path = self.path.parent / jobs_file
+        display = str(data_path)
+        if not jobs_file.lower().endswith(CSV_EXTENSIONS + JSONL_EXTENSIONS):
+            self.problem(where, f"jobs_file {jobs_file!r} is neither .csv, .jsonl nor .ndjson",
+                         "name a CSV (.csv) or JSON Lines (.jsonl) file")
+            return
+        data, trouble = read_limited(data_path, MAX_DATA_BYTES)
+        if trouble is not None:
+            what, fix = trouble
+            if what.endswith("does not exist"):
+                fix = "the path is relative to the manifest's folder"
+            self.problem(where, f"jobs_file: {what}", fix)
+            return
+        text, bad = decode(data, display)
+        del data
+        if bad is not None:
+            self.problems.append(bad)
+            return
+        for row in iter_rows(text, display):
+            if isinstance(row, Problem):
+                self.problems.append(row)
+                continue
+            if self.count >= MAX_JOBS:
+                self.problems.append(Problem(
+                    display, row.line, "", f"more than {MAX_JOBS:,} jobs in this manifest",
+                    "split the batch into several manifests"))
+                return
+            self.add_row(row, display)
+
+    def add_row(self, row: Row, display: str) -> None:
+        index = self.next_index()
+        item = row.fields
+        where = _where(index, item)
+        if not job_is_valid(item):
+            explained = False
+            for _, what, fix in explain(self.validators.job, item, "the job"):
+                self.problems.append(Problem(display, row.line, where, what, fix))
+                explained = True
+            if not explained:  # pragma: no cover - job_is_valid and the schema disagree
+                self.problems.append(Problem(display, row.line, where, "not a valid job",
+                                             "see schemas/manifest.schema.json"))
+            return
+        self.add_job(item, index, display, row.line, lambda _key: row.line, where)
+
+    def next_index(self) -> int:
+        self.count += 1
+        return self.count - 1
+
+    # -- one job ---------------------------------------------------------------------
+
+    def add_job(self, item: dict[str, Any], index: int, file: str, line: int,
+                locate: Any, where: str, *, matrix: bool = False) -> None:
+        """Merge defaults under a schema-valid job, check the rules, record the Job."""
+        if not self.expand:
+            return
+        merged = {**self.defaults, **item}
+        eff = dict(BUILTIN_DEFAULTS)
+        for key, value in merged.items():
+            if value is not None and key != "id":
+                eff[key] = int(value) if key in INT_FIELDS else value
+        if eff.get("add_audio") is not None:
+            eff["add_audio"] = {k: (int(v) if k == "audio_type" else v)
+                                for k, v in eff["add_audio"].items()}
+        failed = False
+        for key, what, fix in rule_problems(eff):
+            failed = True
+            if key in self.defaults and key not in item and key in _URL_FIELDS:
+                continue  # reported once by check_defaults
+            self.job_problem(file, locate(key), where, what, fix, index, matrix)
+        explicit = item.get("id")
+        if explicit is not None and explicit in (".", ".."):
+            failed = True
+            self.job_problem(file, locate("id"), where, f"id {explicit!r} is not a usable name",
+                             "use letters or digits in the id", index, matrix)
+        if failed:
+            return
+        fields = {k: eff[k] for k in REQUEST_FIELDS if k in eff}
+        add_audio = eff.get("add_audio")
+        canon = canonical_json(generation_request(fields, add_audio))
+        digest = hashlib.sha256(canon.encode()).hexdigest()
+        fingerprint = digest if not (NOT_IN_ID & fields.keys()) else \
+            request_fingerprint(fields, add_audio)
+        job_id = explicit if explicit is not None else digest[:12]
+        source = f"{file}:{line}"
+        if self.duplicate(digest, job_id, explicit is not None, index, source, file, line, where,
+                          matrix):
+            return
+        self.jobs.append(Job(
+            id=job_id, index=index, image_url=eff["image_url"], resolution=eff["resolution"],
+            video_length=eff["video_length"], audio_type=eff["audio_type"],
+            prompt=eff.get("prompt"), negative_prompt=eff.get("negative_prompt"),
+            extend_prompt=eff.get("extend_prompt"), audio_url=eff.get("audio_url"),
+            is_premium_model=eff.get("is_premium_model"), effect_code=eff.get("effect_code"),
+            webhook_url=eff.get("webhook_url"), model_name=eff.get("model_name"),
+            count=eff.get("count"),
+            add_audio=None if add_audio is None else AddAudio(**add_audio),
+            explicit_id=explicit is not None, source=source, fingerprint=fingerprint))
+
+    def duplicate(self, digest: str, job_id: str, explicit: bool, index: int, source: str,
+                  file: str, line: int, where: str, matrix: bool) -> bool:
+        """Report a repeated request or id; True when this job must not be added."""
+        first = self.by_request.get(digest)
+        if first is not None and not (first.explicit and explicit):
+            self.job_problem(
+                file, line, where or _where(index, {}),
+                f"same request as jobs[{first.index}] ({first.source}): "
+                "the API would be paid twice for one video",
+                "remove one of them, or give both an explicit id to make two videos on purpose",
+                index, matrix)
+            return True
+        if first is None:
+            self.by_request[digest] = _Seen(index, explicit, source)
+        other = self.by_id.get(job_id)
+        if other is not None:
+            self.job_problem(file, line, where or _where(index, {"id": job_id}),
+                             f"duplicate id {job_id!r} (also jobs[{other.index}] at "
+                             f"{other.source})", "give each job its own id", index, matrix)
+            return True
+        self.by_id[job_id] = _Seen(index, explicit, source)
+        return False
+
+    def job_problem(self, file: str, line: int, where: str, what: str, fix: str, index: int,
+                    matrix: bool) -> None:
+        if matrix:  # one matrix line makes many jobs: report each problem once
+            self.matrix_problems.setdefault((line, what, fix), []).append(index)
+        else:
+            self.problems.append(Problem(file, line, where, what, fix))
+
+    def report_matrix_problems(self) -> None:
+        for (line, what, fix), indexes in self.matrix_problems.items():
+            more = f" and {len(indexes) - 1} more" if len(indexes) > 1 else ""
+            self.problems.append(Problem(self.file, line, f"matrix, jobs[{indexes[0]}]{more}",
+                                         what, fix))
+
+
+def _where(index: int, item: Any) -> str:
+    """`jobs[3] (id beach)`: the job's place in the final list and its explicit id."""
+    job_id = item.get("id") if isinstance(item, dict) else None
+    if isinstance(job_id, str) and ID_PATTERN.fullmatch(job_id):
+        return f"jobs[{index}] (id {job_id})"
+    return f"jobs[{index}]"
+

@@ -46,3 +46,32 @@ def add_audio_credits(table: PriceTable, job: Job) -> int:
 def job_credits(table: PriceTable, job: Job) -> int:
     """Estimated credits of everything the job will pay for."""
     return video_credits(table, job) + add_audio_credits(table, job)
+
+
+def price_key(row: str, video_length: int) -> str:
+    """Name of one price cell, as listed in `PriceTable.overridden`: "720p/5", "add_audio/10"."""
+    return f"{row}/{video_length}"
+
+
+def price_table(overrides: Mapping[str, Mapping[int | str, int]] | None = None) -> PriceTable:
+    """The published table with `budget.prices` merged over it, cell by cell.
+
+    `overrides` is the manifest's `budget.prices` as validated by the schema: rows
+    "720p", "1080p", "4k", "add_audio"; keys 5 and 10 (as numbers or text, since YAML
+    keys arrive as text). A row or cell that is not overridden keeps the published price,
+    so `{"720p": {5: 18}}` changes exactly one cell.
+    """
+    video = {res: dict(row) for res, row in PUBLISHED_VIDEO.items()}
+    add_audio = dict(PUBLISHED_ADD_AUDIO)
+    overridden: set[str] = set()
+    for row, cells in (overrides or {}).items():
+        target = add_audio if row == "add_audio" else video.setdefault(row, {})
+        for length, credits in cells.items():
+            target[int(length)] = credits
+            overridden.add(price_key(row, int(length)))
+    return PriceTable(video=video, add_audio=add_audio, overridden=frozenset(overridden))
+
+
+def is_published(table: PriceTable) -> bool:
+    """True when every price comes from the published table (nothing overridden)."""
+    return not table.overridden

@@ -1,0 +1,176 @@
+"""Job rows from a `jobs_file`: CSV or JSON Lines in, (line, fields) out.
+
+Owns the data-file formats. CSV: the header row names job fields (an unknown or
+repeated column is an error); `add_audio` is written as two columns,
+`add_audio.audio_type` and `add_audio.audio_url`; cells are trimmed; an empty cell leaves
+the field unset (so `defaults` apply); integer and boolean fields are converted (`5`,
+`true`/`false`/`yes`/`no`/`1`/`0`), other cells stay text. JSONL (`.jsonl`, `.ndjson`):
+one JSON object per line; blank lines are skipped. Deliberately does not validate the
+fields (the schema does) and reads no YAML.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from batchgen.errors import Problem
+from batchgen.manifest_schema import BOOL_FIELDS, INT_FIELDS, JOB_FIELDS, suggest
+
+#: Largest data file read; the manifest itself has a smaller limit (manifest.py).
+MAX_DATA_BYTES = 256 * 1024 * 1024
+CSV_EXTENSIONS = (".csv",)
+JSONL_EXTENSIONS = (".jsonl", ".ndjson")
+
+_ADD_AUDIO_COLUMNS = ("add_audio.audio_type", "add_audio.audio_url")
+CSV_COLUMNS: tuple[str, ...] = (
+    "id", *(f for f in JOB_FIELDS if f != "add_audio"), *_ADD_AUDIO_COLUMNS)
+_INT_COLUMNS = frozenset((*INT_FIELDS, "add_audio.audio_type"))
+_BOOL_COLUMNS = frozenset(BOOL_FIELDS)
+_TRUE = frozenset(("true", "yes", "y", "on", "1"))
+_FALSE = frozenset(("false", "no", "n", "off", "0"))
+_INT_TEXT = re.compile(r"[+-]?\d+")
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One job as written in the data file, with the line it starts on."""
+
+    line: int
+    fields: dict[str, Any]
+
+
+def decode(data: bytes, file: str) -> tuple[str | None, Problem | None]:
+    """UTF-8 text (a BOM is accepted), or a located problem explaining why not."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return None, Problem(file, 1, "", "the file is UTF-16, not UTF-8",
+                             "save it as UTF-8")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        return None, Problem(file, data.count(b"\n", 0, nul) + 1, "",
+                             "the file contains NUL bytes: it looks binary, not text",
+                             "check that the path names the right file")
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return None, Problem(file, line, "", f"not UTF-8 text (byte {exc.start})",
+                             "save the file as UTF-8")
+
+
+def iter_rows(text: str, file: str) -> Iterator[Row | Problem]:
+    """Rows of a data file by its extension (`file` is also the name used in problems)."""
+    if file.lower().endswith(CSV_EXTENSIONS):
+        return _csv_rows(text, file)
+    return _jsonl_rows(text, file)
+
+
+def _jsonl_rows(text: str, file: str) -> Iterator[Row | Problem]:
+    loads = json.loads
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = loads(line)
+        except ValueError as exc:
+            msg = getattr(exc, "msg", str(exc))
+            col = getattr(exc, "colno", 0)
+            yield Problem(file, number, "", f"not valid JSON: {msg} (column {col})",
+                          "write one JSON object per line")
+            continue
+        if value.__class__ is not dict:
+            yield Problem(file, number, "", f"a JSON {_json_kind(value)}, not an object",
+                          'write one object per line, like {"image_url": "https://..."}')
+            continue
+        yield Row(number, value)
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number")
+
+
+def _csv_rows(text: str, file: str) -> Iterator[Row | Problem]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        yield Problem(file, 1, "", f"not valid CSV: {exc}", "fix the header row")
+        return
+    if not header or not any(h.strip() for h in header):
+        yield Problem(file, 1, "", "no header row",
+                      "start with a header naming the fields, e.g. image_url,prompt")
+        return
+    names = [h.strip() for h in header]
+    bad = _header_problems(names, file)
+    if bad:
+        yield from bad
+        return
+    width = len(names)
+    last = reader.line_num
+    while True:
+        start = last + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield Problem(file, start, "", f"not valid CSV: {exc}",
+                          "check the quotes on this row")
+            return
+        last = reader.line_num
+        if not cells or not any(c.strip() for c in cells):
+            continue
+        if len(cells) != width:
+            yield Problem(file, start, "",
+                          f"row has {len(cells)} cells but the header has {width}",
+                          "put cells that contain commas in double quotes, and give every "
+                          "row one cell per column (empty cells are fine)")
+            continue
+        yield Row(start, _convert(names, cells))
+
+
+def _header_problems(names: list[str], file: str) -> list[Problem]:
+    problems = []
+    seen: set[str] = set()
+    for position, name in enumerate(names, start=1):
+        if name in seen:
+            problems.append(Problem(file, 1, "", f"column {name!r} appears twice",
+                                    "keep one of them"))
+        elif name not in CSV_COLUMNS:
+            label = repr(name) if name else f"number {position} (empty name)"
+            hint = suggest(name, CSV_COLUMNS) if name else ""
+            if name == "add_audio":
+                hint = "write add_audio as two columns: add_audio.audio_type, add_audio.audio_url"
+            problems.append(Problem(file, 1, "", f"unknown column {label}",
+                                    hint or f"columns may be: {', '.join(CSV_COLUMNS)}"))
+        seen.add(name)
+    return problems
+
+
+def _convert(names: list[str], cells: list[str]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    add_audio: dict[str, Any] = {}
+    for name, raw in zip(names, cells, strict=True):
+        cell = raw.strip()
+        if not cell:
+            continue
+        value: Any = cell
+        if name in _INT_COLUMNS:
+            if _INT_TEXT.fullmatch(cell):
+                value = int(cell)
+        elif name in _BOOL_COLUMNS:
+            low = cell.lower()
+            value = True if low in _TRUE else False if low in _FALSE else cell
+        if name.startswith("add_audio."):
+            add_audio[name.removeprefix("add_audio.")] = value
+        else:
+            fields[name] = value
+    if add_audio:
+        fields["add_audio"] = add_audio
+    return fields

@@ -201,11 +201,10 @@ class AkoolApi:
             "audio_url": body.get("audio_url") or "",
             "effect_code": src.get("effect_code", ""),
             "pre_video_id": source.id,
-            "only_add_audio": True,
         }
         task = self.state.create_task(
             now=now, create_ms=_now_ms(), video_length=source.video_length, credits=credits,
-            prompt="", fields=fields,
+            prompt="", fields=fields, only_add_audio=True,
         )
         fingerprint_body = {k: body[k] for k in ("pre_video_id", "audio_type", "audio_url")
                             if k in body}
@@ -217,10 +216,14 @@ class AkoolApi:
         if ids is None:
             return fail(CODE_PARAM, "Failed to get results")
         now = time.monotonic()
-        root = base_url(request)
+        prefix = json.dumps(f"{base_url(request)}/videos/", ensure_ascii=False)[:-1]
         tasks = self.state.tasks
         found = (tasks.get(task_id) for task_id in ids)
-        return ok({"result": [t.result_record(now, root) for t in found if t is not None]})
+        records = ",".join(t.result_json(now, prefix) for t in found if t is not None)
+        return web.Response(
+            text=f'{{"code":{CODE_OK},"msg":"OK","data":{{"result":[{records}]}}}}',
+            content_type="application/json",
+        )
 
     async def delete(self, request: web.Request) -> web.Response:
         ids = _ids(await _json_object(request))

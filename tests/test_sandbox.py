@@ -148,10 +148,12 @@ async def test_create_charges_the_published_price(
 
 async def test_price_table_is_configurable(sandbox: SandboxFactory) -> None:
     async with aiohttp.ClientSession() as session:
-        api = await make_api(sandbox, session, prices={"720p": {"5": 100, "10": 200}})
+        api = await make_api(sandbox, session, prices={"720p": {"5": 100}},
+                             add_audio_prices={"5": 1})
         assert (await api.create())["deduction_credit"] == 100
-        answer = await api.post(CREATE, body(resolution="1080p"))
-        assert answer["code"] == 1003 and "resolution" in answer["msg"]
+        assert (await api.create(video_length=10))["deduction_credit"] == 40  # merged
+        assert (await api.create(resolution="4k"))["deduction_credit"] == 30
+        assert api.sandbox.config.add_audio_prices == {5: 1, 10: 10}
 
 
 @pytest.mark.parametrize(

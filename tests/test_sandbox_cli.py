@@ -37,7 +37,8 @@ def test_from_dict_merges_over_defaults_and_round_trips() -> None:
     config = SandboxConfig.from_dict({"failure_rate": 0.25, "queue_time": 0,
                                       "prices": {"720p": {"5": 7}}})
     assert config.failure_rate == 0.25 and config.queue_time == (0, 0)
-    assert config.prices == {"720p": {5: 7}} and config.processing_time == (0.5, 2.0)
+    assert config.prices["720p"] == {5: 7, 10: 40} and config.prices["4k"] == {5: 30, 10: 60}
+    assert config.processing_time == (0.5, 2.0)
     assert SandboxConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 

@@ -47,7 +47,8 @@ class SandboxConfig:
     max_in_flight: int = 0
     #: seconds after completion when a video URL stops working (403); 0 = never
     url_expiry: float = 0.0
-    #: credits per video of createBySourcePrompt by resolution and length
+    #: credits per video of createBySourcePrompt by resolution and length; an update merges
+    #: into the table (per resolution and length) instead of replacing it
     prices: dict[str, dict[int, int]] = field(
         default_factory=lambda: {k: dict(v) for k, v in PUBLISHED_PRICES.items()}
     )
@@ -119,6 +120,13 @@ class SandboxConfig:
                 raise ConfigError(f"unknown sandbox config key: {key!r}")
             parsed[key] = _PARSERS[key](key, value)
         for key, value in parsed.items():
+            if key == "prices":  # merge per resolution and length, like manifest prices
+                merged = {res: dict(row) for res, row in self.prices.items()}
+                for res, row in value.items():
+                    merged.setdefault(res, {}).update(row)
+                value = merged
+            elif key == "add_audio_prices":
+                value = {**self.add_audio_prices, **value}
             setattr(self, key, value)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,26 +1,578 @@
-"""Command line: parse arguments, build settings, run a command, map errors to exit codes.
+"""Command line: parse arguments, resolve settings, run a command, map errors to exit codes.
 
-The only module that reads the environment, prints, draws progress bars or exits.
-(skeleton: commands are being filled in)
+The only module that reads the environment, prints, draws progress bars, installs signal
+handlers or exits. Everything below it receives plain values and reports back through
+return values, exceptions and `JobEvent` callbacks. Exit codes (SPEC §6) are decided in
+exactly one place, `main`. An error that is not a `BatchgenError` is a bug: its traceback
+goes to a crash file (with secrets scrubbed) and the user reads one line about it.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
 import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
 
 from batchgen import __version__
+from batchgen.errors import (
+    ApiError,
+    BatchgenError,
+    CredentialsError,
+    ManifestError,
+    OutputDirLocked,
+    StateError,
+    UsageError,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET, EXIT_CREDENTIALS, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130
+EXIT_BUG = 70
+#: error type -> exit code (SPEC §6); 0/1/3/130 come from the run's outcome
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (ManifestError, EXIT_USAGE),
+    (UsageError, EXIT_USAGE),
+    (StateError, EXIT_USAGE),
+    (CredentialsError, EXIT_CREDENTIALS),
+    (OutputDirLocked, EXIT_LOCKED),
+    (ApiError, EXIT_FAILED),
+)
+
+ENV_API_KEY = "AKOOL_API_KEY"
+ENV_CLIENT_ID = "AKOOL_CLIENT_ID"
+ENV_CLIENT_SECRET = "AKOOL_CLIENT_SECRET"
+ENV_API_BASE = "BATCHGEN_API_BASE"
+SANDBOX_KEY = "sandbox-key"
+STATUS_EVERY = 5.0
+
+
+# -- settings --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A manifest with the command line and environment laid over it."""
+
+    manifest: Any
+    output_dir: Path
+    api_base: str
+    concurrency: int
+    max_credits: int | None
+
+
+def _load(path: str) -> Any:
+    from batchgen.manifest import load_manifest
+    return load_manifest(path)
+
+
+def _resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Resolved:
+    manifest = _load(args.manifest)
+    api_base = (getattr(args, "api_base", None) or env.get(ENV_API_BASE)
+                or manifest.api.base_url)
+    if not api_base.startswith(("http://", "https://")):
+        raise UsageError(f"API base URL {api_base!r} is not an http(s) URL; fix --api-base, "
+                         f"{ENV_API_BASE} or api.base_url")
+    output = getattr(args, "output", None)
+    max_credits = getattr(args, "max_credits", None)
+    return Resolved(
+        manifest=manifest,
+        output_dir=Path(output) if output else Path(manifest.output.dir),
+        api_base=api_base,
+        concurrency=getattr(args, "concurrency", None) or manifest.api.concurrency,
+        max_credits=max_credits if max_credits is not None else manifest.budget.max_credits,
+    )
+
+
+def credentials_from_env(env: Mapping[str, str]) -> Any:
+    """SPEC §2: a clientId/secret pair first, then an API key; None when neither is set."""
+    from batchgen.client import Credentials
+    cid, secret = env.get(ENV_CLIENT_ID, "").strip(), env.get(ENV_CLIENT_SECRET, "").strip()
+    if cid and secret:
+        return Credentials(client_id=cid, client_secret=secret)
+    key = env.get(ENV_API_KEY, "").strip()
+    if key:
+        return Credentials(api_key=key)
+    return None
+
+
+def _require_credentials(env: Mapping[str, str], sandbox: bool) -> Any:
+    from batchgen.client import Credentials
+    if sandbox:
+        return Credentials(api_key=SANDBOX_KEY)
+    creds = credentials_from_env(env)
+    if creds is None:
+        raise CredentialsError(
+            f"no credentials: set {ENV_API_KEY}, or {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} "
+            "(or add --sandbox to try against the built-in emulator)")
+    return creds
+
+
+@contextlib.asynccontextmanager
+async def _api_base(resolved_base: str, sandbox: bool) -> AsyncIterator[str]:
+    """The API root to talk to; with --sandbox, an emulator started in-process."""
+    if not sandbox:
+        yield resolved_base
+        return
+    from batchgen.sandbox import Sandbox
+    async with Sandbox() as emulator:
+        yield emulator.url
+
+
+# -- state views -----------------------------------------------------------------------
+
+
+def _bucket(state: str, *, retry_failed: bool, resubmit_unknown: bool) -> str:
+    if state == "pending":
+        return "to_submit"
+    if state == "completed":
+        return "done"
+    if state == "failed":
+        return "to_submit" if retry_failed else "failed"
+    if state == "unknown":
+        return "to_submit" if resubmit_unknown else "unknown"
+    return "in_flight"
+
+
+def _states_of(output_dir: Path, args: argparse.Namespace) -> tuple[dict[str, str], int]:
+    """Job id -> plan bucket, and credits already committed, from local state (if any)."""
+    from batchgen.store import Store
+    try:
+        store = Store.open(output_dir, lock=False, create=False)
+    except StateError:
+        return {}, 0
+    with store:
+        rows = store.rows()
+        spent = store.committed_credits()
+    flags = {"retry_failed": getattr(args, "retry_failed", False),
+             "resubmit_unknown": getattr(args, "resubmit_unknown", False)}
+    return {r.job_id: _bucket(r.state.value, **flags) for r in rows}, spent
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    worst = EXIT_OK
+    for path in args.manifests:
+        try:
+            manifest = _load(path)
+        except ManifestError as exc:
+            for problem in exc.problems:
+                print(str(problem), file=err)
+            print(f"{path}: {len(exc.problems)} problem(s); nothing was sent", file=err)
+            worst = EXIT_USAGE
+            continue
+        print(f"ok: {len(manifest.jobs)} jobs ({path})", file=out)
+    return worst
+
+
+def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from batchgen import plan as planning
+    resolved = _resolve(args, os.environ)
+    states, spent = _states_of(resolved.output_dir, args)
+    manifest = resolved.manifest
+    if resolved.max_credits != manifest.budget.max_credits:
+        from dataclasses import replace
+        manifest = replace(manifest, budget=replace(manifest.budget,
+                                                    max_credits=resolved.max_credits))
+    result = planning.build_plan(manifest, states or None, spent_credits=spent)
+    if getattr(args, "json", False):
+        print(json.dumps(planning.plan_to_dict(result), indent=2), file=out)
+    else:
+        print(planning.render_plan(result), file=out)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from batchgen.report import summarize
+    from batchgen.store import Store
+    resolved = _resolve(args, os.environ)
+    with Store.open(resolved.output_dir, lock=False, create=False) as store:
+        rows = store.rows()
+        spent = store.committed_credits()
+    summary = summarize(rows)
+    if getattr(args, "json", False):
+        print(json.dumps({**summary, "credits_committed": spent}, indent=2), file=out)
+        return EXIT_OK
+    print(f"{resolved.manifest.name}: {len(rows)} jobs in {resolved.output_dir}", file=out)
+    for state, n in sorted(summary["states"].items()):
+        print(f"  {state:<17}{n:>8}", file=out)
+    budget = resolved.max_credits
+    print(f"credits: {summary['credits_deducted']} deducted by the API, {spent} committed "
+          f"(estimates where unknown)" + (f", budget {budget}" if budget is not None else ""),
+          file=out)
+    if summary["manifest_changed"]:
+        print(f"{summary['manifest_changed']} job(s) changed in the manifest after they were "
+              "submitted (kept as sent; see report.csv column manifest_changed)", file=out)
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from batchgen.report import summarize, write_reports
+    from batchgen.store import Store
+    resolved = _resolve(args, os.environ)
+    with Store.open(resolved.output_dir, create=False) as store:
+        rows = store.rows()
+    report, _ = write_reports(resolved.output_dir, resolved.manifest.output.report, rows,
+                              summarize(rows))
+    print(f"wrote {report} ({len(rows)} jobs)", file=out)
+    return EXIT_OK
+
+
+def cmd_effects(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from batchgen.client import AkoolClient
+    creds = _require_credentials(os.environ, args.sandbox)
+    base = args.api_base or os.environ.get(ENV_API_BASE) or "https://openapi.akool.com"
+
+    async def fetch() -> list[dict[str, Any]]:
+        async with _api_base(base, args.sandbox) as url, AkoolClient.open(url, creds) as client:
+            await client.authenticate()
+            return await client.effects()
+
+    effects = asyncio.run(fetch())
+    if args.json:
+        print(json.dumps(effects, indent=2), file=out)
+        return EXIT_OK
+    rows = [(str(e.get("effect_code", "")), str(e.get("name", "")), str(e.get("video_url", "")))
+            for e in effects]
+    print(_table(("code", "name", "preview"), rows), file=out)
+    return EXIT_OK
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in rows]
+    return "\n".join(lines)
+
+
+def cmd_sandbox(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from batchgen import sandbox
+    return sandbox.serve(args)
+
+
+# -- run ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Progress:
+    """Turns runner events into tqdm bars (terminal) or a periodic status line (logs)."""
+
+    total: int
+    budget: int | None
+    err: TextIO
+    bars: bool
+    counts: Counter[str] = field(default_factory=Counter)
+    credits: int = 0
+    _bars: dict[str, Any] = field(default_factory=dict)
+    _last: float = 0.0
+
+    def start(self, already: Mapping[str, int]) -> None:
+        self.counts.update(already)
+        if not self.bars:
+            return
+        from tqdm import tqdm
+        labels = (("submitted", "submitted "), ("task_done", "completed "),
+                  ("downloaded", "downloaded"))
+        for pos, (key, label) in enumerate(labels):
+            self._bars[key] = tqdm(total=self.total, desc=label, position=pos, file=self.err,
+                                   initial=self.counts[key], leave=True, dynamic_ncols=True)
+        self._bars["credits"] = tqdm(total=self.budget, desc="credits   ", position=3,
+                                     file=self.err, initial=self.credits, leave=True,
+                                     unit="cr", dynamic_ncols=True)
+
+    def event(self, ev: Any) -> None:
+        from batchgen.runner import EventKind
+        self.counts[ev.kind.value] += 1
+        if ev.kind is EventKind.SUBMITTED:
+            self.credits += ev.credits
+        if self.bars:
+            bar = self._bars.get(ev.kind.value)
+            if bar is not None:
+                bar.update(1)
+            if ev.kind is EventKind.SUBMITTED:
+                self._bars["credits"].update(ev.credits)
+            if ev.kind in (EventKind.FAILED, EventKind.UNKNOWN, EventKind.NOTICE):
+                from tqdm import tqdm
+                tqdm.write(f"{ev.kind.value}: {ev.job_id}: {ev.message}", file=self.err)
+        elif ev.kind in (EventKind.FAILED, EventKind.UNKNOWN, EventKind.NOTICE):
+            print(f"{ev.kind.value}: {ev.job_id}: {ev.message}", file=self.err, flush=True)
+
+    def line(self) -> str:
+        c = self.counts
+        budget = f"/{self.budget}" if self.budget is not None else ""
+        return (f"submitted {c['submitted']}/{self.total}, completed {c['task_done']}, "
+                f"downloaded {c['downloaded']}, failed {c['failed']}, unknown {c['unknown']}, "
+                f"retries {c['retry']}, credits {self.credits}{budget}")
+
+    def tick(self, now: float) -> None:
+        if not self.bars and now - self._last >= STATUS_EVERY:
+            self._last = now
+            print(f"[{time.strftime('%H:%M:%S')}] {self.line()}", file=self.err, flush=True)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+
+
+async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Any,
+                     out: TextIO, err: TextIO) -> int:
+    from batchgen.client import AkoolClient
+    from batchgen.download import clean_partials
+    from batchgen.pricing import add_audio_credits, job_credits
+    from batchgen.report import summarize, write_reports
+    from batchgen.runner import Runner, RunSettings
+    from batchgen.store import JobState, Store
+
+    manifest = resolved.manifest
+    prices = manifest.budget.prices
+    started = time.monotonic()
+    resolved.output_dir.mkdir(parents=True, exist_ok=True)
+    with Store.open(resolved.output_dir) as store:
+        lost = store.recover()
+        sync = store.sync(manifest.jobs, [(job_credits(prices, j), add_audio_credits(prices, j))
+                                          for j in manifest.jobs])
+        reopened = store.reopen(unknown=args.resubmit_unknown, failed=args.retry_failed)
+        clean_partials(resolved.output_dir)
+        if lost:
+            print(f"{lost} job(s) were being submitted when the last run stopped: marked unknown "
+                  "(they may have been charged); --resubmit-unknown sends them again", file=err)
+        if sync.changed:
+            print(f"{len(sync.changed)} job(s) changed in the manifest after submission and are "
+                  f"kept as sent (e.g. {', '.join(sync.changed[:3])}); give them a new id to "
+                  "generate them again", file=err)
+        if reopened:
+            print(f"{reopened} job(s) reopened by --retry-failed/--resubmit-unknown", file=err)
+        rows = store.rows()
+        settings = RunSettings(
+            output_dir=resolved.output_dir, name=manifest.name,
+            filename=manifest.output.filename, concurrency=resolved.concurrency,
+            poll_interval=manifest.api.poll_interval, poll_batch=manifest.api.poll_batch,
+            max_credits=resolved.max_credits,
+            download_workers=max(2, min(8, resolved.concurrency)))
+        bars = not args.no_progress and err.isatty()
+        progress = Progress(total=len(rows), budget=resolved.max_credits, err=err, bars=bars)
+        done_states = {JobState.COMPLETED}
+        progress.credits = store.committed_credits()
+        async with _api_base(resolved.api_base, args.sandbox) as base, \
+                AkoolClient.open(base, creds, max_connections=min(100, resolved.concurrency * 2
+                                                                   + 8)) as client:
+            await client.authenticate()
+
+            def on_event(ev: Any) -> None:
+                progress.event(ev)
+
+            runner = Runner(store, client, settings, on_event)
+            loop = asyncio.get_running_loop()
+            interrupts = 0
+
+            def on_signal() -> None:
+                nonlocal interrupts
+                interrupts += 1
+                if interrupts == 1:
+                    print("\nstopping: no new submissions; saving state (Ctrl-C again to quit "
+                          "at once)", file=err, flush=True)
+                    runner.stop()
+                else:
+                    os._exit(EXIT_INTERRUPTED)  # every transition is already committed
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, on_signal)
+            progress.start({
+                "submitted": sum(1 for r in rows if r.task_id),
+                "task_done": sum(1 for r in rows if r.state in (JobState.READY, *done_states)),
+                "downloaded": sum(1 for r in rows if r.state in done_states)})
+
+            async def ticker() -> None:
+                while True:
+                    progress.tick(time.monotonic())
+                    await asyncio.sleep(1.0)
+
+            tick = asyncio.create_task(ticker())
+            try:
+                outcome = await runner.run()
+            finally:
+                tick.cancel()
+                progress.close()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+                final_rows = store.rows()
+                summary = summarize(final_rows, wall_seconds=time.monotonic() - started,
+                                    requests=client.requests)
+                summary["credits_committed"] = runner.committed_credits
+                summary["budget"] = resolved.max_credits
+                write_reports(resolved.output_dir, manifest.output.report, final_rows, summary)
+    st = summary["status"]
+    print(f"{manifest.name}: {st['completed']} completed, {st['failed']} failed, "
+          f"{st['unknown']} unknown, {st['pending']} pending; credits deducted "
+          f"{summary['credits_deducted']}; {summary['requests_total']} requests in "
+          f"{summary['wall_seconds']:.1f}s; report: "
+          f"{resolved.output_dir / manifest.output.report}", file=out)
+    if outcome.interrupted:
+        print("interrupted: state saved; run the same command again to resume", file=err)
+        return EXIT_INTERRUPTED
+    if outcome.budget_blocked or outcome.out_of_credit:
+        if outcome.budget_blocked:
+            print(f"budget: {outcome.budget_blocked} job(s) not submitted; they need "
+                  f"{outcome.budget_needed} more credits (budget {resolved.max_credits}, "
+                  f"committed {runner.committed_credits}); raise budget.max_credits or "
+                  "--max-credits and run again", file=err)
+        if outcome.out_of_credit:
+            print(f"the account ran out of credit ({outcome.out_of_credit}); top up and run "
+                  "again", file=err)
+        return EXIT_BUDGET
+    if st["failed"] or st["unknown"] or st["pending"]:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.dry_run:
+        return cmd_plan(args, out, err)
+    resolved = _resolve(args, os.environ)
+    creds = _require_credentials(os.environ, args.sandbox)
+    return asyncio.run(_run_async(args, resolved, creds, out, err))
+
+
+# -- parsing and the top ---------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _credits(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of credits") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("credits cannot be negative")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with one line, as every usage error should."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="batchgen", description=__doc__)
+    """The whole command line (SPEC §1)."""
+    parser = _Parser(prog="batchgen", description="Run Akool image-to-video jobs in bulk "
+                     "from YAML manifests.")
     parser.add_argument("--version", action="version", version=f"batchgen {__version__}")
-    parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
+
+    p = sub.add_parser("validate", help="check manifests; print 'ok: N jobs' or every error")
+    p.add_argument("manifests", nargs="+", metavar="MANIFEST")
+    p.set_defaults(func=cmd_validate)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("manifest", metavar="MANIFEST")
+        p.add_argument("--output", metavar="DIR", help="overrides output.dir")
+
+    p = sub.add_parser("plan", help="what a run would do now, and what it would cost")
+    common(p)
+    p.add_argument("--json", action="store_true", help="one JSON document")
+    p.add_argument("--max-credits", type=_credits, metavar="N")
+    p.add_argument("--retry-failed", action="store_true")
+    p.add_argument("--resubmit-unknown", action="store_true")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run", help="submit, poll, download and report (resumable)")
+    common(p)
+    p.add_argument("--sandbox", action="store_true",
+                   help="run against the built-in emulator (no account needed)")
+    p.add_argument("--api-base", metavar="URL", help=f"API root (over {ENV_API_BASE})")
+    p.add_argument("--concurrency", type=_positive_int, metavar="N",
+                   help="tasks in flight at the API")
+    p.add_argument("--max-credits", type=_credits, metavar="N", help="overrides the budget")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; send nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="resubmit jobs that failed in an earlier run")
+    p.add_argument("--resubmit-unknown", action="store_true",
+                   help="resubmit jobs whose submission outcome is unknown (may pay twice)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="counts per state and credits, from local state only")
+    common(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("report", help="rewrite report.csv and summary.json from local state")
+    common(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("effects", help="list the API's effects")
+    p.add_argument("--json", action="store_true", help="the API's records as JSON")
+    p.add_argument("--sandbox", action="store_true")
+    p.add_argument("--api-base", metavar="URL")
+    p.set_defaults(func=cmd_effects)
+
+    p = sub.add_parser("sandbox", help="serve the built-in API emulator on loopback")
+    from batchgen import sandbox
+    sandbox.add_arguments(p)
+    p.set_defaults(func=cmd_sandbox)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _crash(exc: BaseException, err: TextIO) -> int:
+    from batchgen.client import scrub
+    creds = credentials_from_env(os.environ)
+    text = scrub("".join(traceback.format_exception(exc)), creds.secrets() if creds else [])
+    fd, path = tempfile.mkstemp(prefix="batchgen-crash-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    print(f"batchgen: internal error ({type(exc).__name__}); this is a bug in batchgen. "
+          f"Details: {path}. State is saved: re-running resumes.", file=err)
+    return EXIT_BUG
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None,
+         err: TextIO | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    parser = build_parser()
-    parser.parse_args(argv if argv is not None else sys.argv[1:])
-    return 0
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+        return int(args.func(args, out, err))
+    except ManifestError as exc:
+        for problem in exc.problems:
+            print(str(problem), file=err)
+        return EXIT_USAGE
+    except BatchgenError as exc:
+        code = next((c for t, c in EXIT_CODES if isinstance(exc, t)), EXIT_FAILED)
+        print(f"batchgen: {exc}", file=err)
+        return code
+    except KeyboardInterrupt:
+        print("batchgen: interrupted", file=err)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # a bug: one line for the user, the traceback to a file
+        return _crash(exc, err)
+

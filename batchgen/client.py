@@ -22,7 +22,7 @@ import email.utils
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +114,17 @@ def scrub(text: str, secrets: list[str]) -> str:
     return text
 
 
+async def _about_to_send(session: aiohttp.ClientSession, ctx: Any, params: Any) -> None:
+    """aiohttp trace hook: a connection is in hand and the request is about to be written.
+
+    Runs after connecting and before a single byte of the request leaves, so a caller's
+    `on_send` marks the exact moment from which the server may have seen the request.
+    """
+    request_ctx = getattr(ctx, "trace_request_ctx", None)
+    if isinstance(request_ctx, dict) and (on_send := request_ctx.get("on_send")) is not None:
+        on_send()
+
+
 def _task(record: dict[str, Any]) -> TaskRecord:
     credits = record.get("deduction_credit")
     return TaskRecord(
@@ -153,8 +164,12 @@ class AkoolClient:
         connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections)
         timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect,
                                         sock_read=timeouts.read)
+        tracing = aiohttp.TraceConfig()
+        tracing.on_connection_create_end.append(_about_to_send)
+        tracing.on_connection_reuseconn.append(_about_to_send)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                         raise_for_status=False) as session:
+                                         raise_for_status=False,
+                                         trace_configs=[tracing]) as session:
             yield cls(session, base_url, creds, timeouts)
 
     # -- authentication ---------------------------------------------------------------
@@ -190,7 +205,8 @@ class AkoolClient:
     async def _request(self, name: str, method: str, path: str, *,
                        json_body: dict[str, Any] | None = None,
                        params: dict[str, str] | None = None, auth: bool = True,
-                       creates: bool = False) -> dict[str, Any]:
+                       creates: bool = False,
+                       on_send: Callable[[], None] | None = None) -> dict[str, Any]:
         """Send one request; return the body of a code-1000 answer or raise a typed error.
 
         A 1101 on a token is answered by fetching a new token once per run and sending
@@ -198,7 +214,8 @@ class AkoolClient:
         """
         for _ in range(2):
             token_used = self._token
-            body = await self._send(name, method, path, json_body, params, auth, creates)
+            body = await self._send(name, method, path, json_body, params, auth, creates,
+                                    on_send)
             code = body.get("code")
             if code == 1000:
                 return body
@@ -226,12 +243,15 @@ class AkoolClient:
         return FatalApiError(message, code=code if isinstance(code, int) else None)
 
     async def _send(self, name: str, method: str, path: str, json_body: dict[str, Any] | None,
-                    params: dict[str, str] | None, auth: bool, creates: bool) -> dict[str, Any]:
+                    params: dict[str, str] | None, auth: bool, creates: bool,
+                    on_send: Callable[[], None] | None = None) -> dict[str, Any]:
         self.requests[name] += 1
         headers = self._auth_headers() if auth else {}
+        trace_ctx = {"on_send": on_send} if on_send is not None else None
         try:
             async with self._session.request(method, self._base + path, json=json_body,
-                                             params=params, headers=headers) as resp:
+                                             params=params, headers=headers,
+                                             trace_request_ctx=trace_ctx) as resp:
                 raw = await resp.read()
                 status = resp.status
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"), time.time())
@@ -261,36 +281,41 @@ class AkoolClient:
 
     # -- endpoints ---------------------------------------------------------------------
 
-    async def create(self, fields: dict[str, Any]) -> TaskRecord:
-        """createBySourcePrompt: one video task. Charged at creation."""
+    async def create(self, fields: dict[str, Any],
+                     on_send: Callable[[], None] | None = None) -> TaskRecord:
+        """createBySourcePrompt: one video task. Charged at creation.
+
+        `on_send` is called right before the request is written (see `_about_to_send`).
+        """
         body = {WIRE_NAMES.get(k, k): v for k, v in fields.items()}
         data = (await self._request("createBySourcePrompt", "POST",
                                     f"{PREFIX_I2V}/createBySourcePrompt", json_body=body,
-                                    creates=True)).get("data")
+                                    creates=True, on_send=on_send)).get("data")
         if not isinstance(data, dict) or not data.get("_id"):
             raise OutcomeUnknown("createBySourcePrompt: answer without a task id")
         return _task(data)
 
-    async def create_batch(self, fields: dict[str, Any]) -> list[TaskRecord]:
+    async def create_batch(self, fields: dict[str, Any],
+                           on_send: Callable[[], None] | None = None) -> list[TaskRecord]:
         """createBySourcePrompt/batch: `count` videos of one request, model selectable."""
         body = {WIRE_NAMES.get(k, k): v for k, v in fields.items()}
         data = (await self._request("createBySourcePrompt/batch", "POST",
                                     f"{PREFIX_I2V}/createBySourcePrompt/batch", json_body=body,
-                                    creates=True)).get("data") or {}
+                                    creates=True, on_send=on_send)).get("data") or {}
         tasks = [_task(r) for r in data.get("successList") or [] if isinstance(r, dict)]
         if not tasks:
             errors = data.get("errorList") or []
             raise FatalApiError(f"createBySourcePrompt/batch: no task created: {errors!r:.200}")
         return tasks
 
-    async def update_audio(self, pre_video_id: str, audio_type: int,
-                           audio_url: str | None) -> TaskRecord:
+    async def update_audio(self, pre_video_id: str, audio_type: int, audio_url: str | None,
+                           on_send: Callable[[], None] | None = None) -> TaskRecord:
         """updateVideoAudio: a new task that adds audio to a completed video."""
         body: dict[str, Any] = {"pre_video_id": pre_video_id, "audio_type": audio_type}
         if audio_url:
             body["audio_url"] = audio_url
         data = (await self._request("updateVideoAudio", "POST", f"{PREFIX_I2V}/updateVideoAudio",
-                                    json_body=body, creates=True)).get("data")
+                                    json_body=body, creates=True, on_send=on_send)).get("data")
         if not isinstance(data, dict) or not data.get("_id"):
             raise OutcomeUnknown("updateVideoAudio: answer without a task id")
         return _task(data)

@@ -391,17 +391,25 @@ class Runner:
     async def _create(self, job_id: str, audio: bool) -> None:
         row = self._rows[job_id]
         req = row.request
+        sent = False
+
+        def on_send() -> None:
+            nonlocal sent
+            if not sent:
+                sent = True
+                self.store.mark_sent(job_id)
+
         if audio:
             step = req["add_audio"]
 
             def call() -> Awaitable[TaskRecord]:
                 return self.client.update_audio(row.task_id or "", step["audio_type"],
-                                                step.get("audio_url"))
+                                                step.get("audio_url"), on_send)
         else:
             fields = {k: v for k, v in req.items() if not k.startswith("_") and k != "add_audio"}
 
             def call() -> Awaitable[TaskRecord]:
-                return self.client.create(fields)
+                return self.client.create(fields, on_send)
         try:
             record = await self.settings.retry.run(
                 call, sleep=self.sleep, clock=self.clock, rng=self.rng, retry_unknown=False,

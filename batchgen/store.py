@@ -169,7 +169,8 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
             active INTEGER NOT NULL DEFAULT 1,
             unknown_step TEXT,
             remote_deleted INTEGER NOT NULL DEFAULT 0,
-            new_fingerprint TEXT
+            new_fingerprint TEXT,
+            sent INTEGER NOT NULL DEFAULT 0
         );
         CREATE INDEX jobs_state ON jobs(state);
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -337,8 +338,17 @@ class Store:
         return SyncResult(added=added, changed=tuple(changed), removed=removed)
 
     def recover(self) -> int:
-        """After a crash: creates still on the wire become `unknown`. Returns how many."""
+        """After a crash, settle creates that were journaled but never answered.
+
+        One whose request never left (no `sent` mark: the process died before a connection
+        was in hand) provably made nothing and goes back to its queue. One that was sent
+        becomes `unknown`. Returns how many became unknown.
+        """
         with self._tx(durable=True):
+            self._conn.execute("UPDATE jobs SET state=? WHERE state=? AND sent=0",
+                               (JobState.PENDING, JobState.SUBMITTING))
+            self._conn.execute("UPDATE jobs SET state=? WHERE state=? AND sent=0",
+                               (JobState.AUDIO_PENDING, JobState.AUDIO_SUBMITTING))
             cur = self._conn.execute(
                 "UPDATE jobs SET unknown_step = CASE state WHEN ? THEN 'add_audio' ELSE 'video' "
                 "END, state = ?, error = 'the create request was sent but its answer was lost "
@@ -409,9 +419,14 @@ class Store:
         state = JobState.AUDIO_SUBMITTING if audio else JobState.SUBMITTING
         with self._tx(durable=True):
             self._conn.executemany(
-                "UPDATE jobs SET state=?, attempts=attempts+1, "
+                "UPDATE jobs SET state=?, attempts=attempts+1, sent=0, "
                 "submitted_at=COALESCE(submitted_at, ?) WHERE job_id=?",
                 [(state, now, j) for j in job_ids])
+
+    def mark_sent(self, job_id: str) -> None:
+        """A journaled create is about to leave: from now on it may exist (durably)."""
+        with self._tx(durable=True):
+            self._conn.execute("UPDATE jobs SET sent=1 WHERE job_id=?", (job_id,))
 
     def mark_accepted(self, job_id: str, task_id: str, credits: int | None, *,
                       audio: bool = False) -> None:

@@ -537,3 +537,21 @@ async def test_sandbox_close_is_idempotent_and_url_has_no_trailing_slash() -> No
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", emulator.url)
         await emulator.close()
     await emulator.close()
+
+
+async def test_concurrent_creates_never_overspend_or_overshoot_the_limit(
+    sandbox: SandboxFactory,
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        api = await make_api(sandbox, session, balance=100, max_in_flight=4, processing_time=5)
+        answers = await asyncio.gather(
+            *(api.post(CREATE, body(prompt=f"p{i}")) for i in range(20)))
+        codes = sorted(a["code"] for a in answers)
+        assert codes.count(1000) == 4 and set(codes[4:]) == {1005}
+        stats = api.sandbox.stats()
+        assert stats["tasks_created"] == 4 and stats["max_in_flight"] == 4
+        api.sandbox.config.max_in_flight = 0
+        answers = await asyncio.gather(
+            *(api.post(CREATE, body(prompt=f"q{i}")) for i in range(10)))
+        assert [a["code"] for a in answers].count(1000) == 1  # 100 - 4 x 20 = 20 left
+        assert api.sandbox.stats()["balance"] == 0

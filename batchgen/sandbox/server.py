@@ -149,15 +149,18 @@ def _dest(flag: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the sandbox's flags to `parser` (values are checked later, by `serve`)."""
-    parser.add_argument("--host", dest="sbx_host", default="127.0.0.1", help="address to bind")
-    parser.add_argument("--port", dest="sbx_port", default=str(DEFAULT_PORT),
+    parser.add_argument("--host", dest="sbx_host", metavar="HOST", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", dest="sbx_port", metavar="PORT", default=str(DEFAULT_PORT),
                         help=f"port to bind, 0 = any free port (default {DEFAULT_PORT})")
     parser.add_argument("--config", dest="sbx_config", metavar="FILE.json",
                         help="JSON object of sandbox settings; flags override it")
-    for flag, _key, _conv, text in _KNOBS:
-        parser.add_argument(flag, dest=_dest(flag), metavar="X", help=text)
-    for flag, _key, _conv, text in _LISTS:
-        parser.add_argument(flag, dest=_dest(flag), action="append", metavar="X", help=text)
+    for flag, key, conv, text in _KNOBS:
+        metavar = "MIN[,MAX]" if conv is _span else "P" if key.endswith("_rate") else "N"
+        parser.add_argument(flag, dest=_dest(flag), metavar=metavar, help=text)
+    for flag, _key, conv, text in _LISTS:
+        metavar = "ID:SECRET" if conv is _pair else "TEXT"
+        parser.add_argument(flag, dest=_dest(flag), action="append", metavar=metavar, help=text)
     parser.add_argument("--no-negative-prompt-required", dest="sbx_optional_negative",
                         action="store_true", help="accept creates without negative_prompt")
 

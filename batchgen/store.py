@@ -376,6 +376,11 @@ class Store:
                     "credits_video=NULL WHERE state=? AND active=1",
                     (JobState.PENDING, JobState.UNKNOWN)).rowcount
             if failed:
+                # the video exists and was paid for; only its download failed: fetch again
+                n += self._conn.execute(
+                    "UPDATE jobs SET state=?, error=NULL WHERE state=? AND active=1 "
+                    "AND changed=0 AND video_url IS NOT NULL",
+                    (JobState.READY, JobState.FAILED)).rowcount
                 n += self._conn.execute(
                     "UPDATE jobs SET state=?, error=NULL, task_id=NULL, audio_task_id=NULL, "
                     "credits_video=NULL, credits_audio=NULL, video_url=NULL "

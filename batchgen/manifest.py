@@ -109,7 +109,19 @@ class Manifest:
 
 def load_manifest(path: str | Path) -> Manifest:
     """Load, validate and expand a manifest; raise ManifestError with every problem."""
-    path = Path(path)
+    # A 100,000-job manifest allocates a few hundred thousand small containers and no
+    # cycles; the cyclic collector would rescan them again and again (a third of the
+    # time). Pause it for the load and restore it whatever happens.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load(Path(path))
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _load(path: Path) -> Manifest:
     file = str(path)
     data, problem = read_limited(path, MAX_MANIFEST_BYTES)
     if problem is not None:
@@ -125,16 +137,7 @@ def load_manifest(path: str | Path) -> Manifest:
         raise ManifestError([*problems, Problem(
             file, 1, "", f"the manifest is {kind}, not a mapping of keys",
             "start with `version: 1` and put jobs under `jobs:`; see manifests/example.yaml")])
-    # A 100,000-job manifest allocates a few hundred thousand small containers and no
-    # cycles; the cyclic collector would rescan them again and again (a third of the
-    # time). Pause it for the load and restore it whatever happens.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _Loader(path, parsed, Validators(load_schema()), problems).load()
-    finally:
-        if was_enabled:
-            gc.enable()
+    return _Loader(path, parsed, Validators(load_schema()), problems).load()
 
 
 def read_limited(path: Path, limit: int) -> tuple[bytes, tuple[str, str] | None]:

@@ -53,6 +53,7 @@ ENV_API_KEY = "AKOOL_API_KEY"
 ENV_CLIENT_ID = "AKOOL_CLIENT_ID"
 ENV_CLIENT_SECRET = "AKOOL_CLIENT_SECRET"
 ENV_API_BASE = "BATCHGEN_API_BASE"
+ENV_RETRY = "BATCHGEN_RETRY_"
 SANDBOX_KEY = "sandbox-key"
 STATUS_EVERY = 5.0
 
@@ -104,6 +105,30 @@ def credentials_from_env(env: Mapping[str, str]) -> Any:
     if key:
         return Credentials(api_key=key)
     return None
+
+
+def retry_policy_from_env(env: Mapping[str, str]) -> Any:
+    """The retry policy, tunable for slow networks or fast tests.
+
+    BATCHGEN_RETRY_BASE (first backoff ceiling, s), BATCHGEN_RETRY_CAP (longest wait, s),
+    BATCHGEN_RETRY_ATTEMPTS (attempts in all), BATCHGEN_RETRY_DEADLINE (s per call).
+    """
+    from batchgen.retry import RetryPolicy
+    names = {"base": ENV_RETRY + "BASE", "cap": ENV_RETRY + "CAP",
+             "max_attempts": ENV_RETRY + "ATTEMPTS", "deadline": ENV_RETRY + "DEADLINE"}
+    values: dict[str, Any] = {}
+    for attr, var in names.items():
+        text = env.get(var, "").strip()
+        if not text:
+            continue
+        try:
+            value = int(text) if attr == "max_attempts" else float(text)
+        except ValueError:
+            raise UsageError(f"{var}={text!r} is not a number") from None
+        if value <= 0:
+            raise UsageError(f"{var} must be positive")
+        values[attr] = value
+    return RetryPolicy(**values)
 
 
 def _require_credentials(env: Mapping[str, str], sandbox: bool) -> Any:
@@ -362,7 +387,8 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Any,
             filename=manifest.output.filename, concurrency=resolved.concurrency,
             poll_interval=manifest.api.poll_interval, poll_batch=manifest.api.poll_batch,
             max_credits=resolved.max_credits,
-            download_workers=max(2, min(8, resolved.concurrency)))
+            download_workers=max(2, min(8, resolved.concurrency)),
+            retry=retry_policy_from_env(os.environ))
         bars = not args.no_progress and err.isatty()
         progress = Progress(total=len(rows), budget=resolved.max_credits, err=err, bars=bars)
         done_states = {JobState.COMPLETED}

@@ -95,8 +95,12 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if seconds == seconds else None  # NaN is no answer
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -150,7 +154,7 @@ class AkoolClient:
         self._creds = creds
         self._timeouts = timeouts
         self._token: str | None = None
-        self._token_refreshed = False
+        self._token_worked = False
         self._token_lock = asyncio.Lock()
         #: requests made, by endpoint name (for summary.json)
         self.requests: Counter[str] = Counter()
@@ -209,24 +213,29 @@ class AkoolClient:
                        on_send: Callable[[], None] | None = None) -> dict[str, Any]:
         """Send one request; return the body of a code-1000 answer or raise a typed error.
 
-        A 1101 on a token is answered by fetching a new token once per run and sending
-        the request again (the first one was refused, so nothing was created).
+        A 1101 on a token that has worked before means it expired: a new token is fetched
+        (once, however many requests saw the 1101) and the request sent again — the first
+        was refused, so nothing was created. A fresh token refused at once means the
+        credentials themselves are bad: that ends the run.
         """
-        for _ in range(2):
+        while True:
             token_used = self._token
             body = await self._send(name, method, path, json_body, params, auth, creates,
                                     on_send)
             code = body.get("code")
             if code == 1000:
+                if auth and token_used is not None and token_used == self._token:
+                    self._token_worked = True
                 return body
-            if (code == 1101 and auth and self._creds.uses_token and not self._token_refreshed):
+            if code == 1101 and auth and self._creds.uses_token:
                 async with self._token_lock:
-                    if self._token == token_used and not self._token_refreshed:
-                        self._token_refreshed = True
+                    if self._token != token_used:
+                        continue  # another request already fetched a new token
+                    if self._token_worked:
+                        self._token_worked = False
                         await self.authenticate()
-                continue
+                        continue
             raise self._code_error(name, code, body.get("msg"), creates)
-        raise self._code_error(name, 1101, "token refused again after a refresh", creates)
 
     def _code_error(self, name: str, code: Any, msg: Any, creates: bool) -> ApiError:
         text = scrub(str(msg or "no message"), self._secrets())

@@ -208,6 +208,8 @@ class Runner:
         self._polling_done = False
         self._limit = settings.concurrency
         self._fatal: BaseException | None = None
+        #: what the API really charged for a video of each kind (resolution, length, ...)
+        self._learned: dict[tuple[Any, ...], int] = {}
 
     # -- public ----------------------------------------------------------------------
 
@@ -249,7 +251,7 @@ class Runner:
             raise self._fatal
         if self._blocked:
             self.outcome.budget_blocked = len(self._blocked)
-            self.outcome.budget_needed = sum(self._rows[j].credits_estimated
+            self.outcome.budget_needed = sum(self._reserve(self._rows[j])
                                              for j in self._blocked)
         return self.outcome
 
@@ -260,6 +262,8 @@ class Runner:
         for row in self.store.rows(active_only=False):
             if row.state is not JobState.PENDING:
                 self._set_committed(row.job_id, row.committed_credits)
+                if row.credits_video is not None:
+                    self._learned[self._price_kind(row)] = row.credits_video
             if not row.active:
                 continue
             self._rows[row.job_id] = row
@@ -309,9 +313,27 @@ class Runner:
     def _busy_slots(self) -> int:
         return len(self._flights) + len(self._creating)
 
-    def _fits(self, row: JobRow) -> bool:
+    def _price_kind(self, row: JobRow) -> tuple[Any, ...]:
+        req = row.request
+        return (req.get("resolution"), req.get("video_length"), req.get("model_name"),
+                req.get("count"))
+
+    def _reserve(self, row: JobRow) -> int:
+        """Credits to hold for a job before sending it.
+
+        The published table may be wrong for an account (akool-api.md §8.4), so once the API
+        has charged a job of the same kind, the higher of the two figures is held.
+        """
+        learned = self._learned.get(self._price_kind(row))
+        if learned is None:
+            return row.credits_estimated
+        audio = row.request.get("_audio_estimate", 0) if row.request.get("add_audio") else 0
+        return max(row.credits_estimated, learned + audio)
+
+    def _fits(self, row: JobRow, claimed: int = 0) -> bool:
+        """Would sending `row` keep everything sent, plus `claimed`, within the budget?"""
         cap = self.settings.max_credits
-        return cap is None or self._committed_total + row.credits_estimated <= cap
+        return cap is None or self._committed_total + claimed + self._reserve(row) <= cap
 
     def _work_may_appear(self) -> bool:
         """Could a job still become submittable without us doing anything?"""
@@ -345,16 +367,18 @@ class Runner:
         batch: list[tuple[str, bool]] = []
         while self._audio_pending and len(batch) < free:
             batch.append((self._audio_pending.popleft(), True))
+        claimed = 0  # credits reserved by this batch so far
         while self._pending and len(batch) < free:
             job_id = self._pending.popleft()
             row = self._rows[job_id]
-            if not self._fits(row):
+            if not self._fits(row, claimed):
                 self._blocked.append(job_id)
                 self.emit(JobEvent(EventKind.BUDGET, job_id,
-                                   f"held back: needs {row.credits_estimated} credits, "
+                                   f"held back: needs {self._reserve(row)} credits, "
                                    f"{self._remaining()} left of the budget"))
                 continue
             batch.append((job_id, False))
+            claimed += self._reserve(row)
         if not batch:
             return batch
         now = self.now_iso()
@@ -368,7 +392,7 @@ class Runner:
             row = self._replace(job_id, state=state, attempts=row.attempts + 1,
                                 submitted_at=row.submitted_at or now)
             if not audio:
-                self._set_committed(job_id, row.committed_credits)
+                self._set_committed(job_id, self._reserve(row))
         return batch
 
     def _remaining(self) -> int | None:
@@ -453,6 +477,8 @@ class Runner:
         else:
             row = self._replace(job_id, state=JobState.RUNNING, task_id=record.task_id,
                                 credits_video=record.credits)
+            if record.credits is not None:
+                self._learned[self._price_kind(row)] = record.credits
         self._set_committed(job_id, row.committed_credits)
         now = self.clock()
         self._flights[record.task_id] = _Flight(
@@ -508,10 +534,21 @@ class Runner:
         n_requests = -(-len(due) // batch_size)
         ids = [tid for tid, _ in by_due[: n_requests * batch_size]]
         chunks = [ids[i:i + batch_size] for i in range(0, len(ids), batch_size)]
-        answers = await asyncio.gather(*(self._results(c) for c in chunks))
+        answers = await asyncio.gather(*(self._results(c) for c in chunks),
+                                       return_exceptions=True)
         changes: list[tuple[str, dict[str, Any]]] = []
         after = self.clock()
         for chunk, records in zip(chunks, answers, strict=True):
+            if isinstance(records, RetryableApiError):
+                # the API stayed unreachable through every retry: the tasks are still
+                # there, so ask again later rather than give up on paid work
+                for task_id in chunk:
+                    if (flight := self._flights.get(task_id)) is not None:
+                        flight.due = after + self.polls.cap
+                self.emit(JobEvent(EventKind.NOTICE, "", f"results unavailable: {records}"))
+                continue
+            if isinstance(records, BaseException):
+                raise records
             seen = {r.task_id: r for r in records}
             for task_id in chunk:
                 flight = self._flights.get(task_id)

@@ -276,6 +276,7 @@ class _Loader:
         self.encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"),
                                        ensure_ascii=False).encode  # == jobs.canonical_json
         self.expand = True             # false when defaults are broken: rules would mislead
+        self.suggestions: dict[tuple[str, str], str] = {}  # difflib results, this load only
         self.matrix_problems: dict[tuple[int, str, str], list[int]] = {}
 
     # -- driver ----------------------------------------------------------------------
@@ -380,7 +381,8 @@ class _Loader:
             where = _where(index, item)
             if not job_is_valid(item):
                 before = len(self.problems)
-                for sub, what, fix in explain(self.validators.job, item, "the job"):
+                explained = explain(self.validators.job, item, "the job", self.suggestions)
+                for sub, what, fix in explained:
                     self.problem(("jobs", i, *sub), what, fix, where)
                 if len(self.problems) == before:  # pragma: no cover - fast check disagrees
                     self.problem(("jobs", i), "not a valid job", "see manifests/example.yaml",
@@ -454,7 +456,7 @@ class _Loader:
         if not job_is_valid(item):
             where = _where(index, item)
             explained = False
-            for _, what, fix in explain(self.validators.job, item, "the job"):
+            for _, what, fix in explain(self.validators.job, item, "the job", self.suggestions):
                 self.problems.append(Problem(display, row.line, where, what, fix))
                 explained = True
             if not explained:  # pragma: no cover - job_is_valid and the schema disagree

@@ -334,3 +334,10 @@ def test_wrong_types_are_explained(tmp_path):
     assert p.line == 3 and "the job must be a mapping" in p.what
     p = one(tmp_path, HEAD + "jobs: {a: 1}\n")
     assert p.line == 2 and "jobs must be a list" in p.what
+
+
+def test_a_matrix_beyond_the_job_limit_is_refused_before_expanding(tmp_path):
+    values = ", ".join(f"p{i}" for i in range(101))
+    p = one(tmp_path, HEAD + f"matrix:\n  image_url: ['{IMG}']\n  prompt: [{values}]\n"
+            f"  negative_prompt: [{values}]\n  webhook_url: [{', '.join([repr(IMG)] * 100)}]\n")
+    assert p.line == 2 and "1,020,100 jobs" in p.what and "limit of 1,000,000" in p.what

@@ -198,7 +198,9 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(f"{path}: {len(exc.problems)} problem(s); nothing was sent", file=err)
             worst = EXIT_USAGE
             continue
-        print(f"ok: {len(manifest.jobs)} jobs ({path})", file=out)
+        # SPEC §1: exactly `ok: N jobs`; the path only tells several manifests apart
+        suffix = f" ({path})" if len(args.manifests) > 1 else ""
+        print(f"ok: {len(manifest.jobs)} jobs{suffix}", file=out)
     return worst
 
 
@@ -388,7 +390,8 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Any,
             poll_interval=manifest.api.poll_interval, poll_batch=manifest.api.poll_batch,
             max_credits=resolved.max_credits,
             download_workers=max(2, min(8, resolved.concurrency)),
-            retry=retry_policy_from_env(os.environ))
+            retry=retry_policy_from_env(os.environ),
+            delete_remote=manifest.output.delete_remote)
         bars = not args.no_progress and err.isatty()
         progress = Progress(total=len(rows), budget=resolved.max_credits, err=err, bars=bars)
         done_states = {JobState.COMPLETED}

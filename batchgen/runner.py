@@ -88,6 +88,10 @@ class RunSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: seconds to let creates already on the wire finish after a stop request
     stop_grace: float = 2.0
+    #: delete each video at the API once its file is verified on disk
+    delete_remote: bool = False
+    #: how often a deletion refused by the API (e.g. still processing) is tried again
+    delete_attempts: int = 5
 
 
 @dataclass(slots=True)
@@ -111,6 +115,17 @@ class _Flight:
     polls: int = 0
     missing: int = 0
     status: int = 1
+
+
+@dataclass(slots=True)
+class _Deletion:
+    """A task whose video is safely on disk and is to be deleted at the API."""
+
+    job_id: str
+    task_id: str
+    due: float
+    tries: int = 0
+    reason: str = ""
 
 
 class PollClock:
@@ -206,6 +221,9 @@ class Runner:
         self._committed_total = 0
         self._submitting_done = False
         self._polling_done = False
+        self._downloaders_left = max(1, settings.download_workers)
+        self._deletions: list[_Deletion] = []
+        self._undeleted: dict[str, set[str]] = {}
         self._limit = settings.concurrency
         self._fatal: BaseException | None = None
         #: what the API really charged for a video of each kind (resolution, length, ...)
@@ -230,6 +248,8 @@ class Runner:
                  asyncio.create_task(self._poll_loop(), name="poller")]
         loops += [asyncio.create_task(self._download_loop(), name=f"downloader-{i}")
                   for i in range(max(1, self.settings.download_workers))]
+        if self.settings.delete_remote:
+            loops.append(asyncio.create_task(self._delete_loop(), name="deleter"))
         everything = asyncio.gather(*loops)
         stopper = asyncio.create_task(self._stop.wait())
         try:
@@ -278,6 +298,9 @@ class Runner:
                     self._flights[task_id] = _Flight(row.job_id, audio, sent=now, due=now)
             elif row.state is JobState.READY:
                 self._downloads.put_nowait(row.job_id)
+            elif (row.state is JobState.COMPLETED and row.sha256 and not row.remote_deleted
+                  and self.settings.delete_remote):
+                self._schedule_deletion(row, now)
         self._check_filenames()
 
     def _check_filenames(self) -> None:
@@ -626,11 +649,15 @@ class Runner:
     # -- downloading -------------------------------------------------------------------
 
     async def _download_loop(self) -> None:
-        while True:
-            job_id = await self._downloads.get()
-            if job_id is None:
-                return
-            await self._download(job_id)
+        try:
+            while True:
+                job_id = await self._downloads.get()
+                if job_id is None:
+                    return
+                await self._download(job_id)
+        finally:
+            self._downloaders_left -= 1
+            self._wake.notify()
 
     def _target(self, row: JobRow) -> Path:
         req = row.request
@@ -669,8 +696,10 @@ class Runner:
         cols = {"state": JobState.COMPLETED, "file": got.path.name, "bytes": got.bytes,
                 "sha256": got.sha256, "completed_at": done_at, "video_url": url, "error": None}
         self.store.update([(job_id, cols)])
-        self._replace(job_id, **cols)
+        row = self._replace(job_id, **cols)
         self.emit(JobEvent(EventKind.DOWNLOADED, job_id, got.path.name))
+        if self.settings.delete_remote:
+            self._schedule_deletion(row, self.clock())
 
     async def _fetch_once(self, url: str, target: Path) -> Downloaded:
         try:
@@ -691,3 +720,72 @@ class Runner:
             if record.task_id == task_id and record.status == STATUS_DONE:
                 return record.video_url
         return None
+
+    # -- remote clean-up ---------------------------------------------------------------
+
+    def _schedule_deletion(self, row: JobRow, now: float) -> None:
+        """Queue a job's tasks for deletion; called only once its file is verified."""
+        ids = {t for t in (row.task_id, row.audio_task_id) if t}
+        if not ids:
+            return
+        self._undeleted[row.job_id] = set(ids)
+        self._deletions.extend(_Deletion(row.job_id, t, due=now) for t in sorted(ids))
+        self._wake.notify()
+
+    async def _delete_loop(self) -> None:
+        """Delete downloaded videos at the API in comma-joined batches.
+
+        A deletion the API refuses (`noPermissionItems`, e.g. "still processing") is tried
+        again later in the run, up to `delete_attempts` times, and reported if it stays.
+        """
+        batch_size = max(1, self.settings.poll_batch)
+        while True:
+            token = self._wake.token()
+            now = self.clock()
+            due = [d for d in self._deletions if d.due <= now][:batch_size]
+            if due:
+                await self._delete_batch(due)
+                continue
+            if not self._deletions:
+                if self._downloaders_left <= 0:
+                    return
+                await self._wake.wait(token, None)
+                continue
+            await self._wake.wait(token, min(d.due for d in self._deletions) - now)
+
+    async def _delete_batch(self, batch: list[_Deletion]) -> None:
+        for d in batch:
+            self._deletions.remove(d)
+        try:
+            deleted, refused = await self.settings.retry.run(
+                lambda: self.client.delete([d.task_id for d in batch]), sleep=self.sleep,
+                clock=self.clock, rng=self.rng)
+        except ApiError as exc:
+            deleted, refused = [], {d.task_id: str(exc) for d in batch}
+        gone = set(deleted)
+        changes: list[tuple[str, dict[str, Any]]] = []
+        now = self.clock()
+        for d in batch:
+            left = self._undeleted.get(d.job_id)
+            if left is None:
+                continue
+            if d.task_id in gone:
+                left.discard(d.task_id)
+                if not left:
+                    del self._undeleted[d.job_id]
+                    changes.append((d.job_id, {"remote_deleted": True}))
+                continue
+            d.tries += 1
+            d.reason = refused.get(d.task_id) or "not deleted by the API"
+            if d.tries < self.settings.delete_attempts:
+                d.due = now + min(self.polls.base * d.tries, self.polls.cap)
+                self._deletions.append(d)
+            else:
+                del self._undeleted[d.job_id]
+                msg = f"remote copy not deleted after {d.tries} tries: {d.reason}"
+                changes.append((d.job_id, {"error": msg}))
+                self.emit(JobEvent(EventKind.NOTICE, d.job_id, msg))
+        if changes:
+            self.store.update(changes)
+            for job_id, cols in changes:
+                self._replace(job_id, **cols)

@@ -236,7 +236,8 @@ class AkoolApi:
             task = self.state.tasks.get(task_id)
             if task is None:
                 refused.append({"_id": task_id, "msg": "video resource does not exist"})
-            elif task.status(now) in (1, 2):
+            elif task.status(now) in (1, 2) or self.state.chance(
+                    self.state.config.delete_refusal_rate, "delete_refused"):
                 refused.append({"_id": task_id, "msg": PROCESSING_MSG})
             else:
                 del self.state.tasks[task_id]

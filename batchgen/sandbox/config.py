@@ -86,6 +86,8 @@ class SandboxConfig:
     download_error_rate: float = 0.0
     #: seconds over which a download body is trickled; 0 = all at once
     slow_download: float = 0.0
+    #: probability that delbyids refuses a finished task as "still processing"
+    delete_refusal_rate: float = 0.0
     #: a getToken token stops working (1101) after this many uses; 0 = never
     token_expiry_uses: int = 0
 
@@ -266,6 +268,7 @@ _PARSERS: dict[str, Any] = {
     "lost_create_rate": _rate,
     "truncate_rate": _rate,
     "download_error_rate": _rate,
+    "delete_refusal_rate": _rate,
     "slow_download": _number,
     "token_expiry_uses": _count,
 }

@@ -133,6 +133,8 @@ _KNOBS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
     ("--download-error-rate", "download_error_rate", _float,
      "probability a download answers HTTP 500"),
     ("--slow-download", "slow_download", _float, "seconds over which a download trickles"),
+    ("--delete-refusal-rate", "delete_refusal_rate", _float,
+     "probability delbyids refuses a finished task as still processing"),
 )
 #: repeatable flags collected into a list
 _LISTS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (

@@ -1,0 +1,96 @@
+"""The rest of the API surface from a manifest: the add-audio step and remote clean-up."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import signal
+from pathlib import Path
+
+import aiohttp
+from cli_helpers import run_cli, start_cli, write_manifest
+
+
+def rows_of(out: Path) -> list[dict[str, str]]:
+    with open(out / "report.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+async def fetch(url: str) -> bytes:
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        assert resp.status == 200
+        return await resp.read()
+
+
+async def test_add_audio_makes_the_audio_task_the_file_and_bills_both(sandbox, tmp_path):
+    sb = await sandbox()
+    manifest = write_manifest(tmp_path, 4, base_url=sb.url,
+                              job_extra={"add_audio": {"audio_type": 1}})
+    result = await run_cli("run", str(manifest), cwd=tmp_path)
+    assert result.code == 0, result.err
+    stats = sb.stats()
+    assert stats["requests"]["updateVideoAudio"] == 4
+    assert stats["requests"]["download"] == 4  # the silent videos are never fetched
+    for row in rows_of(tmp_path / "out"):
+        assert row["status"] == "completed"
+        assert row["credits_estimated"] == "25" and row["credits_deducted"] == "25"
+        assert row["credits_video"] == "20" and row["credits_audio"] == "5"
+        assert row["file_task_id"] == row["audio_task_id"] != row["task_id"]
+        data = (tmp_path / "out" / row["file"]).read_bytes()
+        expected = await fetch(f"{sb.url}/videos/{row['audio_task_id']}.mp4")
+        assert hashlib.sha256(data).digest() == hashlib.sha256(expected).digest()
+
+
+async def test_kill_9_between_video_and_audio_steps_pays_for_nothing_twice(sandbox, tmp_path):
+    sb = await sandbox(processing_time=0.2, latency=0.02)
+    n = 12
+    manifest = write_manifest(tmp_path, n, base_url=sb.url, concurrency=4,
+                              job_extra={"add_audio": {"audio_type": 1}})
+    for _ in range(3):
+        proc = await start_cli("run", str(manifest), "--no-progress", cwd=tmp_path)
+        target = sb.stats()["requests"].get("updateVideoAudio", 0) + 1
+        while (sb.stats()["requests"].get("updateVideoAudio", 0) < target
+               and proc.returncode is None):
+            await asyncio.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)  # right after an add-audio step went out
+        await proc.wait()
+    final = await run_cli("run", str(manifest), cwd=tmp_path)
+    stats = sb.stats()
+    assert stats["duplicate_fingerprints"] == 0
+    assert stats["requests"]["createBySourcePrompt"] == n  # no video made twice
+    rows = rows_of(tmp_path / "out")
+    assert {r["status"] for r in rows} <= {"completed", "unknown"}, final.err
+    for row in rows:
+        if row["status"] == "unknown":
+            assert row["state"] == "unknown" and row["task_id"]  # the video exists
+        else:
+            assert row["file_task_id"] == row["audio_task_id"]
+
+
+async def test_delete_remote_retries_refusals_and_deletes_only_downloaded_videos(sandbox,
+                                                                                  tmp_path):
+    sb = await sandbox(delete_refusal_rate=0.5, seed=3)
+    manifest = write_manifest(tmp_path, 10, base_url=sb.url, poll_interval=0.05,
+                              extra={"output": {"dir": "out", "delete_remote": True}})
+    result = await run_cli("run", str(manifest), cwd=tmp_path)
+    assert result.code == 0, result.err
+    stats = sb.stats()
+    assert stats["faults_injected"]["delete_refused"] > 0
+    assert stats["requests"]["delbyids"] >= 2
+    assert stats["tasks_stored"] == 0  # every video ended deleted at the API...
+    rows = rows_of(tmp_path / "out")
+    for row in rows:  # ...and each one only after its file was verified on disk
+        assert row["remote_deleted"] == "true" and row["sha256"]
+        assert (tmp_path / "out" / row["file"]).stat().st_size == int(row["bytes"])
+
+
+async def test_a_deletion_that_stays_refused_is_reported_not_fatal(sandbox, tmp_path):
+    sb = await sandbox(delete_refusal_rate=1.0)
+    manifest = write_manifest(tmp_path, 2, base_url=sb.url,
+                              extra={"output": {"dir": "out", "delete_remote": True}})
+    result = await run_cli("run", str(manifest), cwd=tmp_path)
+    assert result.code == 0, result.err
+    for row in rows_of(tmp_path / "out"):
+        assert row["status"] == "completed" and row["remote_deleted"] == "false"
+        assert "not deleted" in row["error"]

@@ -48,6 +48,10 @@ from batchgen.errors import (
 from batchgen.retry import RetryPolicy
 from batchgen.store import IN_FLIGHT, JobRow, JobState, Store
 
+#: fields the batch endpoint takes (akool-api.md E2); audio and effects do not apply there
+BATCH_FIELDS = frozenset({"image_url", "prompt", "model_name", "negative_prompt",
+                          "extend_prompt", "resolution", "video_length", "count",
+                          "webhook_url"})
 STATUS_DONE = 3
 STATUS_FAILED = 4
 #: a task missing from this many consecutive results is treated as gone
@@ -149,7 +153,7 @@ class PollClock:
 
     def typical(self, audio: bool) -> float | None:
         seen = self._durations[audio]
-        if len(seen) < 3:
+        if len(seen) < 2:
             return None
         ordered = sorted(seen)
         return ordered[len(ordered) // 5]
@@ -223,6 +227,7 @@ class Runner:
         self._polling_done = False
         self._downloaders_left = max(1, settings.download_workers)
         self._deletions: list[_Deletion] = []
+        self._children: dict[str, list[str]] = {}
         self._undeleted: dict[str, set[str]] = {}
         self._limit = settings.concurrency
         self._fatal: BaseException | None = None
@@ -287,8 +292,11 @@ class Runner:
             if not row.active:
                 continue
             self._rows[row.job_id] = row
+            if row.parent:
+                self._children.setdefault(row.parent, []).append(row.job_id)
             if row.state is JobState.PENDING:
-                self._pending.append(row.job_id)
+                if not row.parent:  # a count job's later videos come with its first
+                    self._pending.append(row.job_id)
             elif row.state is JobState.AUDIO_PENDING:
                 self._audio_pending.append(row.job_id)
             elif row.state in IN_FLIGHT:
@@ -348,10 +356,11 @@ class Runner:
         has charged a job of the same kind, the higher of the two figures is held.
         """
         learned = self._learned.get(self._price_kind(row))
-        if learned is None:
-            return row.credits_estimated
-        audio = row.request.get("_audio_estimate", 0) if row.request.get("add_audio") else 0
-        return max(row.credits_estimated, learned + audio)
+        per_video = row.credits_estimated
+        if learned is not None:
+            audio = row.request.get("_audio_estimate", 0) if row.request.get("add_audio") else 0
+            per_video = max(per_video, learned + audio)
+        return per_video * row.family_size
 
     def _fits(self, row: JobRow, claimed: int = 0) -> bool:
         """Would sending `row` keep everything sent, plus `claimed`, within the budget?"""
@@ -449,16 +458,21 @@ class Runner:
         if audio:
             step = req["add_audio"]
 
-            def call() -> Awaitable[TaskRecord]:
-                return self.client.update_audio(row.task_id or "", step["audio_type"],
-                                                step.get("audio_url"), on_send)
+            async def call() -> list[TaskRecord]:
+                return [await self.client.update_audio(row.task_id or "", step["audio_type"],
+                                                       step.get("audio_url"), on_send)]
+        elif req.get("model_name") or req.get("count"):
+            batch_fields = {k: v for k, v in req.items() if k in BATCH_FIELDS}
+
+            async def call() -> list[TaskRecord]:
+                return await self.client.create_batch(batch_fields, on_send)
         else:
             fields = {k: v for k, v in req.items() if not k.startswith("_") and k != "add_audio"}
 
-            def call() -> Awaitable[TaskRecord]:
-                return self.client.create(fields, on_send)
+            async def call() -> list[TaskRecord]:
+                return [await self.client.create(fields, on_send)]
         try:
-            record = await self.settings.retry.run(
+            records = await self.settings.retry.run(
                 call, sleep=self.sleep, clock=self.clock, rng=self.rng, retry_unknown=False,
                 on_retry=lambda n, e, w: self.emit(JobEvent(EventKind.RETRY, job_id, str(e))))
         except OutcomeUnknown as exc:
@@ -493,6 +507,10 @@ class Runner:
         except FatalApiError as exc:
             self._fail(job_id, JobState.FAILED, str(exc))
             return
+        if not audio and (req.get("model_name") or req.get("count")):
+            self._adopt_family(job_id, records)
+            return
+        (record,) = records
         self.store.mark_accepted(job_id, record.task_id, record.credits, audio=audio)
         if audio:
             row = self._replace(job_id, state=JobState.AUDIO_RUNNING,
@@ -509,6 +527,29 @@ class Runner:
         self.emit(JobEvent(EventKind.SUBMITTED, job_id, record.task_id,
                            credits=record.credits or 0))
 
+    def _adopt_family(self, job_id: str, records: list[TaskRecord]) -> None:
+        """Give each video of a batch create its own row: one durable write for all."""
+        members = [job_id, *self._children.get(job_id, [])]
+        assigned = list(zip(members, records, strict=False))
+        missing = members[len(assigned):]
+        error = f"the batch create returned {len(records)} of {len(members)} videos"
+        self.store.mark_accepted_family(
+            [(j, r.task_id, r.credits) for j, r in assigned], missing, error, self.now_iso())
+        now = self.clock()
+        for j, record in assigned:
+            row = self._replace(j, state=JobState.RUNNING, task_id=record.task_id,
+                                credits_video=record.credits, attempts=1, error=None)
+            self._set_committed(j, row.committed_credits)
+            self._flights[record.task_id] = _Flight(
+                j, False, sent=now, due=now + self.polls.next_delay(False, 0.0, 0))
+            self.emit(JobEvent(EventKind.SUBMITTED, j, record.task_id,
+                               credits=record.credits or 0))
+        for j in missing:
+            self._replace(j, state=JobState.FAILED, error=error)
+            self.emit(JobEvent(EventKind.FAILED, j, error))
+        if records and records[0].credits is not None:
+            self._learned[self._price_kind(self._rows[job_id])] = records[0].credits
+
     def _back_to_queue(self, job_id: str, audio: bool) -> None:
         if audio:
             self._replace(job_id, state=JobState.AUDIO_PENDING)
@@ -520,8 +561,13 @@ class Runner:
 
     def _fail(self, job_id: str, state: JobState, error: str, **extra: Any) -> None:
         changes: dict[str, Any] = {"state": state, "error": error, **extra}
-        self.store.update([(job_id, changes)])
-        row = self._replace(job_id, **changes)
+        # the later videos of a count job share the fate of its one create
+        family = [job_id] if self._rows[job_id].task_id else [
+            job_id, *self._children.get(job_id, [])]
+        self.store.update([(j, changes) for j in family])
+        for j in family:
+            self._replace(j, **changes)
+        row = self._rows[job_id]
         self._set_committed(job_id, row.committed_credits)
         if state is JobState.FAILED:
             self.emit(JobEvent(EventKind.FAILED, job_id, error))

@@ -108,6 +108,13 @@ class JobRow:
     active: bool = True
     unknown_step: str | None = None
     remote_deleted: bool = False
+    #: for video k>1 of a `count` job: the job row whose create made it
+    parent: str | None = None
+
+    @property
+    def family_size(self) -> int:
+        """Videos one create of this row makes (1 unless it leads a `count` job)."""
+        return 1 if self.parent else int(self.request.get("count") or 1)
 
     @property
     def credits_deducted(self) -> int | None:
@@ -141,7 +148,7 @@ class JobRow:
 _COLUMNS = (
     "job_id, idx, fingerprint, request, state, credits_estimated, task_id, audio_task_id, "
     "credits_video, credits_audio, video_url, file, bytes, sha256, submitted_at, "
-    "completed_at, attempts, error, changed, active, unknown_step, remote_deleted"
+    "completed_at, attempts, error, changed, active, unknown_step, remote_deleted, parent"
 )
 
 _MIGRATIONS: tuple[tuple[str, str], ...] = (
@@ -176,6 +183,11 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         -- {_COLUMNS}
     """),
+    # videos 2..N of a `count` job: rows of their own that follow their parent's one create
+    ("0002_parent", """
+        ALTER TABLE jobs ADD COLUMN parent TEXT;
+        CREATE INDEX jobs_parent ON jobs(parent)
+    """),
 )
 
 
@@ -186,6 +198,7 @@ def _row(r: sqlite3.Row | tuple[Any, ...]) -> JobRow:
         credits_audio=r[9], video_url=r[10], file=r[11], bytes=r[12], sha256=r[13],
         submitted_at=r[14], completed_at=r[15], attempts=r[16], error=r[17],
         changed=bool(r[18]), active=bool(r[19]), unknown_step=r[20], remote_deleted=bool(r[21]),
+        parent=r[22],
     )
 
 
@@ -312,8 +325,20 @@ class Store:
         with self._tx():
             self._conn.execute("UPDATE jobs SET active = 0")
             for job, (total, audio) in zip(jobs, estimates, strict=True):
+                count = job.count or 1
+                total, audio = total // count, audio // count  # per video
                 req = json.dumps(job_request(job, audio), sort_keys=True)
                 prev = existing.get(job.id)
+                for k in range(2, count + 1):
+                    child = f"{job.id}#{k}"
+                    if child not in existing:
+                        self._conn.execute(
+                            "INSERT INTO jobs(job_id, idx, fingerprint, request, state, "
+                            "credits_estimated, parent) VALUES (?,?,?,?,?,?,?)",
+                            (child, job.index, job.fingerprint, req, JobState.PENDING, total,
+                             job.id))
+                    else:
+                        self._conn.execute("UPDATE jobs SET active=1 WHERE job_id=?", (child,))
                 if prev is None:
                     self._conn.execute(
                         "INSERT INTO jobs(job_id, idx, fingerprint, request, state, "
@@ -356,6 +381,11 @@ class Store:
                 "WHERE state IN (?, ?)",
                 (JobState.AUDIO_SUBMITTING, JobState.UNKNOWN, JobState.SUBMITTING,
                  JobState.AUDIO_SUBMITTING))
+            self._conn.execute(
+                "UPDATE jobs SET state=?, unknown_step='video', error='made by the lost create "
+                "of ' || parent WHERE state=? AND parent IN (SELECT job_id FROM jobs "
+                "WHERE state=? AND unknown_step='video')",
+                (JobState.UNKNOWN, JobState.PENDING, JobState.UNKNOWN))
         return cur.rowcount
 
     def reopen(self, *, unknown: bool, failed: bool) -> int:
@@ -394,7 +424,7 @@ class Store:
         """Every job row in manifest order."""
         where = "WHERE active = 1 " if active_only else ""
         return [_row(r) for r in self._conn.execute(
-            f"SELECT {_COLUMNS} FROM jobs {where}ORDER BY idx")]
+            f"SELECT {_COLUMNS} FROM jobs {where}ORDER BY idx, parent IS NOT NULL, job_id")]
 
     def get(self, job_id: str) -> JobRow:
         """One job row (KeyError when absent)."""
@@ -445,6 +475,20 @@ class Store:
                 self._conn.execute(
                     "UPDATE jobs SET state=?, task_id=?, credits_video=?, error=NULL "
                     "WHERE job_id=?", (JobState.RUNNING, task_id, credits, job_id))
+
+    def mark_accepted_family(self, rows: Sequence[tuple[str, str, int | None]],
+                             missing: Sequence[str], error: str, now: str) -> None:
+        """A batch create made several tasks: give each row its task (durably, at once).
+
+        `rows` is [(job_id, task_id, credits)] in video order; `missing` rows got no task.
+        """
+        with self._tx(durable=True):
+            self._conn.executemany(
+                "UPDATE jobs SET state=?, task_id=?, credits_video=?, error=NULL, attempts=?, "
+                "submitted_at=COALESCE(submitted_at, ?) WHERE job_id=?",
+                [(JobState.RUNNING, t, c, 1, now, j) for j, t, c in rows])
+            self._conn.executemany("UPDATE jobs SET state=?, error=? WHERE job_id=?",
+                                   [(JobState.FAILED, error, j) for j in missing])
 
     def mark_unsent(self, job_id: str, *, audio: bool = False) -> None:
         """A create that provably made no task (refused before or by the API): undo."""

@@ -94,3 +94,39 @@ async def test_a_deletion_that_stays_refused_is_reported_not_fatal(sandbox, tmp_
     for row in rows_of(tmp_path / "out"):
         assert row["status"] == "completed" and row["remote_deleted"] == "false"
         assert "not deleted" in row["error"]
+
+
+async def test_count_and_model_go_through_the_batch_endpoint_one_row_per_video(sandbox,
+                                                                               tmp_path):
+    sb = await sandbox()
+    manifest = write_manifest(tmp_path, 2, base_url=sb.url, job_extra={
+        "model_name": "AkoolImage2VideoFastV1", "count": 3})
+    result = await run_cli("run", str(manifest), cwd=tmp_path)
+    assert result.code == 0, result.err
+    stats = sb.stats()
+    assert stats["requests"]["createBySourcePrompt/batch"] == 2
+    assert stats["requests"].get("createBySourcePrompt", 0) == 0
+    assert stats["tasks_created"] == 6
+    rows = rows_of(tmp_path / "out")
+    assert [r["job_id"] for r in rows] == ["job000", "job000#2", "job000#3",
+                                           "job001", "job001#2", "job001#3"]
+    assert len({r["task_id"] for r in rows}) == 6
+    assert len({r["sha256"] for r in rows}) == 6  # six different videos, six files
+    for row in rows:
+        assert row["status"] == "completed"
+        assert row["credits_deducted"] == "5"  # the model's unit_credit, per video
+        assert (tmp_path / "out" / row["file"]).exists()
+    again = await run_cli("run", str(manifest), cwd=tmp_path)
+    assert again.code == 0 and sb.stats()["tasks_created"] == 6
+
+
+async def test_a_lost_batch_create_makes_every_video_of_it_unknown(sandbox, tmp_path):
+    sb = await sandbox(lost_create_rate=1.0)
+    manifest = write_manifest(tmp_path, 1, base_url=sb.url, job_extra={"count": 2,
+                              "model_name": "AkoolImage2VideoFastV1"})
+    result = await run_cli("run", str(manifest), cwd=tmp_path)
+    assert result.code == 1
+    assert [r["status"] for r in rows_of(tmp_path / "out")] == ["unknown", "unknown"]
+    sb.config.lost_create_rate = 0.0
+    await run_cli("run", str(manifest), cwd=tmp_path)
+    assert sb.stats()["requests"]["createBySourcePrompt/batch"] == 1  # never re-sent

@@ -48,6 +48,8 @@ CREDENTIAL_CODES = {
     1200: "the account has been banned",
 }
 CODE_TOO_FREQUENT = 1005
+#: new tokens fetched in a row, with no success between, before credentials count as bad
+MAX_REFRESHES = 3
 CODE_CREATE_ERROR = 1015
 CODES_NO_CREDIT = {1006, 1104}
 
@@ -154,7 +156,7 @@ class AkoolClient:
         self._creds = creds
         self._timeouts = timeouts
         self._token: str | None = None
-        self._token_worked = False
+        self._refreshes = 0  # tokens fetched again since the last successful answer
         self._token_lock = asyncio.Lock()
         #: requests made, by endpoint name (for summary.json)
         self.requests: Counter[str] = Counter()
@@ -213,10 +215,10 @@ class AkoolClient:
                        on_send: Callable[[], None] | None = None) -> dict[str, Any]:
         """Send one request; return the body of a code-1000 answer or raise a typed error.
 
-        A 1101 on a token that has worked before means it expired: a new token is fetched
-        (once, however many requests saw the 1101) and the request sent again — the first
-        was refused, so nothing was created. A fresh token refused at once means the
-        credentials themselves are bad: that ends the run.
+        A 1101 on a token means it expired: a new token is fetched (once, however many
+        requests saw the 1101) and the request sent again — the first was refused, so
+        nothing was created. Tokens refused again and again with no success in between
+        mean the credentials themselves are bad: after `MAX_REFRESHES` that ends the run.
         """
         while True:
             token_used = self._token
@@ -225,14 +227,14 @@ class AkoolClient:
             code = body.get("code")
             if code == 1000:
                 if auth and token_used is not None and token_used == self._token:
-                    self._token_worked = True
+                    self._refreshes = 0
                 return body
             if code == 1101 and auth and self._creds.uses_token:
                 async with self._token_lock:
                     if self._token != token_used:
                         continue  # another request already fetched a new token
-                    if self._token_worked:
-                        self._token_worked = False
+                    if self._refreshes < MAX_REFRESHES:
+                        self._refreshes += 1
                         await self.authenticate()
                         continue
             raise self._code_error(name, code, body.get("msg"), creates)

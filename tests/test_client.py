@@ -113,3 +113,31 @@ def test_scrub_removes_every_secret():
 def test_credentials_repr_hides_secrets():
     creds = Credentials(api_key="k1", client_id="c", client_secret="s3cr3t")
     assert "k1" not in repr(creds) and "s3cr3t" not in repr(creds)
+
+
+TOKEN = f"{BASE}/api/open/v3/getToken"
+
+
+async def test_an_expired_token_is_fetched_again_and_the_request_resent():
+    creds = Credentials(client_id="cid", client_secret="sec")
+    async with AkoolClient.open(BASE, creds) as client:
+        with aioresponses() as m:
+            m.post(TOKEN, payload={"code": 1000, "token": "t1"})
+            await client.authenticate()
+            m.post(RESULTS, payload={"code": 1101, "msg": "expired"})
+            m.post(TOKEN, payload={"code": 1000, "token": "t2"})
+            m.post(RESULTS, payload={"code": 1000, "data": {"result": []}})
+            assert await client.results(["a"]) == []
+            assert client.requests["getToken"] == 2
+
+
+async def test_tokens_refused_again_and_again_end_in_a_credentials_error():
+    creds = Credentials(client_id="cid", client_secret="sec")
+    async with AkoolClient.open(BASE, creds) as client:
+        with aioresponses() as m:
+            m.post(TOKEN, payload={"code": 1000, "token": "t"}, repeat=True)
+            m.post(RESULTS, payload={"code": 1101, "msg": "expired"}, repeat=True)
+            await client.authenticate()
+            with pytest.raises(CredentialsError, match="1101"):
+                await client.results(["a"])
+            assert client.requests["getToken"] == 4  # the first and three refreshes

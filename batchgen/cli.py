@@ -201,7 +201,27 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         # SPEC §1: exactly `ok: N jobs`; the path only tells several manifests apart
         suffix = f" ({path})" if len(args.manifests) > 1 else ""
         print(f"ok: {len(manifest.jobs)} jobs{suffix}", file=out)
+        if args.online:
+            for warning in _online_warnings(args, manifest):
+                print(f"warning: {warning}", file=err)
     return worst
+
+
+def _online_warnings(args: argparse.Namespace, manifest: Any) -> list[str]:
+    """Effect codes and model names the API does not list: they would fail at create."""
+    catalog = _catalog(args, effects=True, models=True, base=manifest.api.base_url)
+    effects = {e.get("effect_code") for e in catalog["effects"]}
+    models = {m.get("value") for m in catalog["models"]}
+    warnings = []
+    for job in manifest.jobs:
+        where = f"{job.source}: job {job.id}"
+        if job.effect_code and job.effect_code not in effects:
+            warnings.append(f"{where}: effect_code {job.effect_code!r} is not in the API's "
+                            "effect list — pick one from `batchgen effects`")
+        if job.model_name and job.model_name not in models:
+            warnings.append(f"{where}: model_name {job.model_name!r} is not in the API's "
+                            "model list — pick one from `batchgen models`")
+    return warnings
 
 
 def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -214,11 +234,34 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         manifest = replace(manifest, budget=replace(manifest.budget,
                                                     max_credits=resolved.max_credits))
     result = planning.build_plan(manifest, states or None, spent_credits=spent)
+    online = _online_prices(args, manifest) if getattr(args, "online", False) else None
     if getattr(args, "json", False):
-        print(json.dumps(planning.plan_to_dict(result), indent=2), file=out)
+        doc = planning.plan_to_dict(result)
+        if online is not None:
+            doc["model_prices"] = online
+        print(json.dumps(doc, indent=2), file=out)
     else:
         print(planning.render_plan(result), file=out)
+        if online is not None:
+            print(f"\nmodel jobs priced from the API's model list (aigModel/list): "
+                  f"{online['jobs']} jobs, {online['credits']} credits (the table above "
+                  f"estimates them at {online['table_credits']})"
+                  + (f"; not in the list: {', '.join(online['unlisted'])}"
+                     if online["unlisted"] else ""), file=out)
     return EXIT_OK
+
+
+def _online_prices(args: argparse.Namespace, manifest: Any) -> dict[str, Any]:
+    from batchgen.pricing import video_credits
+    models = _catalog(args, models=True, base=manifest.api.base_url)["models"]
+    model_jobs = [j for j in manifest.jobs if j.model_name]
+    priced = {j.id: model_credits(models, j) for j in model_jobs}
+    return {
+        "jobs": len(model_jobs),
+        "credits": sum(c for c in priced.values() if c is not None),
+        "table_credits": sum(video_credits(manifest.budget.prices, j) for j in model_jobs),
+        "unlisted": sorted({j.model_name for j in model_jobs if priced[j.id] is None}),
+    }
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -257,17 +300,64 @@ def cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_effects(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _catalog(args: argparse.Namespace, *, effects: bool = False, models: bool = False,
+             base: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Fetch the API's effect and/or model lists (for effects, models and --online)."""
     from batchgen.client import AkoolClient
+    from batchgen.manifest import DEFAULT_BASE_URL
     creds = _require_credentials(os.environ, args.sandbox)
-    base = args.api_base or os.environ.get(ENV_API_BASE) or "https://openapi.akool.com"
+    base = args.api_base or os.environ.get(ENV_API_BASE) or base or DEFAULT_BASE_URL
 
-    async def fetch() -> list[dict[str, Any]]:
+    async def fetch() -> dict[str, list[dict[str, Any]]]:
         async with _api_base(base, args.sandbox) as url, AkoolClient.open(url, creds) as client:
             await client.authenticate()
-            return await client.effects()
+            got: dict[str, list[dict[str, Any]]] = {}
+            if effects:
+                got["effects"] = await client.effects()
+            if models:
+                got["models"] = await client.models()
+            return got
 
-    effects = asyncio.run(fetch())
+    return asyncio.run(fetch())
+
+
+def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    models = _catalog(args, models=True)["models"]
+    if args.json:
+        print(json.dumps(models, indent=2), file=out)
+        return EXIT_OK
+    rows = []
+    for m in models:
+        res = " ".join(f"{r.get('value')}:{r.get('unit_credit')}"
+                       for r in m.get("resolutionList") or [])
+        durations = ",".join(str(d) for d in m.get("durationList") or [])
+        rows.append((str(m.get("value", "")), str(m.get("label", "")), res, durations,
+                     str(m.get("maxCount", ""))))
+    print(_table(("model_name", "label", "credits per video by resolution", "lengths",
+                  "max count"), rows), file=out)
+    return EXIT_OK
+
+
+def model_credits(models: list[dict[str, Any]], job: Any) -> int | None:
+    """Credits of a model job from the API's model list: unit_credit per video × count.
+
+    The list prices the base length; a 10 s video is counted double (akool-api.md §8.2
+    leaves the scaling unknown, so `plan --online` says it is an estimate).
+    """
+    model = next((m for m in models if m.get("value") == job.model_name), None)
+    if model is None:
+        return None
+    unit = next((r.get("unit_credit") for r in model.get("resolutionList") or []
+                 if r.get("value") == job.resolution), None)
+    if not isinstance(unit, int | float):
+        return None
+    durations = sorted(d for d in model.get("durationList") or [] if isinstance(d, int))
+    base = durations[0] if durations else 5
+    return int(unit * max(1, job.video_length // base) * (job.count or 1))
+
+
+def cmd_effects(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    effects = _catalog(args, effects=True)["effects"]
     if args.json:
         print(json.dumps(effects, indent=2), file=out)
         return EXIT_OK
@@ -514,8 +604,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
 
+    def online(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--online", action="store_true", help=what)
+        p.add_argument("--sandbox", action="store_true", help="ask the built-in emulator")
+        p.add_argument("--api-base", metavar="URL", help=f"API root (over {ENV_API_BASE})")
+
     p = sub.add_parser("validate", help="check manifests; print 'ok: N jobs' or every error")
     p.add_argument("manifests", nargs="+", metavar="MANIFEST")
+    online(p, "also check effect codes and model names against the API's lists")
     p.set_defaults(func=cmd_validate)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -528,6 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-credits", type=_credits, metavar="N")
     p.add_argument("--retry-failed", action="store_true")
     p.add_argument("--resubmit-unknown", action="store_true")
+    online(p, "price model jobs from the API's model list")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("run", help="submit, poll, download and report (resumable)")
@@ -561,6 +658,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sandbox", action="store_true")
     p.add_argument("--api-base", metavar="URL")
     p.set_defaults(func=cmd_effects)
+
+    p = sub.add_parser("models", help="list the API's video models with their prices")
+    p.add_argument("--json", action="store_true", help="the API's records as JSON")
+    p.add_argument("--sandbox", action="store_true")
+    p.add_argument("--api-base", metavar="URL")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("sandbox", help="serve the built-in API emulator on loopback")
     from batchgen import sandbox

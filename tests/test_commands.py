@@ -1,0 +1,95 @@
+"""The read-mostly commands through `cli.main`: effects, models, validate/plan --online,
+status, report, and plan's view of local state."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from cli_helpers import write_manifest
+
+from batchgen.cli import main
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def _no_real_credentials(monkeypatch, tmp_path):
+    for var in ("AKOOL_API_KEY", "AKOOL_CLIENT_ID", "AKOOL_CLIENT_SECRET", "BATCHGEN_API_BASE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_effects_and_models_list_the_api_catalogue():
+    code, out, _ = cli("effects", "--sandbox")
+    assert code == 0 and "squish_89244231312" in out and "preview" in out
+    code, out, _ = cli("effects", "--sandbox", "--json")
+    assert code == 0 and {"effect_code", "name", "video_url"} <= set(json.loads(out)[0])
+    code, out, _ = cli("models", "--sandbox")
+    assert code == 0 and "AkoolImage2VideoFastV1" in out and "720p:5" in out
+    code, out, _ = cli("models", "--sandbox", "--json")
+    assert code == 0 and json.loads(out)[0]["resolutionList"]
+
+
+def test_catalogue_commands_without_credentials_exit_4():
+    code, _, err = cli("effects")
+    assert code == 4 and "AKOOL_API_KEY" in err
+
+
+def test_validate_online_warns_about_an_unlisted_effect_with_its_location(tmp_path):
+    path = write_manifest(tmp_path, 1, job_extra={"effect_code": "no_such_effect"})
+    code, out, err = cli("validate", "--online", "--sandbox", str(path))
+    assert code == 0 and out.startswith("ok: 1 jobs")
+    assert f"{path}:" in err and "no_such_effect" in err and "batchgen effects" in err
+    code, _, err = cli("validate", str(path))
+    assert code == 0 and err == ""  # offline: no list at hand, no warning
+
+
+def test_plan_online_prices_model_jobs_from_the_model_list(tmp_path):
+    path = write_manifest(tmp_path, 2, job_extra={"model_name": "AkoolImage2VideoFastV1",
+                                                  "count": 2})
+    code, out, _ = cli("plan", "--online", "--sandbox", str(path))
+    assert code == 0
+    assert "2 jobs, 20 credits" in out and "estimates them at 80" in out
+    code, out, _ = cli("plan", "--online", "--sandbox", "--json", str(path))
+    assert json.loads(out)["model_prices"]["credits"] == 20
+
+
+def test_status_report_and_plan_read_the_state_of_a_run(tmp_path):
+    path = write_manifest(tmp_path, 4)
+    doc = yaml.safe_load(path.read_text())
+    code, _, err = cli("run", str(path), "--sandbox", "--max-credits", "40")
+    assert code == 3, err  # two of four fit the budget
+    code, out, _ = cli("status", str(path))
+    assert code == 0 and "completed" in out and "pending" in out and "budget 40" not in out
+    code, out, _ = cli("status", str(path), "--json")
+    status = json.loads(out)
+    assert status["status"] == {"completed": 2, "failed": 0, "pending": 2, "unknown": 0}
+    assert status["credits_committed"] == 40
+    code, out, _ = cli("plan", str(path), "--json")
+    plan = json.loads(out)
+    assert plan["states"]["done"]["jobs"] == 2 and plan["to_submit"]["jobs"] == 2
+    report = Path(doc["output"]["dir"]) / "report.csv"
+    report.unlink()
+    code, out, _ = cli("report", str(path))
+    assert code == 0 and report.exists() and len(report.read_text().splitlines()) == 5
+
+
+def test_status_of_a_manifest_never_run_says_so():
+    path = write_manifest(Path.cwd(), 1)
+    code, _, err = cli("status", str(path))
+    assert code == 2 and "nothing has been run" in err
+
+
+def test_dry_run_prints_the_plan_and_sends_nothing(tmp_path):
+    path = write_manifest(tmp_path, 3, base_url="http://127.0.0.1:9")
+    code, out, _ = cli("run", str(path), "--dry-run")
+    assert code == 0 and "60" in out
+    assert not (tmp_path / "out").exists()

@@ -119,6 +119,10 @@ class _Flight:
     polls: int = 0
     missing: int = 0
     status: int = 1
+    #: when an answer last said "not done yet" (a lower bound of the task's duration)
+    seen: float | None = None
+    #: `sent` is when the API accepted it (False for tasks found in flight on resume)
+    timed: bool = True
 
 
 @dataclass(slots=True)
@@ -161,7 +165,10 @@ class PollClock:
     def next_delay(self, audio: bool, age: float, polls: int) -> float:
         expected = self.typical(audio)
         if expected is None:
-            return min(self.base * (1.5 ** polls), self.cap)
+            # back off, but never wait more than a quarter of the task's age: a first wave
+            # of 30 s tasks is seen done within ~25 % of its end, not at 40 s
+            delay = min(self.base * (1.5 ** polls), self.cap)
+            return min(delay, max(self.base, age * 0.25)) if age > 0 else delay
         fine = min(max(expected * 0.1, 0.05), self.base)
         quiet_until = expected * 0.9
         if age < quiet_until:
@@ -303,7 +310,8 @@ class Runner:
                 audio = row.state is JobState.AUDIO_RUNNING
                 task_id = row.audio_task_id if audio else row.task_id
                 if task_id:
-                    self._flights[task_id] = _Flight(row.job_id, audio, sent=now, due=now)
+                    self._flights[task_id] = _Flight(row.job_id, audio, sent=now, due=now,
+                                                     timed=False)
             elif row.state is JobState.READY:
                 self._downloads.put_nowait(row.job_id)
             elif (row.state is JobState.COMPLETED and row.sha256 and not row.remote_deleted
@@ -662,7 +670,11 @@ class Runner:
             cols[credit_col] = record.credits
         if record.status == STATUS_DONE:
             del self._flights[task_id]
-            self.polls.observe(flight.audio, now - flight.sent)
+            if flight.timed:
+                # it finished between the last "not yet" and now: the midpoint, not the
+                # poll's own lateness, is what the next tasks should be timed by
+                end = now if flight.seen is None else (flight.seen + now) / 2
+                self.polls.observe(flight.audio, end - flight.sent)
             self.emit(JobEvent(EventKind.TASK_DONE, job_id, task_id))
             if not flight.audio and row.request.get("add_audio"):
                 cols["state"] = JobState.AUDIO_PENDING
@@ -681,6 +693,7 @@ class Runner:
                         error=f"{step} {task_id} failed at the API (status 4): {msg}")
             self.emit(JobEvent(EventKind.FAILED, job_id, cols["error"]))
         else:
+            flight.seen = now
             if record.status != flight.status:
                 flight.status = record.status
             else:

@@ -142,3 +142,48 @@ async def test_no_secret_in_any_output_or_file_after_a_faulty_run(sandbox, tmp_p
     rejected = await run_cli("run", str(manifest), cwd=tmp_path, env=env)
     assert rejected.code == 4
     assert secret not in rejected.err and secret not in rejected.out
+
+
+async def test_permanent_faults_fail_only_their_job_with_the_apis_reason(sandbox, tmp_path):
+    sb = await sandbox(fail_prompts=["explode"])
+    manifest = write_manifest(tmp_path, 4, base_url=sb.url)
+    manifest.write_text(manifest.read_text().replace("prompt 1", "explode 1"))
+    result = await run_cli("run", str(manifest), cwd=tmp_path)
+    assert result.code == 1, result.err
+    rows = {r["job_id"]: r for r in rows_of(tmp_path / "out")}
+    assert rows["job001"]["status"] == "failed"
+    assert "status 4" in rows["job001"]["error"] and rows["job001"]["task_id"]
+    assert all(rows[j]["status"] == "completed" for j in ("job000", "job002", "job003"))
+    # a rerun leaves the failed job alone: it would cost credits again
+    await run_cli("run", str(manifest), cwd=tmp_path)
+    assert sb.stats()["tasks_created"] == 4
+
+
+async def test_a_parameter_error_fails_the_job_with_code_and_message(sandbox, tmp_path):
+    # the emulator insists on negative_prompt; a job that drops it gets 1003 naming it
+    sb = await sandbox()
+    manifest = write_manifest(tmp_path, 2, base_url=sb.url)
+    manifest.write_text(manifest.read_text().replace(
+        "  prompt: prompt 1\n", "  prompt: prompt 1\n  negative_prompt: null\n"))
+    result = await run_cli("run", str(manifest), cwd=tmp_path)
+    assert result.code == 1, result.err
+    rows = {r["job_id"]: r for r in rows_of(tmp_path / "out")}
+    assert rows["job000"]["status"] == "completed"
+    assert rows["job001"]["status"] == "failed" and not rows["job001"]["task_id"]
+    assert "1003" in rows["job001"]["error"] and "negative_prompt" in rows["job001"]["error"]
+    assert rows["job001"]["credits_deducted"] == ""
+
+
+async def test_an_expired_url_is_read_again_once_then_fails_and_retry_only_downloads(
+        sandbox, tmp_path):
+    sb = await sandbox(url_expiry=0.001, processing_time=0.05)
+    manifest = write_manifest(tmp_path, 2, base_url=sb.url)
+    result = await run_cli("run", str(manifest), cwd=tmp_path)
+    assert result.code == 1
+    rows = rows_of(tmp_path / "out")
+    assert all(r["status"] == "failed" and "403" in r["error"] for r in rows)
+    assert sb.stats()["requests"]["download"] == 4  # each URL tried, re-read, tried again
+    sb.config.url_expiry = 0.0
+    again = await run_cli("run", str(manifest), "--retry-failed", cwd=tmp_path)
+    assert again.code == 0, again.err
+    assert sb.stats()["tasks_created"] == 2  # fetched again, never made again

@@ -177,8 +177,7 @@ def _states_of(output_dir: Path, args: argparse.Namespace) -> tuple[dict[str, st
     except StateError:
         return {}, 0
     with store:
-        rows = store.rows()
-        spent = store.committed_credits()
+        rows, spent = store.rows_and_committed()
     flags = {"retry_failed": getattr(args, "retry_failed", False),
              "resubmit_unknown": getattr(args, "resubmit_unknown", False)}
     return {r.job_id: _bucket(r.state.value, **flags) for r in rows}, spent
@@ -269,8 +268,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from batchgen.store import Store
     resolved = _resolve(args, os.environ)
     with Store.open(resolved.output_dir, lock=False, create=False) as store:
-        rows = store.rows()
-        spent = store.committed_credits()
+        rows, spent = store.rows_and_committed()
     summary = summarize(rows)
     if getattr(args, "json", False):
         print(json.dumps({**summary, "credits_committed": spent}, indent=2), file=out)
@@ -473,7 +471,7 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Any,
                   "generate them again", file=err)
         if reopened:
             print(f"{reopened} job(s) reopened by --retry-failed/--resubmit-unknown", file=err)
-        rows = store.rows()
+        rows, committed = store.rows_and_committed()
         settings = RunSettings(
             output_dir=resolved.output_dir, name=manifest.name,
             filename=manifest.output.filename, concurrency=resolved.concurrency,
@@ -485,7 +483,7 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Any,
         bars = not args.no_progress and err.isatty()
         progress = Progress(total=len(rows), budget=resolved.max_credits, err=err, bars=bars)
         done_states = {JobState.COMPLETED}
-        progress.credits = store.committed_credits()
+        progress.credits = committed
         async with _api_base(resolved.api_base, args.sandbox) as base, \
                 AkoolClient.open(base, creds, max_connections=min(100, resolved.concurrency * 2
                                                                    + 8)) as client:

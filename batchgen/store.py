@@ -202,6 +202,11 @@ def _row(r: sqlite3.Row | tuple[Any, ...]) -> JobRow:
     )
 
 
+def _committed_total(rows: Iterable[JobRow]) -> int:
+    """Credits held by the sent jobs among `rows` (every row, inactive ones too)."""
+    return sum(r.committed_credits for r in rows if r.state is not JobState.PENDING)
+
+
 def job_request(job: Job, audio_estimate: int) -> dict[str, Any]:
     """The request as stored: the job's fields plus what the report and runner need."""
     req = job.request_fields()
@@ -435,8 +440,12 @@ class Store:
 
     def committed_credits(self) -> int:
         """Credits held by every sent job of this output dir, across all runs (the budget)."""
-        return sum(r.committed_credits for r in self.rows(active_only=False)
-                   if r.state is not JobState.PENDING)
+        return _committed_total(self.rows(active_only=False))
+
+    def rows_and_committed(self) -> tuple[list[JobRow], int]:
+        """`rows()` and `committed_credits()` from one scan (a row costs a JSON parse)."""
+        every = self.rows(active_only=False)
+        return [r for r in every if r.active], _committed_total(every)
 
     def meta(self, key: str) -> str | None:
         r = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()

@@ -131,6 +131,13 @@ def retry_policy_from_env(env: Mapping[str, str]) -> Any:
     return RetryPolicy(**values)
 
 
+async def _authenticate(client: Any, policy: Any) -> None:
+    """getToken (when a clientId/secret pair is used), retried like any other call."""
+    import random
+    await policy.run(client.authenticate, sleep=asyncio.sleep, clock=time.monotonic,
+                     rng=random.Random())
+
+
 def _require_credentials(env: Mapping[str, str], sandbox: bool) -> Any:
     from batchgen.client import Credentials
     if sandbox:
@@ -169,18 +176,26 @@ def _bucket(state: str, *, retry_failed: bool, resubmit_unknown: bool) -> str:
     return "in_flight"
 
 
-def _states_of(output_dir: Path, args: argparse.Namespace) -> tuple[dict[str, str], int]:
-    """Job id -> plan bucket, and credits already committed, from local state (if any)."""
+def _states_of(output_dir: Path, args: argparse.Namespace
+               ) -> tuple[dict[str, str], int, dict[str, int]]:
+    """From local state (if any): job id -> plan bucket, credits already committed, and
+    what was charged so far against what the table estimated for the same jobs."""
     from batchgen.store import Store
     try:
         store = Store.open(output_dir, lock=False, create=False)
     except StateError:
-        return {}, 0
+        return {}, 0, {}
     with store:
         rows, spent = store.rows_and_committed()
     flags = {"retry_failed": getattr(args, "retry_failed", False),
              "resubmit_unknown": getattr(args, "resubmit_unknown", False)}
-    return {r.job_id: _bucket(r.state.value, **flags) for r in rows}, spent
+    charged = [r for r in rows if r.credits_deducted is not None]
+    charges = {"jobs": len(charged),
+               "estimated": sum(r.credits_estimated for r in charged),
+               "deducted": sum(r.credits_deducted or 0 for r in charged),
+               "differs": sum(1 for r in charged if r.credits_deducted != r.credits_estimated)}
+    states = {r.job_id: _bucket(r.state.value, **flags) for r in rows if not r.parent}
+    return states, spent, charges
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -226,7 +241,7 @@ def _online_warnings(args: argparse.Namespace, manifest: Any) -> list[str]:
 def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from batchgen import plan as planning
     resolved = _resolve(args, os.environ)
-    states, spent = _states_of(resolved.output_dir, args)
+    states, spent, charges = _states_of(resolved.output_dir, args)
     manifest = resolved.manifest
     if resolved.max_credits != manifest.budget.max_credits:
         from dataclasses import replace
@@ -236,11 +251,18 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     online = _online_prices(args, manifest) if getattr(args, "online", False) else None
     if getattr(args, "json", False):
         doc = planning.plan_to_dict(result)
+        doc["charged_so_far"] = charges
         if online is not None:
             doc["model_prices"] = online
         print(json.dumps(doc, indent=2), file=out)
     else:
         print(planning.render_plan(result), file=out)
+        if charges.get("jobs"):
+            note = (f"; the API charged differently from the table for {charges['differs']} "
+                    "of them" if charges["differs"] else "")
+            print(f"\ncharged so far: {charges['jobs']} jobs, {charges['deducted']} credits "
+                  f"deducted by the API against {charges['estimated']} estimated{note}",
+                  file=out)
         if online is not None:
             print(f"\nmodel jobs priced from the API's model list (aigModel/list): "
                   f"{online['jobs']} jobs, {online['credits']} credits (the table above "
@@ -308,7 +330,7 @@ def _catalog(args: argparse.Namespace, *, effects: bool = False, models: bool = 
 
     async def fetch() -> dict[str, list[dict[str, Any]]]:
         async with _api_base(base, args.sandbox) as url, AkoolClient.open(url, creds) as client:
-            await client.authenticate()
+            await _authenticate(client, retry_policy_from_env(os.environ))
             got: dict[str, list[dict[str, Any]]] = {}
             if effects:
                 got["effects"] = await client.effects()
@@ -487,7 +509,7 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Any,
         async with _api_base(resolved.api_base, args.sandbox) as base, \
                 AkoolClient.open(base, creds, max_connections=min(100, resolved.concurrency * 2
                                                                    + 8)) as client:
-            await client.authenticate()
+            await _authenticate(client, settings.retry)
 
             def on_event(ev: Any) -> None:
                 progress.event(ev)

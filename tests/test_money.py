@@ -69,6 +69,9 @@ async def test_api_charging_more_than_the_table_never_overshoots_the_budget(sand
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["charged_differently"] == len(done)
     assert summary["credits_deducted"] == 35 * len(done)
+    plan = await run_cli("plan", str(manifest), cwd=tmp_path)
+    assert (f"{35 * len(done)} credits deducted by the API against {20 * len(done)} estimated"
+            in plan.out) and "charged differently" in plan.out
 
 
 async def test_fault_storm_never_pays_twice_and_leaves_nothing_partial(sandbox, tmp_path):

@@ -589,24 +589,22 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 # -- parsing and the top ---------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+def _whole(minimum: int, what: str) -> Any:
+    """An argparse type: a whole number of at least `minimum` (`what` names it in errors)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of {what}"
+                                             ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be at least {minimum}")
+        return value
+    return parse
 
 
-def _credits(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of credits") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("credits cannot be negative")
-    return value
+_positive_int = _whole(1, "tasks")
+_credits = _whole(0, "credits")
 
 
 class _Parser(argparse.ArgumentParser):

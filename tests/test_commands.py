@@ -93,3 +93,22 @@ def test_dry_run_prints_the_plan_and_sends_nothing(tmp_path):
     code, out, _ = cli("run", str(path), "--dry-run")
     assert code == 0 and "60" in out
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["run", "missing.yaml", "--sandbox"], "missing.yaml"),
+    (["run", "m.yaml", "--concurrency", "0"], "--concurrency"),
+    (["plan", "m.yaml", "--max-credits", "lots"], "--max-credits"),
+    (["frobnicate"], "invalid choice"),
+    ([], "COMMAND"),
+])
+def test_usage_errors_exit_2_with_one_line_and_no_traceback(argv, needle):
+    code, out, err = cli(*argv)
+    assert code == 2
+    assert needle in err and "Traceback" not in err + out
+
+
+def test_a_bad_api_base_is_a_usage_error(tmp_path):
+    path = write_manifest(tmp_path, 1)
+    code, _, err = cli("run", str(path), "--api-base", "ftp://nope")
+    assert code == 2 and "--api-base" in err

@@ -54,8 +54,10 @@ BATCH_FIELDS = frozenset({"image_url", "prompt", "model_name", "negative_prompt"
                           "webhook_url"})
 STATUS_DONE = 3
 STATUS_FAILED = 4
-#: a task missing from this many consecutive results is treated as gone
+#: a task missing from this many consecutive results is treated as gone...
 MISSING_LIMIT = 5
+#: ...but only once it is this many seconds old
+MISSING_MIN_AGE = 120.0
 
 
 class EventKind(StrEnum):
@@ -94,6 +96,8 @@ class RunSettings:
     stop_grace: float = 2.0
     #: delete each video at the API once its file is verified on disk
     delete_remote: bool = False
+    #: seconds after which a task still queued or processing is left for the next run
+    max_task_age: float = 3 * 3600.0
     #: how often a deletion refused by the API (e.g. still processing) is tried again
     delete_attempts: int = 5
 
@@ -106,6 +110,8 @@ class RunOutcome:
     budget_blocked: int = 0          #: jobs left because of the budget
     budget_needed: int = 0           #: credits those jobs would need
     out_of_credit: str | None = None  #: the API refused for lack of credit
+    api_unavailable: str | None = None  #: a create gave up after every retry
+    abandoned: int = 0               #: tasks no longer polled (too old); resumed next run
 
 
 @dataclass(slots=True)
@@ -140,10 +146,11 @@ class PollClock:
     """When to ask again about a task: pure arithmetic over observed durations.
 
     Before any task finished: `base` (the manifest's poll_interval), growing ×1.5 per
-    unchanged answer up to `cap`. Once durations are known: wait until 90 % of the typical
-    (20th-percentile) duration, then poll every tenth of it, again growing while nothing
-    changes. One request carries up to `poll_batch` ids, so polling early costs one
-    request per round for all tasks, not one per task.
+    unchanged answer up to `cap`, but never more than a quarter of the task's age. Once
+    durations are known: wait until 90 % of the typical (20th-percentile) duration, then
+    poll every twentieth of it (at least 50 ms), again growing while nothing changes. One
+    request carries up to `poll_batch` ids, so polling early costs one request per round
+    for all tasks, not one per task.
     """
 
     def __init__(self, base: float, cap: float | None = None) -> None:
@@ -169,7 +176,7 @@ class PollClock:
             # of 30 s tasks is seen done within ~25 % of its end, not at 40 s
             delay = min(self.base * (1.5 ** polls), self.cap)
             return min(delay, max(self.base, age * 0.25)) if age > 0 else delay
-        fine = min(max(expected * 0.1, 0.05), self.base)
+        fine = min(max(expected * 0.05, 0.05), self.base)
         quiet_until = expected * 0.9
         if age < quiet_until:
             return max(quiet_until - age, fine)
@@ -235,6 +242,8 @@ class Runner:
         self._downloaders_left = max(1, settings.download_workers)
         self._deletions: list[_Deletion] = []
         self._children: dict[str, list[str]] = {}
+        #: file name -> job that owns it, as recorded by earlier runs
+        self._files: dict[str, str] = {}
         self._undeleted: dict[str, set[str]] = {}
         self._limit = settings.concurrency
         self._fatal: BaseException | None = None
@@ -266,14 +275,16 @@ class Runner:
         stopper = asyncio.create_task(self._stop.wait())
         try:
             await asyncio.wait({everything, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            failed = everything.done() and everything.exception() is not None
+            if not everything.done():
+                self.outcome.interrupted = True
+            if (failed or not everything.done()) and self._creating:
+                # creates already on the wire: give them a moment to record their answer;
+                # a cancelled one stays `submitting` and resumes as `unknown`
+                self._stop.set()
+                await asyncio.wait(set(self._creating), timeout=self.settings.stop_grace)
             if everything.done():
                 everything.result()  # raise a loop's error, if any
-            else:
-                self.outcome.interrupted = True
-                if self._creating:
-                    # creates already on the wire: give them a moment to record their
-                    # answer; a cancelled one stays `submitting` and resumes as `unknown`
-                    await asyncio.wait(set(self._creating), timeout=self.settings.stop_grace)
         finally:
             stopper.cancel()
             for task in [*loops, *self._creating]:
@@ -292,17 +303,22 @@ class Runner:
     def _load(self) -> None:
         now = self.clock()
         for row in self.store.rows(active_only=False):
-            if row.state is not JobState.PENDING:
+            if row.committed_credits:
                 self._set_committed(row.job_id, row.committed_credits)
-                if row.credits_video is not None:
-                    self._learned[self._price_kind(row)] = row.credits_video
+            if row.credits_video is not None:
+                self._learned[self._price_kind(row)] = row.credits_video
+            if row.file:
+                self._files[row.file] = row.job_id
             if not row.active:
                 continue
             self._rows[row.job_id] = row
             if row.parent:
                 self._children.setdefault(row.parent, []).append(row.job_id)
             if row.state is JobState.PENDING:
-                if not row.parent:  # a count job's later videos come with its first
+                parent = self._rows.get(row.parent) if row.parent else None
+                if parent is None or parent.state is not JobState.PENDING:
+                    # a count job's later videos ride on its first one's create; once that
+                    # was sent, a video still to make (e.g. --retry-failed) goes on its own
                     self._pending.append(row.job_id)
             elif row.state is JobState.AUDIO_PENDING:
                 self._audio_pending.append(row.job_id)
@@ -320,16 +336,24 @@ class Runner:
         self._check_filenames()
 
     def _check_filenames(self) -> None:
-        """Refuse a template that would give two jobs one file (a finished video lost)."""
+        """Refuse a run that would give two jobs one file: a finished video would be lost.
+
+        Names are compared with each other and with the files earlier runs recorded, since
+        a template with `{index}` renames jobs when the manifest's order changes.
+        """
         if "{task_id}" in self.settings.filename:
             return
         seen: dict[str, str] = {}
         for row in self._rows.values():
+            if row.file:
+                continue  # already on disk under its recorded name
             name = self._target(row).name
-            if name in seen:
+            owner = seen.get(name) or self._files.get(name)
+            if owner is not None and owner != row.job_id:
                 raise UsageError(
-                    f"output.filename {self.settings.filename!r} gives jobs {seen[name]} and "
-                    f"{row.job_id} the same file {name!r}; include {{id}} or {{index}}")
+                    f"output.filename {self.settings.filename!r} would write job {row.job_id} "
+                    f"to {name!r}, which belongs to job {owner}; use {{id}} in the template "
+                    "(ids never change) or another output dir")
             seen[name] = row.job_id
 
     def _set_committed(self, job_id: str, credits: int) -> None:
@@ -354,8 +378,7 @@ class Runner:
 
     def _price_kind(self, row: JobRow) -> tuple[Any, ...]:
         req = row.request
-        return (req.get("resolution"), req.get("video_length"), req.get("model_name"),
-                req.get("count"))
+        return (req.get("resolution"), req.get("video_length"), req.get("model_name"))
 
     def _reserve(self, row: JobRow) -> int:
         """Credits to hold for a job before sending it.
@@ -368,12 +391,23 @@ class Runner:
         if learned is not None:
             audio = row.request.get("_audio_estimate", 0) if row.request.get("add_audio") else 0
             per_video = max(per_video, learned + audio)
-        return per_video * row.family_size
+        return per_video * len(self._family(row.job_id))
+
+    def _family(self, job_id: str) -> list[str]:
+        """The rows one create of `job_id` makes: itself, plus the later videos of a `count`
+        job that are still to make (never ones already made)."""
+        return [job_id, *(c for c in self._children.get(job_id, ())
+                          if self._rows[c].state is JobState.PENDING)]
 
     def _fits(self, row: JobRow, claimed: int = 0) -> bool:
         """Would sending `row` keep everything sent, plus `claimed`, within the budget?"""
         cap = self.settings.max_credits
         return cap is None or self._committed_total + claimed + self._reserve(row) <= cap
+
+    def _halted(self) -> bool:
+        """Submissions stopped for this run: the account is out of credit, or the API
+        stayed unreachable through every retry."""
+        return bool(self.outcome.out_of_credit or self.outcome.api_unavailable)
 
     def _work_may_appear(self) -> bool:
         """Could a job still become submittable without us doing anything?"""
@@ -384,12 +418,12 @@ class Runner:
             while not self._stop.is_set():
                 token = self._wake.token()
                 free = self._limit - self._busy_slots()
-                if free > 0 and self.outcome.out_of_credit is None:
+                if free > 0 and not self._halted():
                     batch = self._claim(free)
                     if batch:
                         self._launch(batch)
                         continue
-                nothing_to_send = self.outcome.out_of_credit or not (
+                nothing_to_send = self._halted() or not (
                     self._pending or self._audio_pending)
                 if nothing_to_send and not self._work_may_appear():
                     return
@@ -470,7 +504,9 @@ class Runner:
                 return [await self.client.update_audio(row.task_id or "", step["audio_type"],
                                                        step.get("audio_url"), on_send)]
         elif req.get("model_name") or req.get("count"):
+            family = self._family(job_id)
             batch_fields = {k: v for k, v in req.items() if k in BATCH_FIELDS}
+            batch_fields["count"] = len(family)
 
             async def call() -> list[TaskRecord]:
                 return await self.client.create_batch(batch_fields, on_send)
@@ -479,10 +515,33 @@ class Runner:
 
             async def call() -> list[TaskRecord]:
                 return [await self.client.create(fields, on_send)]
+
+        async def attempt() -> list[TaskRecord]:
+            try:
+                return await call()
+            except OutcomeUnknown as exc:
+                if sent:
+                    raise
+                # failed before a byte left (e.g. waiting for a connection): nothing made
+                raise RetryableApiError(str(exc)) from None
+
+        def on_retry(n: int, exc: RetryableApiError, wait: float) -> None:
+            nonlocal sent
+            if sent:
+                # the API refused that attempt, so nothing exists yet; if we die while
+                # waiting to try again, the job must come back as never sent, not unknown
+                sent = False
+                self.store.mark_sent(job_id, False)
+            self.emit(JobEvent(EventKind.RETRY, job_id, str(exc)))
+
         try:
             records = await self.settings.retry.run(
-                call, sleep=self.sleep, clock=self.clock, rng=self.rng, retry_unknown=False,
-                on_retry=lambda n, e, w: self.emit(JobEvent(EventKind.RETRY, job_id, str(e))))
+                attempt, sleep=self.sleep, clock=self.clock, rng=self.rng, retry_unknown=False,
+                on_retry=on_retry)
+        except asyncio.CancelledError:
+            if not sent:  # stopped before this attempt left: provably nothing made
+                self.store.mark_unsent(job_id, audio=audio)
+            raise
         except OutcomeUnknown as exc:
             self._fail(job_id, JobState.UNKNOWN,
                        f"{exc}: the task may exist and be charged; not sent again "
@@ -510,10 +569,19 @@ class Runner:
                                    f"the API is busy (1005); concurrency lowered to "
                                    f"{self._limit} for this run"))
                 return
-            self._fail(job_id, JobState.FAILED, f"gave up after retries: {exc}")
+            # the API kept refusing or could not be reached: nothing was made, so the job
+            # waits for a later run instead of failing, and no more jobs are sent now
+            self.store.mark_unsent(job_id, audio=audio)
+            self._back_to_queue(job_id, audio)
+            if self.outcome.api_unavailable is None:
+                self.outcome.api_unavailable = str(exc)
+                self.emit(JobEvent(EventKind.NOTICE, job_id,
+                                   f"gave up sending after retries ({exc}); no more jobs will "
+                                   "be sent in this run"))
             return
         except FatalApiError as exc:
-            self._fail(job_id, JobState.FAILED, str(exc))
+            self._fail(job_id, JobState.FAILED, str(exc),
+                       **({"unknown_step": "add_audio"} if audio else {}))
             return
         if not audio and (req.get("model_name") or req.get("count")):
             self._adopt_family(job_id, records)
@@ -537,7 +605,7 @@ class Runner:
 
     def _adopt_family(self, job_id: str, records: list[TaskRecord]) -> None:
         """Give each video of a batch create its own row: one durable write for all."""
-        members = [job_id, *self._children.get(job_id, [])]
+        members = self._family(job_id)
         assigned = list(zip(members, records, strict=False))
         missing = members[len(assigned):]
         error = f"the batch create returned {len(records)} of {len(members)} videos"
@@ -553,7 +621,8 @@ class Runner:
             self.emit(JobEvent(EventKind.SUBMITTED, j, record.task_id,
                                credits=record.credits or 0))
         for j in missing:
-            self._replace(j, state=JobState.FAILED, error=error)
+            row = self._replace(j, state=JobState.FAILED, error=error)
+            self._set_committed(j, row.committed_credits)
             self.emit(JobEvent(EventKind.FAILED, j, error))
         if records and records[0].credits is not None:
             self._learned[self._price_kind(self._rows[job_id])] = records[0].credits
@@ -569,14 +638,13 @@ class Runner:
 
     def _fail(self, job_id: str, state: JobState, error: str, **extra: Any) -> None:
         changes: dict[str, Any] = {"state": state, "error": error, **extra}
-        # the later videos of a count job share the fate of its one create
-        family = [job_id] if self._rows[job_id].task_id else [
-            job_id, *self._children.get(job_id, [])]
+        # the videos of a count job still to make share the fate of its one create
+        audio_step = changes.get("unknown_step") == "add_audio"
+        family = [job_id] if audio_step or self._rows[job_id].task_id else self._family(job_id)
         self.store.update([(j, changes) for j in family])
         for j in family:
-            self._replace(j, **changes)
-        row = self._rows[job_id]
-        self._set_committed(job_id, row.committed_credits)
+            row = self._replace(j, **changes)
+            self._set_committed(j, row.committed_credits)
         if state is JobState.FAILED:
             self.emit(JobEvent(EventKind.FAILED, job_id, error))
         self._wake.notify()
@@ -624,7 +692,12 @@ class Runner:
                         flight.due = after + self.polls.cap
                 self.emit(JobEvent(EventKind.NOTICE, "", f"results unavailable: {records}"))
                 continue
-            if isinstance(records, BaseException):
+            if isinstance(records, FatalApiError):
+                # an answer we cannot use for this chunk (say, one id the API rejects):
+                # count it as a miss for the due tasks, so one bad id cannot stop the run
+                self.emit(JobEvent(EventKind.NOTICE, "", f"results refused: {records}"))
+                records = []
+            elif isinstance(records, BaseException):
                 raise records
             seen = {r.task_id: r for r in records}
             for task_id in chunk:
@@ -632,6 +705,8 @@ class Runner:
                 if flight is None:
                     continue
                 record = seen.get(task_id)
+                if record is None and flight.due > now:
+                    continue  # rode along in a request it was not due for: no verdict
                 change = self._observe(task_id, flight, record, after)
                 if change:
                     changes.append(change)
@@ -654,7 +729,9 @@ class Runner:
         job_id = flight.job_id
         if record is None:
             flight.missing += 1
-            if flight.missing < MISSING_LIMIT:
+            # the API may list a new task late; only a task missing again and again, for
+            # minutes, is taken to be gone
+            if flight.missing < MISSING_LIMIT or now - flight.sent < MISSING_MIN_AGE:
                 flight.polls += 1
                 flight.due = now + self.polls.next_delay(flight.audio, now - flight.sent,
                                                          flight.polls)
@@ -691,7 +768,17 @@ class Runner:
                    or "check the image URL, prompt and options")
             cols.update(state=JobState.FAILED,
                         error=f"{step} {task_id} failed at the API (status 4): {msg}")
+            if flight.audio:  # --retry-failed repeats only this step, on the same video
+                cols["unknown_step"] = "add_audio"
             self.emit(JobEvent(EventKind.FAILED, job_id, cols["error"]))
+        elif now - flight.sent > self.settings.max_task_age:
+            # stuck at the API: stop polling so the run can end; the job stays in flight
+            # in the state and the next run picks it up again
+            del self._flights[task_id]
+            self.outcome.abandoned += 1
+            self.emit(JobEvent(EventKind.NOTICE, job_id,
+                               f"task {task_id} still in status {record.status} after "
+                               f"{self.settings.max_task_age:.0f}s; left for the next run"))
         else:
             flight.seen = now
             if record.status != flight.status:

@@ -81,9 +81,9 @@ def _resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Resolved:
     manifest = _load(args.manifest)
     api_base = (getattr(args, "api_base", None) or env.get(ENV_API_BASE)
                 or manifest.api.base_url)
-    if not api_base.startswith(("http://", "https://")):
-        raise UsageError(f"API base URL {api_base!r} is not an http(s) URL; fix --api-base, "
-                         f"{ENV_API_BASE} or api.base_url")
+    if not _is_http_root(api_base):
+        raise UsageError(f"API base URL {api_base!r} is not a valid http(s) URL; fix "
+                         f"--api-base, {ENV_API_BASE} or api.base_url")
     output = getattr(args, "output", None)
     max_credits = getattr(args, "max_credits", None)
     return Resolved(
@@ -93,6 +93,17 @@ def _resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Resolved:
         concurrency=getattr(args, "concurrency", None) or manifest.api.concurrency,
         max_credits=max_credits if max_credits is not None else manifest.budget.max_credits,
     )
+
+
+def _is_http_root(url: str) -> bool:
+    """An http(s) URL with a host and a valid port (checked before anything is sent)."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError when out of range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
 
 
 def credentials_from_env(env: Mapping[str, str]) -> Any:
@@ -573,6 +584,12 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Any,
             print(f"the account ran out of credit ({outcome.out_of_credit}); top up and run "
                   "again", file=err)
         return EXIT_BUDGET
+    if outcome.api_unavailable:
+        print(f"the API could not be reached or kept refusing ({outcome.api_unavailable}); "
+              f"{st['pending']} job(s) left pending: run again later to go on", file=err)
+    if outcome.abandoned:
+        print(f"{outcome.abandoned} task(s) stayed queued or processing at the API for too "
+              "long; they are kept in the state and the next run polls them again", file=err)
     if st["failed"] or st["unknown"] or st["pending"]:
         return EXIT_FAILED
     return EXIT_OK

@@ -131,11 +131,17 @@ async def _about_to_send(session: aiohttp.ClientSession, ctx: Any, params: Any) 
         on_send()
 
 
+def _as_dict(value: Any) -> dict[str, Any]:
+    """`data` of an answer as a mapping; anything else reads as empty (never a crash)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _task(record: dict[str, Any]) -> TaskRecord:
     credits = record.get("deduction_credit")
+    status = record.get("status")
     return TaskRecord(
         task_id=str(record.get("_id", "")),
-        status=int(record.get("status") or 0),
+        status=status if isinstance(status, int) else 0,
         credits=int(credits) if isinstance(credits, int | float) else None,
         video_url=record.get("video_url") or None,
         raw=record,
@@ -190,7 +196,7 @@ class AkoolClient:
                                    json_body={"clientId": self._creds.client_id,
                                               "clientSecret": self._creds.client_secret},
                                    auth=False)
-        token = body.get("token") or (body.get("data") or {}).get("token")
+        token = body.get("token") or _as_dict(body.get("data")).get("token")
         if not isinstance(token, str) or not token:
             raise CredentialsError("getToken answered without a token; check "
                                    "AKOOL_CLIENT_ID and AKOOL_CLIENT_SECRET")
@@ -234,8 +240,12 @@ class AkoolClient:
                     if self._token != token_used:
                         continue  # another request already fetched a new token
                     if self._refreshes < MAX_REFRESHES:
+                        try:
+                            await self.authenticate()
+                        except OutcomeUnknown as exc:
+                            # getToken creates nothing: a lost answer is just a failure
+                            raise RetryableApiError(str(exc)) from None
                         self._refreshes += 1
-                        await self.authenticate()
                         continue
             raise self._code_error(name, code, body.get("msg"), creates)
 
@@ -286,8 +296,12 @@ class AkoolClient:
             kind = OutcomeUnknown if (creates and 200 <= status < 300) else FatalApiError
             raise kind(f"{name}: HTTP {status} with an unreadable body", http_status=status)
         if status >= 400 and "code" not in body:
-            raise FatalApiError(f"{name}: HTTP {status}: {body.get('msg') or body.get('message')}",
-                                http_status=status)
+            text = scrub(str(body.get("msg") or body.get("message") or ""), self._secrets())
+            kind = CredentialsError if name == "getToken" else FatalApiError
+            if kind is CredentialsError:
+                raise CredentialsError(f"getToken: HTTP {status} ({text}); check "
+                                       "AKOOL_CLIENT_ID and AKOOL_CLIENT_SECRET")
+            raise FatalApiError(f"{name}: HTTP {status}: {text}", http_status=status)
         return body
 
     # -- endpoints ---------------------------------------------------------------------
@@ -310,13 +324,13 @@ class AkoolClient:
                            on_send: Callable[[], None] | None = None) -> list[TaskRecord]:
         """createBySourcePrompt/batch: `count` videos of one request, model selectable."""
         body = {WIRE_NAMES.get(k, k): v for k, v in fields.items()}
-        data = (await self._request("createBySourcePrompt/batch", "POST",
+        data = _as_dict((await self._request("createBySourcePrompt/batch", "POST",
                                     f"{PREFIX_I2V}/createBySourcePrompt/batch", json_body=body,
-                                    creates=True, on_send=on_send)).get("data") or {}
+                                    creates=True, on_send=on_send)).get("data"))
         tasks = [_task(r) for r in data.get("successList") or [] if isinstance(r, dict)]
         if not tasks:
-            errors = data.get("errorList") or []
-            raise FatalApiError(f"createBySourcePrompt/batch: no task created: {errors!r:.200}")
+            errors = scrub(repr(data.get("errorList") or []), self._secrets())
+            raise FatalApiError(f"createBySourcePrompt/batch: no task created: {errors:.200}")
         return tasks
 
     async def update_audio(self, pre_video_id: str, audio_type: int, audio_url: str | None,
@@ -333,30 +347,34 @@ class AkoolClient:
 
     async def results(self, task_ids: list[str]) -> list[TaskRecord]:
         """resultsByIds for up to a batch of ids, sent as one comma-joined string."""
-        data = (await self._request("resultsByIds", "POST", f"{PREFIX_I2V}/resultsByIds",
-                                    json_body={"_ids": ",".join(task_ids)})).get("data") or {}
-        return [_task(r) for r in data.get("result") or [] if isinstance(r, dict)]
+        data = _as_dict((await self._request("resultsByIds", "POST", f"{PREFIX_I2V}/resultsByIds",
+                                    json_body={"_ids": ",".join(task_ids)})).get("data"))
+        result = data.get("result") if isinstance(data, dict) else None
+        if not isinstance(result, list):
+            raise RetryableApiError("resultsByIds: answer without a result list")
+        return [_task(r) for r in result if isinstance(r, dict)]
 
     async def delete(self, task_ids: list[str]) -> tuple[list[str], dict[str, str]]:
         """delbyids: returns (deleted ids, {id: reason} for those refused)."""
-        data = (await self._request("delbyids", "POST", f"{PREFIX_I2V}/delbyids",
-                                    json_body={"_ids": ",".join(task_ids)})).get("data") or {}
+        data = _as_dict((await self._request("delbyids", "POST", f"{PREFIX_I2V}/delbyids",
+                                    json_body={"_ids": ",".join(task_ids)})).get("data"))
         refused = {str(i.get("_id")): str(i.get("msg", "")) for i in
                    data.get("noPermissionItems") or [] if isinstance(i, dict)}
         return [str(i) for i in data.get("successIds") or []], refused
 
     async def effects(self) -> list[dict[str, Any]]:
-        data = (await self._request("effects", "GET", f"{PREFIX_I2V}/effects")).get("data") or {}
+        body = await self._request("effects", "GET", f"{PREFIX_I2V}/effects")
+        data = _as_dict(body.get("data"))
         return [r for r in data.get("result") or [] if isinstance(r, dict)]
 
     async def models(self) -> list[dict[str, Any]]:
         data = (await self._request("models", "GET", "/api/open/v4/aigModel/list",
                                     params={"types[]": "1501"})).get("data")
-        return [r for r in data or [] if isinstance(r, dict)]
+        return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
 
     async def credit_balance(self) -> float | None:
-        data = (await self._request("quota", "GET", f"{PREFIX_V3}/faceswap/quota/info")
-                ).get("data") or {}
+        body = await self._request("quota", "GET", f"{PREFIX_V3}/faceswap/quota/info")
+        data = _as_dict(body.get("data"))
         credit = data.get("credit")
         return float(credit) if isinstance(credit, int | float) else None
 

@@ -110,16 +110,15 @@ class JobRow:
     remote_deleted: bool = False
     #: for video k>1 of a `count` job: the job row whose create made it
     parent: str | None = None
-
-    @property
-    def family_size(self) -> int:
-        """Videos one create of this row makes (1 unless it leads a `count` job)."""
-        return 1 if self.parent else int(self.request.get("count") or 1)
+    #: credits the API charged for tasks this job abandoned on --retry-failed
+    credits_prior: int = 0
 
     @property
     def credits_deducted(self) -> int | None:
         """What the API charged for this job so far (None when nothing is known)."""
         parts = [c for c in (self.credits_video, self.credits_audio) if c is not None]
+        if self.credits_prior:
+            parts.append(self.credits_prior)
         return sum(parts) if parts else None
 
     @property
@@ -130,14 +129,15 @@ class JobRow:
         its video plus the estimate of any add-audio step not yet charged.
         """
         if self.state is JobState.PENDING:
-            return 0
+            return self.credits_prior
         if self.state is JobState.FAILED and self.task_id is None:
-            return 0  # the API refused the create: nothing was made or charged
+            return self.credits_prior  # the API refused the create: nothing new was charged
         if self.credits_video is None:
-            return self.credits_estimated
+            return self.credits_estimated + self.credits_prior
         audio_est = self.request.get("_audio_estimate", 0)
         audio = self.credits_audio if self.credits_audio is not None else audio_est
-        return self.credits_video + (audio if self.request.get("add_audio") else 0)
+        return (self.credits_video + (audio if self.request.get("add_audio") else 0)
+                + self.credits_prior)
 
     @property
     def final_task_id(self) -> str | None:
@@ -148,7 +148,8 @@ class JobRow:
 _COLUMNS = (
     "job_id, idx, fingerprint, request, state, credits_estimated, task_id, audio_task_id, "
     "credits_video, credits_audio, video_url, file, bytes, sha256, submitted_at, "
-    "completed_at, attempts, error, changed, active, unknown_step, remote_deleted, parent"
+    "completed_at, attempts, error, changed, active, unknown_step, remote_deleted, parent, "
+    "credits_prior"
 )
 
 _MIGRATIONS: tuple[tuple[str, str], ...] = (
@@ -188,6 +189,10 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE jobs ADD COLUMN parent TEXT;
         CREATE INDEX jobs_parent ON jobs(parent)
     """),
+    # charges of tasks a job abandoned (--retry-failed): spent money the budget must keep
+    ("0003_credits_prior", """
+        ALTER TABLE jobs ADD COLUMN credits_prior INTEGER NOT NULL DEFAULT 0
+    """),
 )
 
 
@@ -198,13 +203,13 @@ def _row(r: sqlite3.Row | tuple[Any, ...]) -> JobRow:
         credits_audio=r[9], video_url=r[10], file=r[11], bytes=r[12], sha256=r[13],
         submitted_at=r[14], completed_at=r[15], attempts=r[16], error=r[17],
         changed=bool(r[18]), active=bool(r[19]), unknown_step=r[20], remote_deleted=bool(r[21]),
-        parent=r[22],
+        parent=r[22], credits_prior=r[23],
     )
 
 
 def _committed_total(rows: Iterable[JobRow]) -> int:
     """Credits held by the sent jobs among `rows` (every row, inactive ones too)."""
-    return sum(r.committed_credits for r in rows if r.state is not JobState.PENDING)
+    return sum(r.committed_credits for r in rows)
 
 
 def job_request(job: Job, audio_estimate: int) -> dict[str, Any]:
@@ -337,13 +342,19 @@ class Store:
                 for k in range(2, count + 1):
                     child = f"{job.id}#{k}"
                     if child not in existing:
+                        if prev is not None and prev[0] != JobState.PENDING:
+                            continue  # count raised after sending: flagged below, not paid
                         self._conn.execute(
                             "INSERT INTO jobs(job_id, idx, fingerprint, request, state, "
                             "credits_estimated, parent) VALUES (?,?,?,?,?,?,?)",
                             (child, job.index, job.fingerprint, req, JobState.PENDING, total,
                              job.id))
                     else:
-                        self._conn.execute("UPDATE jobs SET active=1 WHERE job_id=?", (child,))
+                        self._conn.execute(
+                            "UPDATE jobs SET active=1, request=CASE state WHEN ? THEN ? ELSE "
+                            "request END, credits_estimated=CASE state WHEN ? THEN ? ELSE "
+                            "credits_estimated END WHERE job_id=?",
+                            (JobState.PENDING, req, JobState.PENDING, total, child))
                 if prev is None:
                     self._conn.execute(
                         "INSERT INTO jobs(job_id, idx, fingerprint, request, state, "
@@ -396,31 +407,36 @@ class Store:
     def reopen(self, *, unknown: bool, failed: bool) -> int:
         """Make unknown and/or failed jobs eligible again (--resubmit-unknown/--retry-failed).
 
-        An unknown add-audio step goes back to its finished video (the video is never made
-        again); everything else goes back to pending.
+        Only the step that went wrong is repeated: a failed download is fetched again, a
+        failed or unknown add-audio step is sent again on the finished video, and only
+        otherwise is the video made again. Charges of abandoned tasks move to
+        `credits_prior`, so the budget never forgets money already spent. Jobs whose
+        manifest entry changed after sending are left alone.
         """
+        eligible = "active=1 AND changed=0"
+        prior_audio = "credits_prior = credits_prior + COALESCE(credits_audio, 0)"
+        prior_all = ("credits_prior = credits_prior + COALESCE(credits_video, 0) + "
+                     "COALESCE(credits_audio, 0)")
         n = 0
         with self._tx(durable=True):
-            if unknown:
+            steps: list[str] = (["unknown"] if unknown else []) + (["failed"] if failed else [])
+            for which in steps:
+                state = JobState.UNKNOWN if which == "unknown" else JobState.FAILED
+                # a download that failed: the video exists and was paid for
+                if which == "failed":
+                    n += self._conn.execute(
+                        f"UPDATE jobs SET state=?, error=NULL WHERE state=? AND {eligible} "
+                        "AND video_url IS NOT NULL", (JobState.READY, state)).rowcount
                 n += self._conn.execute(
-                    "UPDATE jobs SET state=?, error=NULL, unknown_step=NULL "
-                    "WHERE state=? AND unknown_step='add_audio' AND active=1",
-                    (JobState.AUDIO_PENDING, JobState.UNKNOWN)).rowcount
+                    f"UPDATE jobs SET state=?, error=NULL, unknown_step=NULL, {prior_audio}, "
+                    f"audio_task_id=NULL, credits_audio=NULL WHERE state=? AND {eligible} "
+                    "AND unknown_step='add_audio' AND task_id IS NOT NULL",
+                    (JobState.AUDIO_PENDING, state)).rowcount
                 n += self._conn.execute(
-                    "UPDATE jobs SET state=?, error=NULL, unknown_step=NULL, task_id=NULL, "
-                    "credits_video=NULL WHERE state=? AND active=1",
-                    (JobState.PENDING, JobState.UNKNOWN)).rowcount
-            if failed:
-                # the video exists and was paid for; only its download failed: fetch again
-                n += self._conn.execute(
-                    "UPDATE jobs SET state=?, error=NULL WHERE state=? AND active=1 "
-                    "AND changed=0 AND video_url IS NOT NULL",
-                    (JobState.READY, JobState.FAILED)).rowcount
-                n += self._conn.execute(
-                    "UPDATE jobs SET state=?, error=NULL, task_id=NULL, audio_task_id=NULL, "
-                    "credits_video=NULL, credits_audio=NULL, video_url=NULL "
-                    "WHERE state=? AND active=1 AND changed=0",
-                    (JobState.PENDING, JobState.FAILED)).rowcount
+                    f"UPDATE jobs SET state=?, error=NULL, unknown_step=NULL, {prior_all}, "
+                    "task_id=NULL, audio_task_id=NULL, credits_video=NULL, credits_audio=NULL, "
+                    f"video_url=NULL WHERE state=? AND {eligible}",
+                    (JobState.PENDING, state)).rowcount
         return n
 
     # -- reads -------------------------------------------------------------------------
@@ -467,10 +483,14 @@ class Store:
                 "submitted_at=COALESCE(submitted_at, ?) WHERE job_id=?",
                 [(state, now, j) for j in job_ids])
 
-    def mark_sent(self, job_id: str) -> None:
-        """A journaled create is about to leave: from now on it may exist (durably)."""
+    def mark_sent(self, job_id: str, sent: bool = True) -> None:
+        """A journaled create is about to leave: from now on it may exist (durably).
+
+        ``sent=False`` undoes it when the API refused that attempt (nothing was made) and
+        the create waits to try again: a crash during the wait must not leave an unknown.
+        """
         with self._tx(durable=True):
-            self._conn.execute("UPDATE jobs SET sent=1 WHERE job_id=?", (job_id,))
+            self._conn.execute("UPDATE jobs SET sent=? WHERE job_id=?", (int(sent), job_id))
 
     def mark_accepted(self, job_id: str, task_id: str, credits: int | None, *,
                       audio: bool = False) -> None:

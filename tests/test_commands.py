@@ -108,7 +108,8 @@ def test_usage_errors_exit_2_with_one_line_and_no_traceback(argv, needle):
     assert needle in err and "Traceback" not in err + out
 
 
-def test_a_bad_api_base_is_a_usage_error(tmp_path):
+@pytest.mark.parametrize("base", ["ftp://nope", "http://localhost:99999", "http://"])
+def test_a_bad_api_base_is_a_usage_error(tmp_path, base):
     path = write_manifest(tmp_path, 1)
-    code, _, err = cli("run", str(path), "--api-base", "ftp://nope")
+    code, _, err = cli("run", str(path), "--api-base", base)
     assert code == 2 and "--api-base" in err

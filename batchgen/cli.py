@@ -510,7 +510,7 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Any,
             filename=manifest.output.filename, concurrency=resolved.concurrency,
             poll_interval=manifest.api.poll_interval, poll_batch=manifest.api.poll_batch,
             max_credits=resolved.max_credits,
-            download_workers=max(2, min(8, resolved.concurrency)),
+            download_workers=max(2, min(32, resolved.concurrency // 3)),
             retry=retry_policy_from_env(os.environ),
             delete_remote=manifest.output.delete_remote)
         bars = not args.no_progress and err.isatty()

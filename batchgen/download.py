@@ -10,6 +10,7 @@ Deliberately not here: retries and URL refreshes (the runner decides), HTTP (cli
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -95,7 +96,7 @@ async def fetch_to(client: AkoolClient, url: str, final: Path) -> Downloaded:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(final.parent)
+    await asyncio.to_thread(_fsync_dir, final.parent)  # an fsync must not stall the loop
     return Downloaded(path=final, bytes=size, sha256=digest.hexdigest())
 
 

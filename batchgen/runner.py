@@ -231,6 +231,8 @@ class Runner:
         self._rows: dict[str, JobRow] = {}
         self._pending: deque[str] = deque()
         self._blocked: deque[str] = deque()
+        self._blocked_min = 0  #: smallest reservation among the held-back jobs
+        self._held: set[str] = set()  #: jobs already reported as held back
         self._audio_pending: deque[str] = deque()
         self._flights: dict[str, _Flight] = {}
         self._creating: set[asyncio.Task[None]] = set()
@@ -360,8 +362,8 @@ class Runner:
         before = self._committed.get(job_id, 0)
         self._committed[job_id] = credits
         self._committed_total += credits - before
-        if credits < before and self._blocked:
-            # the API charged less than estimated: held-back jobs may fit now
+        if credits < before and self._blocked and self._fits_smallest_blocked():
+            # the API charged less than estimated: a held-back job fits now
             self._pending.extendleft(reversed(self._blocked))
             self._blocked.clear()
 
@@ -409,6 +411,13 @@ class Runner:
         stayed unreachable through every retry."""
         return bool(self.outcome.out_of_credit or self.outcome.api_unavailable)
 
+    def _fits_smallest_blocked(self) -> bool:
+        """Cheap test before re-queueing held-back jobs: only the smallest need fit."""
+        cap = self.settings.max_credits
+        if cap is None:
+            return True
+        return self._committed_total + self._blocked_min <= cap
+
     def _work_may_appear(self) -> bool:
         """Could a job still become submittable without us doing anything?"""
         return bool(self._flights or self._creating)
@@ -446,10 +455,15 @@ class Runner:
             job_id = self._pending.popleft()
             row = self._rows[job_id]
             if not self._fits(row, claimed):
+                need = self._reserve(row)
                 self._blocked.append(job_id)
-                self.emit(JobEvent(EventKind.BUDGET, job_id,
-                                   f"held back: needs {self._reserve(row)} credits, "
-                                   f"{self._remaining()} left of the budget"))
+                self._blocked_min = min(self._blocked_min, need) if len(self._blocked) > 1 \
+                    else need
+                if job_id not in self._held:
+                    self._held.add(job_id)
+                    self.emit(JobEvent(EventKind.BUDGET, job_id,
+                                       f"held back: needs {need} credits, "
+                                       f"{self._remaining()} left of the budget"))
                 continue
             batch.append((job_id, False))
             claimed += self._reserve(row)

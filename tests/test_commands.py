@@ -113,3 +113,34 @@ def test_a_bad_api_base_is_a_usage_error(tmp_path, base):
     path = write_manifest(tmp_path, 1)
     code, _, err = cli("run", str(path), "--api-base", base)
     assert code == 2 and "--api-base" in err
+
+
+def test_an_internal_error_is_one_line_and_a_scrubbed_crash_file(tmp_path, monkeypatch):
+    import batchgen.cli as cli_module
+
+    def explode(args, out, err):
+        raise RuntimeError("bug with secret-key-123 inside")
+
+    monkeypatch.setenv("AKOOL_API_KEY", "secret-key-123")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(cli_module, "cmd_validate", explode)
+    monkeypatch.setattr(cli_module.tempfile, "tempdir", None)
+    code, _, err = cli("validate", "x.yaml")
+    assert code == 70
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    (crash,) = tmp_path.glob("batchgen-crash-*.log")
+    text = crash.read_text()
+    assert "RuntimeError" in text and "secret-key-123" not in text
+
+
+def test_plan_prices_what_retry_flags_would_send(tmp_path):
+    path = write_manifest(tmp_path, 3)
+    code, _, _ = cli("run", str(path), "--sandbox")
+    assert code == 0
+    from batchgen.store import JobState, Store
+    with Store.open(Path(yaml.safe_load(path.read_text())["output"]["dir"])) as store:
+        store.update([("job001", {"state": JobState.FAILED, "error": "x"})])
+    _, out, _ = cli("plan", str(path), "--json")
+    assert json.loads(out)["to_submit"] == {"jobs": 0, "credits": 0}
+    _, out, _ = cli("plan", str(path), "--json", "--retry-failed")
+    assert json.loads(out)["to_submit"] == {"jobs": 1, "credits": 20}

@@ -170,3 +170,40 @@ async def test_kill_9_at_random_instants_never_pays_twice_and_completes(sandbox,
         assert hashlib.sha256(data).hexdigest() == row["sha256"]
     assert not list((tmp_path / "out").glob(".*part"))
     assert kills >= 20
+
+
+async def test_a_changed_entry_is_reported_and_never_silently_resubmitted(sandbox, tmp_path):
+    sb = await sandbox()
+    manifest = write_manifest(tmp_path, 2, base_url=sb.url)
+    assert (await run_cli("run", str(manifest), cwd=tmp_path)).code == 0
+    manifest.write_text(manifest.read_text().replace("prompt 1", "a different prompt"))
+    again = await run_cli("run", str(manifest), cwd=tmp_path)
+    assert again.code == 0
+    assert "changed in the manifest after submission" in again.err and "job001" in again.err
+    assert sb.stats()["tasks_created"] == 2
+    rows = {r["job_id"]: r for r in report_rows(tmp_path / "out")}
+    assert rows["job001"]["manifest_changed"] == "true"
+    assert rows["job001"]["prompt"] == "prompt 1"  # the report says what was really made
+
+
+async def test_a_second_ctrl_c_exits_at_once_and_the_state_stays_consistent(sandbox, tmp_path):
+    # slow answers keep creates on the wire, so the first Ctrl-C waits its grace for them
+    sb = await sandbox(latency=3.0)
+    manifest = write_manifest(tmp_path, 4, base_url=sb.url, concurrency=4)
+    proc = await start_cli("run", str(manifest), "--no-progress", cwd=tmp_path)
+    while sb.stats()["requests"].get("createBySourcePrompt", 0) < 4:
+        await asyncio.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    await asyncio.sleep(0.3)
+    assert proc.returncode is None  # still waiting for the creates on the wire
+    loop = asyncio.get_running_loop()
+    second = loop.time()
+    proc.send_signal(signal.SIGINT)
+    await asyncio.wait_for(proc.wait(), 3)
+    assert proc.returncode == 130 and loop.time() - second < 1.0
+    sb.config.latency = (0.0, 0.0)
+    final = await run_cli("run", str(manifest), cwd=tmp_path)
+    assert final.code == 1, final.err  # those creates were sent: unknown, never resent
+    stats = sb.stats()
+    assert stats["duplicate_fingerprints"] == 0 and stats["tasks_created"] <= 4
+    assert {r["status"] for r in report_rows(tmp_path / "out")} == {"unknown"}

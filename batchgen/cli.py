@@ -438,9 +438,11 @@ class Progress:
         for pos, (key, label) in enumerate(labels):
             self._bars[key] = tqdm(total=self.total, desc=label, position=pos, file=self.err,
                                    initial=self.counts[key], leave=True, dynamic_ncols=True)
+        budget = "/{total_fmt}" if self.budget is not None else ""
         self._bars["credits"] = tqdm(total=self.budget, desc="credits   ", position=3,
                                      file=self.err, initial=self.credits, leave=True,
-                                     unit="cr", dynamic_ncols=True)
+                                     dynamic_ncols=True,
+                                     bar_format="{desc}: {n_fmt}" + budget + " credits")
 
     def event(self, ev: Any) -> None:
         from batchgen.runner import EventKind

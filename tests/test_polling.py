@@ -1,10 +1,10 @@
-"""Adaptive polling (runner.PollClock): pure arithmetic over observed durations."""
+"""Adaptive polling (polling.PollClock): pure arithmetic over observed durations."""
 
 from __future__ import annotations
 
 import itertools
 
-from batchgen.runner import PollClock
+from batchgen.polling import PollClock
 
 
 def test_without_history_polls_at_the_base_and_backs_off_to_the_cap():

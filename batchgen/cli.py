@@ -633,8 +633,12 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line (SPEC §1)."""
+def build_parser(sandbox_flags: bool = True) -> argparse.ArgumentParser:
+    """The whole command line (SPEC §1).
+
+    The emulator's flags need its server code; other commands skip importing it
+    (`sandbox_flags=False`), which keeps their start-up light.
+    """
     parser = _Parser(prog="batchgen", description="Run Akool image-to-video jobs in bulk "
                      "from YAML manifests.")
     parser.add_argument("--version", action="version", version=f"batchgen {__version__}")
@@ -703,8 +707,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("sandbox", help="serve the built-in API emulator on loopback")
-    from batchgen import sandbox
-    sandbox.add_arguments(p)
+    if sandbox_flags:
+        from batchgen import sandbox
+        sandbox.add_arguments(p)
     p.set_defaults(func=cmd_sandbox)
     return parser
 
@@ -727,7 +732,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None,
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+        argv = sys.argv[1:] if argv is None else argv
+        args = build_parser(sandbox_flags="sandbox" in argv).parse_args(argv)
         return int(args.func(args, out, err))
     except ManifestError as exc:
         for problem in exc.problems:

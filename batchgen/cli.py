@@ -20,10 +20,10 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from batchgen import __version__
 from batchgen.errors import (
@@ -35,6 +35,15 @@ from batchgen.errors import (
     StateError,
     UsageError,
 )
+
+if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-up light
+    from collections.abc import Callable
+
+    from batchgen.client import AkoolClient, Credentials
+    from batchgen.jobs import Job
+    from batchgen.manifest import Manifest
+    from batchgen.retry import RetryPolicy
+    from batchgen.runner import JobEvent
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET, EXIT_CREDENTIALS, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
@@ -65,14 +74,14 @@ STATUS_EVERY = 5.0
 class Resolved:
     """A manifest with the command line and environment laid over it."""
 
-    manifest: Any
+    manifest: Manifest
     output_dir: Path
     api_base: str
     concurrency: int
     max_credits: int | None
 
 
-def _load(path: str) -> Any:
+def _load(path: str) -> Manifest:
     from batchgen.manifest import load_manifest
     return load_manifest(path)
 
@@ -106,7 +115,7 @@ def _is_http_root(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
 
 
-def credentials_from_env(env: Mapping[str, str]) -> Any:
+def credentials_from_env(env: Mapping[str, str]) -> Credentials | None:
     """SPEC §2: a clientId/secret pair first, then an API key; None when neither is set."""
     from batchgen.client import Credentials
     cid, secret = env.get(ENV_CLIENT_ID, "").strip(), env.get(ENV_CLIENT_SECRET, "").strip()
@@ -118,7 +127,7 @@ def credentials_from_env(env: Mapping[str, str]) -> Any:
     return None
 
 
-def retry_policy_from_env(env: Mapping[str, str]) -> Any:
+def retry_policy_from_env(env: Mapping[str, str]) -> RetryPolicy:
     """The retry policy, tunable for slow networks or fast tests.
 
     BATCHGEN_RETRY_BASE (first backoff ceiling, s), BATCHGEN_RETRY_CAP (longest wait, s),
@@ -142,14 +151,14 @@ def retry_policy_from_env(env: Mapping[str, str]) -> Any:
     return RetryPolicy(**values)
 
 
-async def _authenticate(client: Any, policy: Any) -> None:
+async def _authenticate(client: AkoolClient, policy: RetryPolicy) -> None:
     """getToken (when a clientId/secret pair is used), retried like any other call."""
     import random
     await policy.run(client.authenticate, sleep=asyncio.sleep, clock=time.monotonic,
                      rng=random.Random())
 
 
-def _require_credentials(env: Mapping[str, str], sandbox: bool) -> Any:
+def _require_credentials(env: Mapping[str, str], sandbox: bool) -> Credentials:
     from batchgen.client import Credentials
     if sandbox:
         return Credentials(api_key=SANDBOX_KEY)
@@ -232,7 +241,7 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return worst
 
 
-def _online_warnings(args: argparse.Namespace, manifest: Any) -> list[str]:
+def _online_warnings(args: argparse.Namespace, manifest: Manifest) -> list[str]:
     """Effect codes and model names the API does not list: they would fail at create."""
     catalog = _catalog(args, effects=True, models=True, base=manifest.api.base_url)
     effects = {e.get("effect_code") for e in catalog["effects"]}
@@ -283,7 +292,7 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-def _online_prices(args: argparse.Namespace, manifest: Any) -> dict[str, Any]:
+def _online_prices(args: argparse.Namespace, manifest: Manifest) -> dict[str, Any]:
     from batchgen.pricing import video_credits
     models = _catalog(args, models=True, base=manifest.api.base_url)["models"]
     model_jobs = [j for j in manifest.jobs if j.model_name]
@@ -369,7 +378,7 @@ def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-def model_credits(models: list[dict[str, Any]], job: Any) -> int | None:
+def model_credits(models: list[dict[str, Any]], job: Job) -> int | None:
     """Credits of a model job from the API's model list: unit_credit per video × count.
 
     The list prices the base length; a 10 s video is counted double (akool-api.md §8.2
@@ -398,7 +407,7 @@ def cmd_effects(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
@@ -444,7 +453,7 @@ class Progress:
                                      dynamic_ncols=True,
                                      bar_format="{desc}: {n_fmt}" + budget + " credits")
 
-    def event(self, ev: Any) -> None:
+    def event(self, ev: JobEvent) -> None:
         from batchgen.runner import EventKind
         self.counts[ev.kind.value] += 1
         if ev.kind is EventKind.SUBMITTED:
@@ -478,7 +487,7 @@ class Progress:
             bar.close()
 
 
-async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Any,
+async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Credentials,
                      out: TextIO, err: TextIO) -> int:
     from batchgen.client import AkoolClient
     from batchgen.download import clean_partials
@@ -524,7 +533,7 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Any,
                                                                    + 8)) as client:
             await _authenticate(client, settings.retry)
 
-            def on_event(ev: Any) -> None:
+            def on_event(ev: JobEvent) -> None:
                 progress.event(ev)
 
             runner = Runner(store, client, settings, on_event)
@@ -608,7 +617,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 # -- parsing and the top ---------------------------------------------------------------
 
 
-def _whole(minimum: int, what: str) -> Any:
+def _whole(minimum: int, what: str) -> Callable[[str], int]:
     """An argparse type: a whole number of at least `minimum` (`what` names it in errors)."""
     def parse(text: str) -> int:
         try:
@@ -629,7 +638,7 @@ _credits = _whole(0, "credits")
 class _Parser(argparse.ArgumentParser):
     """argparse that exits 2 with one line, as every usage error should."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 

@@ -249,7 +249,8 @@ class AkoolClient:
                         continue
             raise self._code_error(name, code, body.get("msg"), creates)
 
-    def _code_error(self, name: str, code: Any, msg: Any, creates: bool) -> ApiError:
+    def _code_error(self, name: str, code: Any, msg: Any, creates: bool
+                    ) -> ApiError | CredentialsError:
         text = scrub(str(msg or "no message"), self._secrets())
         message = f"{name}: API code {code}: {text}"
         if code in CREDENTIAL_CODES or name == "getToken":
@@ -293,12 +294,14 @@ class AkoolClient:
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            kind = OutcomeUnknown if (creates and 200 <= status < 300) else FatalApiError
-            raise kind(f"{name}: HTTP {status} with an unreadable body", http_status=status)
+            if creates and 200 <= status < 300:
+                raise OutcomeUnknown(f"{name}: HTTP {status} with an unreadable body",
+                                     http_status=status)
+            raise FatalApiError(f"{name}: HTTP {status} with an unreadable body",
+                                http_status=status)
         if status >= 400 and "code" not in body:
             text = scrub(str(body.get("msg") or body.get("message") or ""), self._secrets())
-            kind = CredentialsError if name == "getToken" else FatalApiError
-            if kind is CredentialsError:
+            if name == "getToken":
                 raise CredentialsError(f"getToken: HTTP {status} ({text}); check "
                                        "AKOOL_CLIENT_ID and AKOOL_CLIENT_SECRET")
             raise FatalApiError(f"{name}: HTTP {status}: {text}", http_status=status)

@@ -232,10 +232,10 @@ class Runner:
                   for i in range(max(1, self.settings.download_workers))]
         if self.settings.delete_remote:
             loops.append(asyncio.create_task(self._delete_loop(), name="deleter"))
-        everything = asyncio.gather(*loops)
-        stopper = asyncio.create_task(self._stop.wait())
+        everything: asyncio.Future[list[None]] = asyncio.gather(*loops)
+        stopper: asyncio.Future[Any] = asyncio.create_task(self._stop.wait())
         try:
-            await asyncio.wait({everything, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([everything, stopper], return_when=asyncio.FIRST_COMPLETED)
             failed = everything.done() and everything.exception() is not None
             if not everything.done():
                 self.outcome.interrupted = True
@@ -792,9 +792,12 @@ class Runner:
         url = row.video_url or ""
         refreshed = False
         while True:
+            def fetch(u: str = url) -> Awaitable[Downloaded]:
+                return self._fetch_once(u, target)
+
             try:
                 got = await self.settings.retry.run(
-                    lambda u=url: self._fetch_once(u, target), sleep=self.sleep,
+                    fetch, sleep=self.sleep,
                     clock=self.clock, rng=self.rng,
                     on_retry=lambda n, e, w: self.emit(JobEvent(EventKind.RETRY, job_id, str(e))))
             except FatalApiError as exc:

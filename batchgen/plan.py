@@ -266,7 +266,7 @@ def _budget_line(plan: Plan) -> str:
 
 def _prices_line(plan: Plan) -> str:
     if not plan.overridden_prices:
-        return "prices: the published table (akool-api.md §8.1)"
+        return "prices: the published table (Akool's image2video pricing)"
     cells = ", ".join(f"{key} = {_price(plan, key)}" for key in plan.overridden_prices)
     return f"prices: published table with budget.prices overrides (* above): {cells}"
 

@@ -200,6 +200,7 @@ def _states_of(output_dir: Path, args: argparse.Namespace
                ) -> tuple[dict[str, str], int, dict[str, int]]:
     """From local state (if any): job id -> plan bucket, credits already committed, and
     what was charged so far against what the table estimated for the same jobs."""
+    from batchgen.report import charges
     from batchgen.store import Store
     try:
         store = Store.open(output_dir, lock=False, create=False)
@@ -209,13 +210,8 @@ def _states_of(output_dir: Path, args: argparse.Namespace
         rows, spent = store.rows_and_committed()
     flags = {"retry_failed": getattr(args, "retry_failed", False),
              "resubmit_unknown": getattr(args, "resubmit_unknown", False)}
-    charged = [r for r in rows if r.credits_deducted is not None]
-    charges = {"jobs": len(charged),
-               "estimated": sum(r.credits_estimated for r in charged),
-               "deducted": sum(r.credits_deducted or 0 for r in charged),
-               "differs": sum(1 for r in charged if r.credits_deducted != r.credits_estimated)}
     states = {r.job_id: _bucket(r.state.value, **flags) for r in rows if not r.parent}
-    return states, spent, charges
+    return states, spent, charges(rows)
 
 
 # -- commands ----------------------------------------------------------------------------

@@ -375,12 +375,6 @@ class AkoolClient:
                                     params={"types[]": "1501"})).get("data")
         return [r for r in data if isinstance(r, dict)] if isinstance(data, list) else []
 
-    async def credit_balance(self) -> float | None:
-        body = await self._request("quota", "GET", f"{PREFIX_V3}/faceswap/quota/info")
-        data = _as_dict(body.get("data"))
-        credit = data.get("credit")
-        return float(credit) if isinstance(credit, int | float) else None
-
     # -- downloads ---------------------------------------------------------------------
 
     @contextlib.asynccontextmanager

@@ -83,14 +83,20 @@ def render_csv(rows: Sequence[JobRow]) -> str:
     return buf.getvalue()
 
 
+def charges(rows: Sequence[JobRow]) -> dict[str, int]:
+    """What the API charged so far against the table's estimate for the same jobs."""
+    charged = [r for r in rows if r.credits_deducted is not None]
+    return {"jobs": len(charged),
+            "estimated": sum(r.credits_estimated for r in charged),
+            "deducted": sum(r.credits_deducted or 0 for r in charged),
+            "differs": sum(1 for r in charged if r.credits_deducted != r.credits_estimated)}
+
+
 def summarize(rows: Sequence[JobRow], *, wall_seconds: float | None = None,
               requests: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Totals for summary.json and the terminal."""
     counts = Counter(report_status(r.state) for r in rows)
-    deducted = sum(r.credits_deducted or 0 for r in rows)
-    differs = [r.job_id for r in rows if r.credits_deducted is not None
-               and r.state.value in ("completed", "ready") and r.credits_deducted
-               != r.credits_estimated]
+    charged = charges(rows)
     return {
         "jobs": len(rows),
         "status": {k: counts.get(k, 0) for k in ("completed", "failed", "pending", "unknown")},
@@ -98,8 +104,8 @@ def summarize(rows: Sequence[JobRow], *, wall_seconds: float | None = None,
         "credits_estimated": sum(r.credits_estimated for r in rows),
         "credits_estimated_submitted": sum(r.credits_estimated for r in rows
                                            if r.state.value != "pending" or r.task_id),
-        "credits_deducted": deducted,
-        "charged_differently": len(differs),
+        "credits_deducted": charged["deducted"],
+        "charged_differently": charged["differs"],
         "manifest_changed": sum(1 for r in rows if r.changed),
         "wall_seconds": round(wall_seconds, 3) if wall_seconds is not None else None,
         "requests": dict(sorted((requests or {}).items())),

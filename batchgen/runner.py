@@ -199,7 +199,6 @@ class Runner:
         self._committed: dict[str, int] = {}
         self._committed_total = 0
         self._submitting_done = False
-        self._polling_done = False
         self._downloaders_left = max(1, settings.download_workers)
         self._deletions: list[_Deletion] = []
         self._children: dict[str, list[str]] = {}
@@ -640,7 +639,6 @@ class Runner:
                     continue
                 await self._poll_round(now)
         finally:
-            self._polling_done = True
             for _ in range(max(1, self.settings.download_workers)):
                 self._downloads.put_nowait(None)
 

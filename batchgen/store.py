@@ -463,15 +463,6 @@ class Store:
         every = self.rows(active_only=False)
         return [r for r in every if r.active], _committed_total(every)
 
-    def meta(self, key: str) -> str | None:
-        r = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return r[0] if r else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self._tx():
-            self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?,?)",
-                               (key, value))
-
     # -- transitions -------------------------------------------------------------------
 
     def begin_submit(self, job_ids: Iterable[str], now: str, *, audio: bool = False) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -20,7 +19,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
@@ -35,15 +34,23 @@ from batchgen.errors import (
     StateError,
     UsageError,
 )
+from batchgen.session import (
+    ENV_API_BASE,
+    api_root,
+    authenticate,
+    credentials_from_env,
+    require_credentials,
+    retry_policy_from_env,
+)
 
 if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-up light
     from collections.abc import Callable
 
-    from batchgen.client import AkoolClient, Credentials
+    from batchgen.client import Credentials
     from batchgen.jobs import Job
     from batchgen.manifest import Manifest
-    from batchgen.retry import RetryPolicy
     from batchgen.runner import JobEvent
+    from batchgen.session import Resolved, RunControl, Started
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET, EXIT_CREDENTIALS, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
@@ -58,27 +65,10 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (ApiError, EXIT_FAILED),
 )
 
-ENV_API_KEY = "AKOOL_API_KEY"
-ENV_CLIENT_ID = "AKOOL_CLIENT_ID"
-ENV_CLIENT_SECRET = "AKOOL_CLIENT_SECRET"
-ENV_API_BASE = "BATCHGEN_API_BASE"
-ENV_RETRY = "BATCHGEN_RETRY_"
-SANDBOX_KEY = "sandbox-key"
 STATUS_EVERY = 5.0
 
 
 # -- settings --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Resolved:
-    """A manifest with the command line and environment laid over it."""
-
-    manifest: Manifest
-    output_dir: Path
-    api_base: str
-    concurrency: int
-    max_credits: int | None
 
 
 def _load(path: str) -> Manifest:
@@ -87,98 +77,11 @@ def _load(path: str) -> Manifest:
 
 
 def _resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Resolved:
-    manifest = _load(args.manifest)
-    api_base = (getattr(args, "api_base", None) or env.get(ENV_API_BASE)
-                or manifest.api.base_url)
-    if not _is_http_root(api_base):
-        raise UsageError(f"API base URL {api_base!r} is not a valid http(s) URL; fix "
-                         f"--api-base, {ENV_API_BASE} or api.base_url")
-    output = getattr(args, "output", None)
-    max_credits = getattr(args, "max_credits", None)
-    return Resolved(
-        manifest=manifest,
-        output_dir=Path(output) if output else Path(manifest.output.dir),
-        api_base=api_base,
-        concurrency=getattr(args, "concurrency", None) or manifest.api.concurrency,
-        max_credits=max_credits if max_credits is not None else manifest.budget.max_credits,
-    )
-
-
-def _is_http_root(url: str) -> bool:
-    """An http(s) URL with a host and a valid port (checked before anything is sent)."""
-    from urllib.parse import urlsplit
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises ValueError when out of range
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
-
-
-def credentials_from_env(env: Mapping[str, str]) -> Credentials | None:
-    """SPEC §2: a clientId/secret pair first, then an API key; None when neither is set."""
-    from batchgen.client import Credentials
-    cid, secret = env.get(ENV_CLIENT_ID, "").strip(), env.get(ENV_CLIENT_SECRET, "").strip()
-    if cid and secret:
-        return Credentials(client_id=cid, client_secret=secret)
-    key = env.get(ENV_API_KEY, "").strip()
-    if key:
-        return Credentials(api_key=key)
-    return None
-
-
-def retry_policy_from_env(env: Mapping[str, str]) -> RetryPolicy:
-    """The retry policy, tunable for slow networks or fast tests.
-
-    BATCHGEN_RETRY_BASE (first backoff ceiling, s), BATCHGEN_RETRY_CAP (longest wait, s),
-    BATCHGEN_RETRY_ATTEMPTS (attempts in all), BATCHGEN_RETRY_DEADLINE (s per call).
-    """
-    from batchgen.retry import RetryPolicy
-    names = {"base": ENV_RETRY + "BASE", "cap": ENV_RETRY + "CAP",
-             "max_attempts": ENV_RETRY + "ATTEMPTS", "deadline": ENV_RETRY + "DEADLINE"}
-    values: dict[str, Any] = {}
-    for attr, var in names.items():
-        text = env.get(var, "").strip()
-        if not text:
-            continue
-        try:
-            value = int(text) if attr == "max_attempts" else float(text)
-        except ValueError:
-            raise UsageError(f"{var}={text!r} is not a number") from None
-        if value <= 0:
-            raise UsageError(f"{var} must be positive")
-        values[attr] = value
-    return RetryPolicy(**values)
-
-
-async def _authenticate(client: AkoolClient, policy: RetryPolicy) -> None:
-    """getToken (when a clientId/secret pair is used), retried like any other call."""
-    import random
-    await policy.run(client.authenticate, sleep=asyncio.sleep, clock=time.monotonic,
-                     rng=random.Random())
-
-
-def _require_credentials(env: Mapping[str, str], sandbox: bool) -> Credentials:
-    from batchgen.client import Credentials
-    if sandbox:
-        return Credentials(api_key=SANDBOX_KEY)
-    creds = credentials_from_env(env)
-    if creds is None:
-        raise CredentialsError(
-            f"no credentials: set {ENV_API_KEY}, or {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} "
-            "(or add --sandbox to try against the built-in emulator)")
-    return creds
-
-
-@contextlib.asynccontextmanager
-async def _api_base(resolved_base: str, sandbox: bool) -> AsyncIterator[str]:
-    """The API root to talk to; with --sandbox, an emulator started in-process."""
-    if not sandbox:
-        yield resolved_base
-        return
-    from batchgen.sandbox import Sandbox
-    async with Sandbox() as emulator:
-        yield emulator.url
+    from batchgen.session import resolve
+    return resolve(_load(args.manifest), env, output=getattr(args, "output", None),
+                   api_base=getattr(args, "api_base", None),
+                   concurrency=getattr(args, "concurrency", None),
+                   max_credits=getattr(args, "max_credits", None))
 
 
 # -- state views -----------------------------------------------------------------------
@@ -341,12 +244,12 @@ def _catalog(args: argparse.Namespace, *, effects: bool = False, models: bool = 
     """Fetch the API's effect and/or model lists (for effects, models and --online)."""
     from batchgen.client import AkoolClient
     from batchgen.manifest import DEFAULT_BASE_URL
-    creds = _require_credentials(os.environ, args.sandbox)
+    creds = require_credentials(os.environ, args.sandbox)
     base = args.api_base or os.environ.get(ENV_API_BASE) or base or DEFAULT_BASE_URL
 
     async def fetch() -> dict[str, list[dict[str, Any]]]:
-        async with _api_base(base, args.sandbox) as url, AkoolClient.open(url, creds) as client:
-            await _authenticate(client, retry_policy_from_env(os.environ))
+        async with api_root(base, args.sandbox) as url, AkoolClient.open(url, creds) as client:
+            await authenticate(client, retry_policy_from_env(os.environ))
             got: dict[str, list[dict[str, Any]]] = {}
             if effects:
                 got["effects"] = await client.effects()
@@ -485,99 +388,85 @@ class Progress:
 
 async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Credentials,
                      out: TextIO, err: TextIO) -> int:
-    from batchgen.client import AkoolClient
-    from batchgen.download import clean_partials
-    from batchgen.pricing import add_audio_credits, job_credits
-    from batchgen.report import summarize, write_reports
-    from batchgen.runner import Runner, RunSettings
-    from batchgen.store import JobState, Store
+    """`batchgen run`: the session runs it; this shows progress, owns the signals and
+    turns the outcome into an exit code."""
+    from batchgen.session import execute
 
     manifest = resolved.manifest
-    prices = manifest.budget.prices
-    started = time.monotonic()
-    resolved.output_dir.mkdir(parents=True, exist_ok=True)
-    with Store.open(resolved.output_dir) as store:
-        lost = store.recover()
-        sync = store.sync(manifest.jobs, [(job_credits(prices, j), add_audio_credits(prices, j))
-                                          for j in manifest.jobs])
-        reopened = store.reopen(unknown=args.resubmit_unknown, failed=args.retry_failed)
-        clean_partials(resolved.output_dir)
-        if lost:
-            print(f"{lost} job(s) were being submitted when the last run stopped: marked unknown "
-                  "(they may have been charged); --resubmit-unknown sends them again", file=err)
-        if sync.changed:
-            print(f"{len(sync.changed)} job(s) changed in the manifest after submission and are "
-                  f"kept as sent (e.g. {', '.join(sync.changed[:3])}); give them a new id to "
-                  "generate them again", file=err)
-        if reopened:
-            print(f"{reopened} job(s) reopened by --retry-failed/--resubmit-unknown", file=err)
-        rows, committed = store.rows_and_committed()
-        settings = RunSettings(
-            output_dir=resolved.output_dir, name=manifest.name,
-            filename=manifest.output.filename, concurrency=resolved.concurrency,
-            poll_interval=manifest.api.poll_interval, poll_batch=manifest.api.poll_batch,
-            max_credits=resolved.max_credits,
-            download_workers=max(2, min(32, resolved.concurrency // 3)),
-            retry=retry_policy_from_env(os.environ),
-            delete_remote=manifest.output.delete_remote)
+    loop = asyncio.get_running_loop()
+    progress: Progress | None = None
+    tick: asyncio.Task[None] | None = None
+    handled: list[signal.Signals] = []
+    already: dict[str, int] = {}
+
+    def on_started(found: Started) -> None:
+        nonlocal progress
+        if found.lost:
+            print(f"{found.lost} job(s) were being submitted when the last run stopped: marked "
+                  "unknown (they may have been charged); --resubmit-unknown sends them again",
+                  file=err)
+        if found.changed:
+            print(f"{len(found.changed)} job(s) changed in the manifest after submission and "
+                  f"are kept as sent (e.g. {', '.join(found.changed[:3])}); give them a new id "
+                  "to generate them again", file=err)
+        if found.reopened:
+            print(f"{found.reopened} job(s) reopened by --retry-failed/--resubmit-unknown",
+                  file=err)
         bars = not args.no_progress and err.isatty()
-        progress = Progress(total=len(rows), budget=resolved.max_credits, err=err, bars=bars)
-        done_states = {JobState.COMPLETED}
-        progress.credits = committed
-        async with _api_base(resolved.api_base, args.sandbox) as base, \
-                AkoolClient.open(base, creds, max_connections=min(100, resolved.concurrency * 2
-                                                                   + 8)) as client:
-            await _authenticate(client, settings.retry)
+        progress = Progress(total=found.total, budget=resolved.max_credits, err=err, bars=bars)
+        progress.credits = found.committed
+        already.update(found.already)
 
-            def on_event(ev: JobEvent) -> None:
-                progress.event(ev)
+    def on_event(ev: JobEvent) -> None:
+        if progress is not None:
+            progress.event(ev)
 
-            runner = Runner(store, client, settings, on_event)
-            loop = asyncio.get_running_loop()
-            interrupts = 0
+    def on_running(control: RunControl) -> None:
+        nonlocal tick
+        interrupts = 0
 
-            def on_signal() -> None:
-                nonlocal interrupts
-                interrupts += 1
-                if interrupts == 1:
-                    print("\nstopping: no new submissions; saving state (Ctrl-C again to quit "
-                          "at once)", file=err, flush=True)
-                    runner.stop()
-                else:
-                    os._exit(EXIT_INTERRUPTED)  # every transition is already committed
+        def on_signal() -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts == 1:
+                print("\nstopping: no new submissions; saving state (Ctrl-C again to quit "
+                      "at once)", file=err, flush=True)
+                control.stop()
+            else:
+                os._exit(EXIT_INTERRUPTED)  # every transition is already committed
 
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, on_signal)
-            progress.start({
-                "submitted": sum(1 for r in rows if r.task_id),
-                "task_done": sum(1 for r in rows if r.state in (JobState.READY, *done_states)),
-                "downloaded": sum(1 for r in rows if r.state in done_states)})
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+            handled.append(sig)
+        assert progress is not None  # on_started came first
+        progress.start(already)
+        shown = progress
 
-            async def ticker() -> None:
-                while True:
-                    progress.tick(time.monotonic())
-                    await asyncio.sleep(1.0)
+        async def ticker() -> None:
+            while True:
+                shown.tick(time.monotonic())
+                await asyncio.sleep(1.0)
 
-            tick = asyncio.create_task(ticker())
-            try:
-                outcome = await runner.run()
-            finally:
-                tick.cancel()
-                progress.close()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
-                final_rows = store.rows()
-                summary = summarize(final_rows, wall_seconds=time.monotonic() - started,
-                                    requests=client.requests)
-                summary["credits_committed"] = runner.committed_credits
-                summary["budget"] = resolved.max_credits
-                write_reports(resolved.output_dir, manifest.output.report, final_rows, summary)
+        tick = asyncio.create_task(ticker())
+
+    try:
+        finished = await execute(
+            resolved, creds, sandbox=args.sandbox, retry_failed=args.retry_failed,
+            resubmit_unknown=args.resubmit_unknown, retry=retry_policy_from_env(os.environ),
+            on_event=on_event, on_started=on_started, on_running=on_running)
+    finally:
+        if tick is not None:
+            tick.cancel()
+        if progress is not None:
+            progress.close()
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+    outcome, summary = finished.outcome, finished.summary
     st = summary["status"]
     print(f"{manifest.name}: {st['completed']} completed, {st['failed']} failed, "
           f"{st['unknown']} unknown, {st['pending']} pending; credits deducted "
           f"{summary['credits_deducted']}; {summary['requests_total']} requests in "
-          f"{summary['wall_seconds']:.1f}s; report: "
-          f"{resolved.output_dir / manifest.output.report}", file=out)
+          f"{summary['wall_seconds']:.1f}s; report: {finished.report}", file=out)
     if outcome.interrupted:
         print("interrupted: state saved; run the same command again to resume", file=err)
         return EXIT_INTERRUPTED
@@ -585,7 +474,7 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Creden
         if outcome.budget_blocked:
             print(f"budget: {outcome.budget_blocked} job(s) not submitted; they need "
                   f"{outcome.budget_needed} more credits (budget {resolved.max_credits}, "
-                  f"committed {runner.committed_credits}); raise budget.max_credits or "
+                  f"committed {finished.committed}); raise budget.max_credits or "
                   "--max-credits and run again", file=err)
         if outcome.out_of_credit:
             print(f"the account ran out of credit ({outcome.out_of_credit}); top up and run "
@@ -606,7 +495,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.dry_run:
         return cmd_plan(args, out, err)
     resolved = _resolve(args, os.environ)
-    creds = _require_credentials(os.environ, args.sandbox)
+    creds = require_credentials(os.environ, args.sandbox)
     return asyncio.run(_run_async(args, resolved, creds, out, err))
 
 

@@ -1,0 +1,263 @@
+"""The run's assembly: settings resolved, state opened, emulator, client and runner started.
+
+Owns everything between "a manifest and its options are known" and "the run ended and the
+reports are written": resolving the API root and overrides, credentials and the retry
+policy from an environment mapping, opening the store (recover, sync, reopen, clean
+partial downloads), starting the in-process emulator for `sandbox`, opening the client,
+authenticating, driving the `Runner` and writing report.csv/summary.json. The public
+Python API (`batchgen.api`) and `batchgen run` both call `execute`, so the CLI and a
+pipeline share one code path and the same guarantees (lock, resume, budget).
+
+Deliberately not here: printing, progress bars, signal handlers and exit codes (cli.py),
+and reading `os.environ` itself — callers pass the environment mapping they mean.
+What a run found before sending anything (`Started`) and how it ended (`Finished`) come
+back as values; the caller decides what to show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from batchgen.errors import CredentialsError, UsageError
+
+if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-up light
+    from batchgen.client import AkoolClient, Credentials
+    from batchgen.manifest import Manifest
+    from batchgen.retry import RetryPolicy
+    from batchgen.runner import JobEvent, Runner, RunOutcome
+    from batchgen.store import JobRow
+
+ENV_API_KEY = "AKOOL_API_KEY"
+ENV_CLIENT_ID = "AKOOL_CLIENT_ID"
+ENV_CLIENT_SECRET = "AKOOL_CLIENT_SECRET"
+ENV_API_BASE = "BATCHGEN_API_BASE"
+ENV_RETRY = "BATCHGEN_RETRY_"
+SANDBOX_KEY = "sandbox-key"
+
+
+# -- settings --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A manifest with the caller's overrides and the environment laid over it."""
+
+    manifest: Manifest
+    output_dir: Path
+    api_base: str
+    concurrency: int
+    max_credits: int | None
+
+
+def resolve(manifest: Manifest, env: Mapping[str, str], *, output: str | Path | None = None,
+            api_base: str | None = None, concurrency: int | None = None,
+            max_credits: int | None = None) -> Resolved:
+    """Overrides first, then the environment (`BATCHGEN_API_BASE`), then the manifest."""
+    base = api_base or env.get(ENV_API_BASE) or manifest.api.base_url
+    if not is_http_root(base):
+        raise UsageError(f"API base URL {base!r} is not a valid http(s) URL; fix "
+                         f"--api-base, {ENV_API_BASE} or api.base_url")
+    return Resolved(
+        manifest=manifest,
+        output_dir=Path(output) if output else Path(manifest.output.dir),
+        api_base=base,
+        concurrency=concurrency or manifest.api.concurrency,
+        max_credits=max_credits if max_credits is not None else manifest.budget.max_credits,
+    )
+
+
+def is_http_root(url: str) -> bool:
+    """An http(s) URL with a host and a valid port (checked before anything is sent)."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError when out of range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
+
+
+def credentials_from_env(env: Mapping[str, str]) -> Credentials | None:
+    """SPEC §2: a clientId/secret pair first, then an API key; None when neither is set."""
+    from batchgen.client import Credentials
+    cid, secret = env.get(ENV_CLIENT_ID, "").strip(), env.get(ENV_CLIENT_SECRET, "").strip()
+    if cid and secret:
+        return Credentials(client_id=cid, client_secret=secret)
+    key = env.get(ENV_API_KEY, "").strip()
+    if key:
+        return Credentials(api_key=key)
+    return None
+
+
+def require_credentials(env: Mapping[str, str], sandbox: bool) -> Credentials:
+    """The credentials of a run: the emulator's key with `sandbox`, else the environment's."""
+    from batchgen.client import Credentials
+    if sandbox:
+        return Credentials(api_key=SANDBOX_KEY)
+    creds = credentials_from_env(env)
+    if creds is None:
+        raise CredentialsError(
+            f"no credentials: set {ENV_API_KEY}, or {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} "
+            "(or add --sandbox to try against the built-in emulator)")
+    return creds
+
+
+def retry_policy_from_env(env: Mapping[str, str]) -> RetryPolicy:
+    """The retry policy, tunable for slow networks or fast tests.
+
+    BATCHGEN_RETRY_BASE (first backoff ceiling, s), BATCHGEN_RETRY_CAP (longest wait, s),
+    BATCHGEN_RETRY_ATTEMPTS (attempts in all), BATCHGEN_RETRY_DEADLINE (s per call).
+    """
+    from batchgen.retry import RetryPolicy
+    names = {"base": ENV_RETRY + "BASE", "cap": ENV_RETRY + "CAP",
+             "max_attempts": ENV_RETRY + "ATTEMPTS", "deadline": ENV_RETRY + "DEADLINE"}
+    values: dict[str, Any] = {}
+    for attr, var in names.items():
+        text = env.get(var, "").strip()
+        if not text:
+            continue
+        try:
+            value = int(text) if attr == "max_attempts" else float(text)
+        except ValueError:
+            raise UsageError(f"{var}={text!r} is not a number") from None
+        if value <= 0:
+            raise UsageError(f"{var} must be positive")
+        values[attr] = value
+    return RetryPolicy(**values)
+
+
+async def authenticate(client: AkoolClient, policy: RetryPolicy) -> None:
+    """getToken (when a clientId/secret pair is used), retried like any other call."""
+    import random
+    await policy.run(client.authenticate, sleep=asyncio.sleep, clock=time.monotonic,
+                     rng=random.Random())
+
+
+@contextlib.asynccontextmanager
+async def api_root(resolved_base: str, sandbox: bool) -> AsyncIterator[str]:
+    """The API root to talk to; with `sandbox`, an emulator started in-process."""
+    if not sandbox:
+        yield resolved_base
+        return
+    from batchgen.sandbox import Sandbox
+    async with Sandbox() as emulator:
+        yield emulator.url
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """What the run found in the output dir before sending anything."""
+
+    lost: int                    #: creates cut off by the last run's end: now unknown
+    changed: tuple[str, ...]     #: jobs edited in the manifest after they were sent
+    reopened: int                #: jobs reopened by retry_failed/resubmit_unknown
+    total: int                   #: active jobs in the state
+    committed: int               #: credits already held by earlier runs
+    #: jobs already submitted / finished at the API / downloaded (progress starts there)
+    already: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """How a run ended, with the final state it left and the reports it wrote."""
+
+    outcome: RunOutcome
+    summary: dict[str, Any]
+    rows: tuple[JobRow, ...]
+    committed: int               #: credits held by everything sent, all runs included
+    report: Path
+
+
+class RunControl:
+    """Lets whoever started a run ask it to stop submitting (a signal handler, a
+    cancelled task). Given to `on_running` once the runner exists."""
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    def stop(self) -> None:
+        """No new submissions; creates on the wire get a grace, state is saved."""
+        self._runner.stop()
+
+
+async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = False,
+                  retry_failed: bool = False, resubmit_unknown: bool = False,
+                  retry: RetryPolicy | None = None,
+                  on_event: Callable[[JobEvent], None] | None = None,
+                  on_started: Callable[[Started], None] | None = None,
+                  on_running: Callable[[RunControl], None] | None = None) -> Finished:
+    """One run of a resolved manifest: lock the output dir, resume, run, write reports.
+
+    `on_started` sees what the state held before anything is sent (after the lock is
+    taken); `on_running` gets a `RunControl` once the client is authenticated and the
+    runner is about to start. Reports are written however the run ends.
+    """
+    from batchgen.client import AkoolClient
+    from batchgen.download import clean_partials
+    from batchgen.pricing import add_audio_credits, job_credits
+    from batchgen.report import summarize, write_reports
+    from batchgen.retry import RetryPolicy
+    from batchgen.runner import Runner, RunSettings
+    from batchgen.store import JobState, Store
+
+    manifest = resolved.manifest
+    prices = manifest.budget.prices
+    started = time.monotonic()
+    resolved.output_dir.mkdir(parents=True, exist_ok=True)
+    with Store.open(resolved.output_dir) as store:
+        lost = store.recover()
+        sync = store.sync(manifest.jobs, [(job_credits(prices, j), add_audio_credits(prices, j))
+                                          for j in manifest.jobs])
+        reopened = store.reopen(unknown=resubmit_unknown, failed=retry_failed)
+        clean_partials(resolved.output_dir)
+        rows, committed = store.rows_and_committed()
+        done_states = {JobState.COMPLETED}
+        if on_started is not None:
+            on_started(Started(
+                lost=lost, changed=tuple(sync.changed), reopened=reopened, total=len(rows),
+                committed=committed,
+                already={"submitted": sum(1 for r in rows if r.task_id),
+                         "task_done": sum(1 for r in rows
+                                          if r.state in (JobState.READY, *done_states)),
+                         "downloaded": sum(1 for r in rows if r.state in done_states)}))
+        settings = RunSettings(
+            output_dir=resolved.output_dir, name=manifest.name,
+            filename=manifest.output.filename, concurrency=resolved.concurrency,
+            poll_interval=manifest.api.poll_interval, poll_batch=manifest.api.poll_batch,
+            max_credits=resolved.max_credits,
+            download_workers=max(2, min(32, resolved.concurrency // 3)),
+            retry=retry or RetryPolicy(),
+            delete_remote=manifest.output.delete_remote)
+        async with api_root(resolved.api_base, sandbox) as base, \
+                AkoolClient.open(base, creds, max_connections=min(100, resolved.concurrency * 2
+                                                                   + 8)) as client:
+            await authenticate(client, settings.retry)
+
+            def forward(ev: JobEvent) -> None:
+                if on_event is not None:
+                    on_event(ev)
+
+            runner = Runner(store, client, settings, forward)
+            if on_running is not None:
+                on_running(RunControl(runner))
+            try:
+                outcome = await runner.run()
+            finally:
+                final_rows = store.rows()
+                summary = summarize(final_rows, wall_seconds=time.monotonic() - started,
+                                    requests=client.requests)
+                summary["credits_committed"] = runner.committed_credits
+                summary["budget"] = resolved.max_credits
+                report, _ = write_reports(resolved.output_dir, manifest.output.report,
+                                          final_rows, summary)
+    return Finished(outcome=outcome, summary=summary, rows=tuple(final_rows),
+                    committed=runner.committed_credits, report=report)

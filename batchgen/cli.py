@@ -21,7 +21,6 @@ import traceback
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from batchgen import __version__
@@ -47,7 +46,6 @@ if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-
     from collections.abc import Callable
 
     from batchgen.client import Credentials
-    from batchgen.jobs import Job
     from batchgen.manifest import Manifest
     from batchgen.runner import JobEvent
     from batchgen.session import Resolved, RunControl, Started
@@ -82,39 +80,6 @@ def _resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Resolved:
                    api_base=getattr(args, "api_base", None),
                    concurrency=getattr(args, "concurrency", None),
                    max_credits=getattr(args, "max_credits", None))
-
-
-# -- state views -----------------------------------------------------------------------
-
-
-def _bucket(state: str, *, retry_failed: bool, resubmit_unknown: bool) -> str:
-    if state == "pending":
-        return "to_submit"
-    if state == "completed":
-        return "done"
-    if state == "failed":
-        return "to_submit" if retry_failed else "failed"
-    if state == "unknown":
-        return "to_submit" if resubmit_unknown else "unknown"
-    return "in_flight"
-
-
-def _states_of(output_dir: Path, args: argparse.Namespace
-               ) -> tuple[dict[str, str], int, dict[str, int]]:
-    """From local state (if any): job id -> plan bucket, credits already committed, and
-    what was charged so far against what the table estimated for the same jobs."""
-    from batchgen.report import charges
-    from batchgen.store import Store
-    try:
-        store = Store.open(output_dir, lock=False, create=False)
-    except StateError:
-        return {}, 0, {}
-    with store:
-        rows, spent = store.rows_and_committed()
-    flags = {"retry_failed": getattr(args, "retry_failed", False),
-             "resubmit_unknown": getattr(args, "resubmit_unknown", False)}
-    states = {r.job_id: _bucket(r.state.value, **flags) for r in rows if not r.parent}
-    return states, spent, charges(rows)
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -158,15 +123,12 @@ def _online_warnings(args: argparse.Namespace, manifest: Manifest) -> list[str]:
 
 
 def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from batchgen import plan as planning
+    from batchgen import planning
+    from batchgen.session import plan_now
     resolved = _resolve(args, os.environ)
-    states, spent, charges = _states_of(resolved.output_dir, args)
+    result, charges = plan_now(resolved, retry_failed=getattr(args, "retry_failed", False),
+                               resubmit_unknown=getattr(args, "resubmit_unknown", False))
     manifest = resolved.manifest
-    if resolved.max_credits != manifest.budget.max_credits:
-        from dataclasses import replace
-        manifest = replace(manifest, budget=replace(manifest.budget,
-                                                    max_credits=resolved.max_credits))
-    result = planning.build_plan(manifest, states or None, spent_credits=spent)
     online = _online_prices(args, manifest) if getattr(args, "online", False) else None
     if getattr(args, "json", False):
         doc = planning.plan_to_dict(result)
@@ -192,7 +154,7 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _online_prices(args: argparse.Namespace, manifest: Manifest) -> dict[str, Any]:
-    from batchgen.pricing import video_credits
+    from batchgen.pricing import model_credits, video_credits
     models = _catalog(args, models=True, base=manifest.api.base_url)["models"]
     model_jobs = [j for j in manifest.jobs if j.model_name]
     priced = {j.id: model_credits(models, j) for j in model_jobs}
@@ -275,24 +237,6 @@ def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     print(_table(("model_name", "label", "credits per video by resolution", "lengths",
                   "max count"), rows), file=out)
     return EXIT_OK
-
-
-def model_credits(models: list[dict[str, Any]], job: Job) -> int | None:
-    """Credits of a model job from the API's model list: unit_credit per video × count.
-
-    The list prices the base length; a 10 s video is counted double (akool-api.md §8.2
-    leaves the scaling unknown, so `plan --online` says it is an estimate).
-    """
-    model = next((m for m in models if m.get("value") == job.model_name), None)
-    if model is None:
-        return None
-    unit = next((r.get("unit_credit") for r in model.get("resolutionList") or []
-                 if r.get("value") == job.resolution), None)
-    if not isinstance(unit, int | float):
-        return None
-    durations = sorted(d for d in model.get("durationList") or [] if isinstance(d, int))
-    base = durations[0] if durations else 5
-    return int(unit * max(1, job.video_length // base) * (job.count or 1))
 
 
 def cmd_effects(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

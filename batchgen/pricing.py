@@ -6,8 +6,9 @@ estimates exist to plan and to guard the budget *before* money is spent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from batchgen.jobs import Job
 
@@ -75,3 +76,22 @@ def price_table(overrides: Mapping[str, Mapping[int | str, int]] | None = None) 
 def is_published(table: PriceTable) -> bool:
     """True when every price comes from the published table (nothing overridden)."""
     return not table.overridden
+
+
+def model_credits(models: Sequence[Mapping[str, Any]], job: Job) -> int | None:
+    """Credits of a model job from the API's model list: unit_credit per video × count.
+
+    The list prices the base length; a 10 s video is counted double (akool-api.md §8.2
+    leaves the scaling unknown, so `plan --online` says it is an estimate). None when the
+    list does not price this model and resolution.
+    """
+    model = next((m for m in models if m.get("value") == job.model_name), None)
+    if model is None:
+        return None
+    unit = next((r.get("unit_credit") for r in model.get("resolutionList") or []
+                 if r.get("value") == job.resolution), None)
+    if not isinstance(unit, int | float):
+        return None
+    durations = sorted(d for d in model.get("durationList") or [] if isinstance(d, int))
+    base = durations[0] if durations else 5
+    return int(unit * max(1, job.video_length // base) * (job.count or 1))

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchgen.errors import CredentialsError, UsageError
+from batchgen.errors import CredentialsError, StateError, UsageError
 
 if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-up light
     from batchgen.client import AkoolClient, Credentials
     from batchgen.manifest import Manifest
+    from batchgen.planning import Plan
     from batchgen.retry import RetryPolicy
     from batchgen.runner import JobEvent, Runner, RunOutcome
     from batchgen.store import JobRow
@@ -148,6 +149,42 @@ async def api_root(resolved_base: str, sandbox: bool) -> AsyncIterator[str]:
     from batchgen.sandbox import Sandbox
     async with Sandbox() as emulator:
         yield emulator.url
+
+
+# -- the plan --------------------------------------------------------------------------
+
+
+def plan_now(resolved: Resolved, *, retry_failed: bool = False, resubmit_unknown: bool = False
+             ) -> tuple[Plan, dict[str, int]]:
+    """What a run with these options would do now, and what the API charged so far.
+
+    Reads local state (if any) without taking the lock and sends nothing; `plan`,
+    `run --dry-run` and `batchgen.plan()` all come through here, so their figures agree.
+    """
+    from dataclasses import replace
+
+    from batchgen.planning import bucket, build_plan
+    from batchgen.report import charges
+    from batchgen.store import Store
+
+    states: dict[str, str] = {}
+    spent, charged = 0, {}
+    try:
+        store = Store.open(resolved.output_dir, lock=False, create=False)
+    except StateError:
+        pass
+    else:
+        with store:
+            rows, spent = store.rows_and_committed()
+        states = {r.job_id: bucket(r.state.value, retry_failed=retry_failed,
+                                   resubmit_unknown=resubmit_unknown)
+                  for r in rows if not r.parent}
+        charged = charges(rows)
+    manifest = resolved.manifest
+    if resolved.max_credits != manifest.budget.max_credits:
+        manifest = replace(manifest, budget=replace(manifest.budget,
+                                                    max_credits=resolved.max_credits))
+    return build_plan(manifest, states or None, spent_credits=spent), charged
 
 
 # -- the run ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from manifest_helpers import HEAD, IMG, load
 
 from batchgen.manifest import BudgetSettings, Manifest, load_manifest
-from batchgen.plan import STATES, build_plan, plan_to_dict, render_plan
+from batchgen.planning import STATES, build_plan, plan_to_dict, render_plan
 from batchgen.pricing import price_table
 
 MANIFEST = HEAD + f"""\

@@ -98,6 +98,20 @@ class Plan:
         return next(s for s in self.states if s.state == name)
 
 
+def bucket(state: str, *, retry_failed: bool = False, resubmit_unknown: bool = False) -> str:
+    """The plan state (one of STATES) of a job in store state `state` (a JobState value):
+    what a run with these flags would do with it."""
+    if state == "pending":
+        return "to_submit"
+    if state == "completed":
+        return "done"
+    if state == "failed":
+        return "to_submit" if retry_failed else "failed"
+    if state == "unknown":
+        return "to_submit" if resubmit_unknown else "unknown"
+    return "in_flight"
+
+
 def build_plan(manifest: Manifest, states: Mapping[str, str] | None = None, *,
                spent_credits: int = 0) -> Plan:
     """What a run would do now. Pure.

@@ -269,7 +269,7 @@ class AkoolApi:
             raise web.HTTPForbidden(text="video URL has expired")
         if state.chance(cfg.download_error_rate, "download_error"):
             raise web.HTTPInternalServerError(text="download failed")
-        body = mp4_bytes(task.id, task.duration)
+        body = mp4_bytes(task.id, task.duration, str(task.fields.get("prompt") or ""))
         truncate = state.chance(cfg.truncate_rate, "truncate")
         if request.method == "HEAD" or not (truncate or cfg.slow_download > 0):
             return web.Response(body=body, content_type="video/mp4")

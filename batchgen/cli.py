@@ -38,6 +38,7 @@ from batchgen.session import (
     api_root,
     authenticate,
     credentials_from_env,
+    limits_from_env,
     require_credentials,
     retry_policy_from_env,
 )
@@ -397,6 +398,7 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Creden
         finished = await execute(
             resolved, creds, sandbox=args.sandbox, retry_failed=args.retry_failed,
             resubmit_unknown=args.resubmit_unknown, retry=retry_policy_from_env(os.environ),
+            limits=limits_from_env(os.environ),
             on_event=on_event, on_started=on_started, on_running=on_running)
     finally:
         if tick is not None:

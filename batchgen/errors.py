@@ -7,10 +7,14 @@
     ├── OutputDirLocked       another run holds the output dir        (exit 5)
     ├── StateError            the state database is unusable / mismatched
     ├── ApiError              the API answered (or failed to) in a way we understand
-    │   ├── RetryableApiError     429, 5xx, 1005, timeouts, connection errors: try again
-    │   │   └── OutcomeUnknown    a request that was sent but whose answer never came
+    │   ├── RetryableApiError     429, 5xx, timeouts, connection errors: try again
+    │   │   └── AccountBusy       1005: too many requests or tasks for the account now
+    │   ├── OutcomeUnknown        a create that was sent but whose answer never came:
+    │   │                         NOT retryable (it may have made a paid task) unless a
+    │   │                         caller opts in
     │   └── FatalApiError         anything else: retrying will not help
-    │       └── InsufficientCredits   1006/1104: the account cannot pay for more
+    │       ├── InsufficientCredits   1006/1104: the account cannot pay for more
+    │       └── UrlGone               a video URL answered 403/404/410 (expired or deleted)
     └── DownloadError         truncated, wrong size, not an MP4, or not writable
 
 Exit codes are mapped in one place only: `cli.py`. Messages never contain secrets:
@@ -84,10 +88,21 @@ class RetryableApiError(ApiError):
     """A transient fault: 429, 5xx, code 1005/1015, a timeout or a connection error."""
 
 
-class OutcomeUnknown(RetryableApiError):
-    """The request was sent but no answer arrived: the server may have acted on it.
+class AccountBusy(RetryableApiError):
+    """Code 1005: the account sends too much or has too many tasks in flight right now.
 
-    Safe to retry for reads; for a create it means the task may exist and be charged.
+    Retryable like any transient fault; a scheduler may also take it as a hint to keep
+    fewer tasks in flight.
+    """
+
+
+class OutcomeUnknown(ApiError):
+    """A create was sent but no usable answer arrived: the server may have acted on it.
+
+    Deliberately not a `RetryableApiError`: the task may exist and be charged, so catching
+    "everything transient" never repeats it by accident; a caller must opt in
+    (`RetryPolicy.run(retry_unknown=True)`). Reads never raise it (for them a lost answer
+    is a plain `RetryableApiError`).
     """
 
 
@@ -97,6 +112,11 @@ class FatalApiError(ApiError):
 
 class InsufficientCredits(FatalApiError):
     """The account's balance is too low (1006/1104): further creates would all fail."""
+
+
+class UrlGone(FatalApiError):
+    """A video URL answered 403/404/410: expired or deleted. Asking the API for a fresh URL
+    may help; fetching this one again will not."""
 
 
 class DownloadError(BatchgenError):

@@ -6,8 +6,9 @@ the attempt number, the elapsed time and the error, so tests check delays withou
 
 Two rules keep money safe:
 * only `RetryableApiError` is ever retried, always with an attempt cap and a total deadline;
-* a caller that must not repeat a request whose outcome is unknown (a create) passes
-  ``retry_unknown=False``: an `OutcomeUnknown` then propagates at once.
+* an `OutcomeUnknown` (a create whose answer was lost: it may have made a paid task) is not
+  a `RetryableApiError` and propagates at once, unless the caller opts in with
+  ``retry_unknown=True``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from batchgen.errors import OutcomeUnknown, RetryableApiError
+from batchgen.errors import ApiError, OutcomeUnknown, RetryableApiError
 
 T = TypeVar("T")
 
@@ -32,7 +33,7 @@ class RetryPolicy:
     deadline: float = 180.0    #: give up when the next wait would end past this many seconds
     max_retry_after: float = 120.0  #: a server asking for a longer wait is capped here
 
-    def delay_for(self, attempt: int, elapsed: float, error: RetryableApiError,
+    def delay_for(self, attempt: int, elapsed: float, error: ApiError,
                   rng: random.Random) -> float | None:
         """Seconds to wait before attempt `attempt + 1`, or None to give up.
 
@@ -52,8 +53,8 @@ class RetryPolicy:
 
     async def run(self, call: Callable[[], Awaitable[T]], *,
                   sleep: Callable[[float], Awaitable[None]], clock: Callable[[], float],
-                  rng: random.Random, retry_unknown: bool = True,
-                  on_retry: Callable[[int, RetryableApiError, float], None] | None = None) -> T:
+                  rng: random.Random, retry_unknown: bool = False,
+                  on_retry: Callable[[int, ApiError, float], None] | None = None) -> T:
         """Run `call` until it succeeds, a non-retryable error occurs, or the policy gives up.
 
         The last error is re-raised when giving up, so callers see what really went wrong.
@@ -64,7 +65,7 @@ class RetryPolicy:
             attempt += 1
             try:
                 return await call()
-            except RetryableApiError as exc:
+            except (RetryableApiError, OutcomeUnknown) as exc:
                 if isinstance(exc, OutcomeUnknown) and not retry_unknown:
                     raise
                 wait = self.delay_for(attempt, clock() - start, exc, rng)

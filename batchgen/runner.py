@@ -3,7 +3,7 @@
 Three kinds of worker share one event loop and one `AkoolClient`:
 
 * the **submitter** keeps `concurrency` tasks in flight at the API (queueing + processing,
-  not HTTP connections): a slot frees when a task reaches status 3 or 4 and the next job
+  not HTTP connections): a slot frees when a task is done or failed and the next job
   is sent at once. Before a create leaves, the job is journaled `submitting` (durably) and
   its estimate is reserved against the budget in the same synchronous step, so racing
   submissions cannot overshoot together;
@@ -33,9 +33,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from batchgen.client import AkoolClient, TaskRecord
+from batchgen.client import AkoolClient, TaskRecord, TaskStatus
 from batchgen.download import Downloaded, fetch_to, render_filename
 from batchgen.errors import (
+    AccountBusy,
     ApiError,
     CredentialsError,
     DownloadError,
@@ -43,6 +44,7 @@ from batchgen.errors import (
     InsufficientCredits,
     OutcomeUnknown,
     RetryableApiError,
+    UrlGone,
     UsageError,
 )
 from batchgen.polling import PollClock
@@ -53,8 +55,6 @@ from batchgen.store import IN_FLIGHT, JobRow, JobState, Store
 BATCH_FIELDS = frozenset({"image_url", "prompt", "model_name", "negative_prompt",
                           "extend_prompt", "resolution", "video_length", "count",
                           "webhook_url"})
-STATUS_DONE = 3
-STATUS_FAILED = 4
 #: a task missing from this many consecutive results is treated as gone...
 MISSING_LIMIT = 5
 #: ...but only once it is this many seconds old
@@ -63,7 +63,7 @@ MISSING_MIN_AGE = 120.0
 
 class EventKind(StrEnum):
     SUBMITTED = "submitted"      #: a create was accepted (detail: task id, credits)
-    TASK_DONE = "task_done"      #: a task reached status 3 at the API
+    TASK_DONE = "task_done"      #: a task finished at the API (its video is ready)
     DOWNLOADED = "downloaded"    #: a verified file is under its final name
     FAILED = "failed"            #: a job failed permanently
     UNKNOWN = "unknown"          #: a create's answer was lost
@@ -497,7 +497,7 @@ class Runner:
                 # failed before a byte left (e.g. waiting for a connection): nothing made
                 raise RetryableApiError(str(exc)) from None
 
-        def on_retry(n: int, exc: RetryableApiError, wait: float) -> None:
+        def on_retry(n: int, exc: ApiError, wait: float) -> None:
             nonlocal sent
             if sent:
                 # the API refused that attempt, so nothing exists yet; if we die while
@@ -531,30 +531,40 @@ class Runner:
             self.store.mark_unsent(job_id, audio=audio)
             self._back_to_queue(job_id, audio)
             raise
-        except RetryableApiError as exc:
-            if exc.code == 1005 and self._flights:
+        except AccountBusy as exc:
+            if self._flights:
                 # the account is at its limit of tasks in flight: wait for a slot instead
                 self.store.mark_unsent(job_id, audio=audio)
                 self._back_to_queue(job_id, audio)
                 self._limit = max(1, min(self._limit, len(self._flights)))
                 self.emit(JobEvent(EventKind.NOTICE, job_id,
-                                   f"the API is busy (1005); concurrency lowered to "
+                                   f"the API is busy ({exc}); concurrency lowered to "
                                    f"{self._limit} for this run"))
                 return
-            # the API kept refusing or could not be reached: nothing was made, so the job
-            # waits for a later run instead of failing, and no more jobs are sent now
-            self.store.mark_unsent(job_id, audio=audio)
-            self._back_to_queue(job_id, audio)
-            if self.outcome.api_unavailable is None:
-                self.outcome.api_unavailable = str(exc)
-                self.emit(JobEvent(EventKind.NOTICE, job_id,
-                                   f"gave up sending after retries ({exc}); no more jobs will "
-                                   "be sent in this run"))
+            self._give_up_sending(job_id, audio, exc)
+            return
+        except RetryableApiError as exc:
+            self._give_up_sending(job_id, audio, exc)
             return
         except FatalApiError as exc:
             self._fail(job_id, JobState.FAILED, str(exc),
                        **({"unknown_step": "add_audio"} if audio else {}))
             return
+        self._accepted(job_id, audio, records)
+
+    def _give_up_sending(self, job_id: str, audio: bool, exc: RetryableApiError) -> None:
+        # the API kept refusing or could not be reached: nothing was made, so the job
+        # waits for a later run instead of failing, and no more jobs are sent now
+        self.store.mark_unsent(job_id, audio=audio)
+        self._back_to_queue(job_id, audio)
+        if self.outcome.api_unavailable is None:
+            self.outcome.api_unavailable = str(exc)
+            self.emit(JobEvent(EventKind.NOTICE, job_id,
+                               f"gave up sending after retries ({exc}); no more jobs will "
+                               "be sent in this run"))
+
+    def _accepted(self, job_id: str, audio: bool, records: list[TaskRecord]) -> None:
+        req = self._rows[job_id].request
         if not audio and (req.get("model_name") or req.get("count")):
             self._adopt_family(job_id, records)
             return
@@ -716,7 +726,7 @@ class Runner:
         credit_col = "credits_audio" if flight.audio else "credits_video"
         if record.credits is not None and getattr(row, credit_col) != record.credits:
             cols[credit_col] = record.credits
-        if record.status == STATUS_DONE:
+        if record.status is TaskStatus.DONE:
             del self._flights[task_id]
             if flight.timed:
                 # it finished between the last "not yet" and now: the midpoint, not the
@@ -731,14 +741,13 @@ class Runner:
                 cols.update(state=JobState.READY, video_url=record.video_url)
             else:
                 cols.update(state=JobState.FAILED,
-                            error=f"task {task_id} completed without a video_url")
-        elif record.status == STATUS_FAILED:
+                            error=f"task {task_id} completed without a usable video_url")
+        elif record.status is TaskStatus.FAILED:
             del self._flights[task_id]
             step = "add-audio task" if flight.audio else "task"
-            msg = (record.raw.get("error_msg") or record.raw.get("msg")
-                   or "check the image URL, prompt and options")
-            cols.update(state=JobState.FAILED,
-                        error=f"{step} {task_id} failed at the API (status 4): {msg}")
+            msg = record.reason or "check the image URL, prompt and options"
+            cols.update(state=JobState.FAILED, error=f"{step} {task_id} failed at the API "
+                                                     f"(status {record.status:d}): {msg}")
             if flight.audio:  # --retry-failed repeats only this step, on the same video
                 cols["unknown_step"] = "add_audio"
             self.emit(JobEvent(EventKind.FAILED, job_id, cols["error"]))
@@ -748,7 +757,7 @@ class Runner:
             del self._flights[task_id]
             self.outcome.abandoned += 1
             self.emit(JobEvent(EventKind.NOTICE, job_id,
-                               f"task {task_id} still in status {record.status} after "
+                               f"task {task_id} still {record.status.name.lower()} after "
                                f"{self.settings.max_task_age:.0f}s; left for the next run"))
         else:
             flight.seen = now
@@ -798,14 +807,17 @@ class Runner:
                     fetch, sleep=self.sleep,
                     clock=self.clock, rng=self.rng,
                     on_retry=lambda n, e, w: self.emit(JobEvent(EventKind.RETRY, job_id, str(e))))
-            except FatalApiError as exc:
-                if exc.http_status in (403, 404, 410) and not refreshed:
+            except UrlGone as exc:
+                if not refreshed:
                     # the URL expired: ask the API for a fresh one, once
                     refreshed = True
                     fresh = await self._fresh_url(row)
                     if fresh:
                         url = fresh
                         continue
+                self._fail(job_id, JobState.FAILED, f"download failed: {exc}")
+                return
+            except FatalApiError as exc:
                 self._fail(job_id, JobState.FAILED, f"download failed: {exc}")
                 return
             except (RetryableApiError, DownloadError) as exc:
@@ -837,7 +849,7 @@ class Runner:
         except ApiError:
             return None
         for record in records:
-            if record.task_id == task_id and record.status == STATUS_DONE:
+            if record.task_id == task_id and record.status is TaskStatus.DONE:
                 return record.video_url
         return None
 

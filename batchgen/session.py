@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from batchgen.errors import CredentialsError, StateError, UsageError
 
 if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-up light
-    from batchgen.client import AkoolClient, Credentials
+    from batchgen.client import AkoolClient, Credentials, Limits
     from batchgen.manifest import Manifest
     from batchgen.planning import Plan
     from batchgen.retry import RetryPolicy
@@ -39,6 +39,7 @@ ENV_CLIENT_ID = "AKOOL_CLIENT_ID"
 ENV_CLIENT_SECRET = "AKOOL_CLIENT_SECRET"
 ENV_API_BASE = "BATCHGEN_API_BASE"
 ENV_RETRY = "BATCHGEN_RETRY_"
+ENV_MAX_VIDEO = "BATCHGEN_MAX_VIDEO_BYTES"
 SANDBOX_KEY = "sandbox-key"
 
 
@@ -106,6 +107,7 @@ def require_credentials(env: Mapping[str, str], sandbox: bool) -> Credentials:
         raise CredentialsError(
             f"no credentials: set {ENV_API_KEY}, or {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} "
             "(or add --sandbox to try against the built-in emulator)")
+    creds.check()  # a value that cannot go in a header: refused before anything is sent
     return creds
 
 
@@ -131,6 +133,21 @@ def retry_policy_from_env(env: Mapping[str, str]) -> RetryPolicy:
             raise UsageError(f"{var} must be positive")
         values[attr] = value
     return RetryPolicy(**values)
+
+
+def limits_from_env(env: Mapping[str, str]) -> Limits:
+    """What the network may send: BATCHGEN_MAX_VIDEO_BYTES caps one downloaded video."""
+    from batchgen.client import Limits
+    text = env.get(ENV_MAX_VIDEO, "").strip()
+    if not text:
+        return Limits()
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{ENV_MAX_VIDEO}={text!r} is not a whole number of bytes") from None
+    if value <= 0:
+        raise UsageError(f"{ENV_MAX_VIDEO} must be positive")
+    return Limits(video_bytes=value)
 
 
 async def authenticate(client: AkoolClient, policy: RetryPolicy) -> None:
@@ -228,7 +245,7 @@ class RunControl:
 
 async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = False,
                   retry_failed: bool = False, resubmit_unknown: bool = False,
-                  retry: RetryPolicy | None = None,
+                  retry: RetryPolicy | None = None, limits: Limits | None = None,
                   on_event: Callable[[JobEvent], None] | None = None,
                   on_started: Callable[[Started], None] | None = None,
                   on_running: Callable[[RunControl], None] | None = None) -> Finished:
@@ -246,6 +263,7 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
     from batchgen.runner import Runner, RunSettings
     from batchgen.store import JobState, Store
 
+    creds.check()  # before the state is opened: nothing is marked sent with a bad header
     manifest = resolved.manifest
     prices = manifest.budget.prices
     started = time.monotonic()
@@ -276,7 +294,8 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
             delete_remote=manifest.output.delete_remote)
         async with api_root(resolved.api_base, sandbox) as base, \
                 AkoolClient.open(base, creds, max_connections=min(100, resolved.concurrency * 2
-                                                                   + 8)) as client:
+                                                                   + 8),
+                                 limits=limits) as client:
             await authenticate(client, settings.retry)
 
             def forward(ev: JobEvent) -> None:

@@ -107,7 +107,12 @@ def test_retry_after_parses_seconds_fractions_and_http_dates():
 
 
 def test_scrub_removes_every_secret():
-    assert scrub("key=abc123 and abc123", ["abc123"]) == "key=[redacted] and [redacted]"
+    assert scrub("key=abc12345 and abc12345", ["abc12345"]) == "key=[redacted] and [redacted]"
+
+
+def test_scrub_replaces_the_secret_not_every_letter_of_a_short_value():
+    # a one-letter "key" is refused at start-up; scrubbing it would garble every word
+    assert scrub("Traceback: a bad day", ["a"]) == "Traceback: a bad day"
 
 
 def test_credentials_repr_hides_secrets():

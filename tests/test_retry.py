@@ -75,13 +75,24 @@ async def test_a_fatal_error_is_never_retried():
     assert call.calls == 1
 
 
-async def test_an_unknown_outcome_is_not_retried_for_a_create():
+async def test_an_unknown_outcome_is_not_retried_unless_the_caller_opts_in():
     call = Script(OutcomeUnknown("disconnected after sending"))
     with pytest.raises(OutcomeUnknown):
-        await run(RetryPolicy(), call, retry_unknown=False)
+        await run(RetryPolicy(), call)
     assert call.calls == 1
-    reads = Script(OutcomeUnknown("disconnected"))
-    assert (await run(RetryPolicy(), reads))[0] == "ok"
+    opted_in = Script(OutcomeUnknown("disconnected"))
+    assert (await run(RetryPolicy(), opted_in, retry_unknown=True))[0] == "ok"
+
+
+def test_an_unknown_outcome_is_not_caught_as_a_transient_error():
+    # code that retries "anything transient" must never repeat a create that may have
+    # made a paid task
+    assert not issubclass(OutcomeUnknown, RetryableApiError)
+    with pytest.raises(OutcomeUnknown):
+        try:
+            raise OutcomeUnknown("lost")
+        except RetryableApiError:
+            pass
 
 
 async def test_the_last_error_is_raised_when_retries_run_out():

@@ -126,9 +126,9 @@ def _load(path: Path) -> Manifest:
     data, problem = read_limited(path, MAX_MANIFEST_BYTES)
     if problem is not None:
         raise ManifestError([Problem(file, 1, "", *problem)])
-    text, bad = decode(data, file)
-    if bad is not None:
-        raise ManifestError([bad])
+    text = decode(data, file)
+    if isinstance(text, Problem):
+        raise ManifestError([text])
     parsed, problems = parse_yaml(text, file)
     if parsed is None:
         raise ManifestError(problems)
@@ -434,10 +434,10 @@ class _Loader:
                 fix = "the path is relative to the manifest's folder"
             self.problem(where, f"jobs_file: {what}", fix)
             return
-        text, bad = decode(data, display)
+        text = decode(data, display)
         del data
-        if bad is not None:
-            self.problems.append(bad)
+        if isinstance(text, Problem):
+            self.problems.append(text)
             return
         for row in iter_rows(text, display):
             if isinstance(row, Problem):

@@ -46,22 +46,21 @@ class Row:
     fields: dict[str, Any]
 
 
-def decode(data: bytes, file: str) -> tuple[str | None, Problem | None]:
+def decode(data: bytes, file: str) -> str | Problem:
     """UTF-8 text (a BOM is accepted), or a located problem explaining why not."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return None, Problem(file, 1, "", "the file is UTF-16, not UTF-8",
-                             "save it as UTF-8")
+        return Problem(file, 1, "", "the file is UTF-16, not UTF-8", "save it as UTF-8")
     nul = data.find(b"\x00")
     if nul >= 0:
-        return None, Problem(file, data.count(b"\n", 0, nul) + 1, "",
-                             "the file contains NUL bytes: it looks binary, not text",
-                             "check that the path names the right file")
+        return Problem(file, data.count(b"\n", 0, nul) + 1, "",
+                       "the file contains NUL bytes: it looks binary, not text",
+                       "check that the path names the right file")
     try:
-        return data.decode("utf-8-sig"), None
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        return None, Problem(file, line, "", f"not UTF-8 text (byte {exc.start})",
-                             "save the file as UTF-8")
+        return Problem(file, line, "", f"not UTF-8 text (byte {exc.start})",
+                       "save the file as UTF-8")
 
 
 def iter_rows(text: str, file: str) -> Iterator[Row | Problem]:

@@ -231,7 +231,8 @@ def _explain_one(validator: Draft202012Validator, error: ValidationError, subjec
         yield ((*path, str(v)), f"{name}: {show(v)} is not a video length",
                "use 5 or 10 (seconds) as keys")
     elif kind in ("additionalProperties", "unevaluatedProperties") and isinstance(v, dict):
-        allowed = _properties_of(validator, error.schema)
+        schema = error.schema
+        allowed = _properties_of(validator, schema) if isinstance(schema, Mapping) else []
         for key in v:
             if key not in allowed:
                 hint = suggest(key, allowed, memo) or f"allowed here: {', '.join(allowed)}"
@@ -240,15 +241,14 @@ def _explain_one(validator: Draft202012Validator, error: ValidationError, subjec
                 where = f" in {name}" if path else ""
                 yield ((*path, key), f"unknown key {key!r}{where}", hint)
     elif kind == "type":
-        wanted = error.validator_value
-        wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+        wanted = _keyword_list(error)
         words = " or ".join(_TYPE_WORDS.get(w, w) for w in wanted if w != "null")
         fix = f"write {words} here"
         if "string" in wanted and isinstance(v, int | float | bool):
             fix = "put the value in quotes to make it text"
         yield path, f"{name} must be {words}, not {kind_of(v)}", fix
     elif kind == "enum":
-        options = error.validator_value
+        options = _keyword_list(error)
         hint = suggest(v, options, memo) if isinstance(v, str | int) else ""
         listed = ", ".join(str(o) for o in options)
         yield path, f"{name} is {show(v)}, not one of {listed}", hint or f"use one of {listed}"
@@ -256,7 +256,7 @@ def _explain_one(validator: Draft202012Validator, error: ValidationError, subjec
         yield (path, f"{name} is {show(v)}; this batchgen reads version 1",
                "set `version: 1`")
     elif kind == "required":
-        for key in error.validator_value:
+        for key in _keyword_list(error):
             if isinstance(v, dict) and key not in v:
                 fix = {"version": "add `version: 1` as the first line",
                        "audio_type": "add audio_type: 1 (AI audio) or 2 (your audio_url)",
@@ -291,6 +291,15 @@ def _explain_one(validator: Draft202012Validator, error: ValidationError, subjec
         yield path, f"{name} has no keys", "list values for at least one job field"
     else:
         yield path, f"{name}: {error.message}", "see schemas/manifest.schema.json"
+
+
+def _keyword_list(error: ValidationError) -> list[Any]:
+    """The failing keyword's value as a list: `type` is one name or a list of names,
+    `enum` and `required` are always lists (jsonschema types the value as possibly unset)."""
+    rule = error.validator_value
+    if isinstance(rule, list | tuple):
+        return list(rule)
+    return [rule] if isinstance(rule, str) else []
 
 
 def _range_message(name: str, path: JsonPath, v: Any, kind: str, bound: Any

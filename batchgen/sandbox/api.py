@@ -206,8 +206,8 @@ class AkoolApi:
             now=now, create_ms=_now_ms(), video_length=source.video_length, credits=credits,
             prompt="", fields=fields, only_add_audio=True,
         )
-        fingerprint_body = {k: body[k] for k in ("pre_video_id", "audio_type", "audio_url")
-                            if k in body}
+        keys = ("pre_video_id", "audio_type", "audio_url")
+        fingerprint_body: dict[str, Any] = {k: body[k] for k in keys if k in body}
         self.state.record_create("updateVideoAudio", fingerprint_body)
         return self._answer_create(request, task.created_record())
 

@@ -52,6 +52,7 @@ def create_app(state: SandboxState) -> web.Application:
             route = app.router.add_get(path, handler)
         else:
             route = app.router.add_route(method, path, handler)
+        assert route.resource is not None  # a route added by path always has its resource
         endpoints[route.resource.canonical] = name
     app[ENDPOINTS] = endpoints
     app.router.add_get(f"{ADMIN}/stats", _admin_stats)

@@ -212,11 +212,14 @@ def serve(args: argparse.Namespace) -> int:
 
 async def _serve(config: SandboxConfig, host: str, port: int) -> int:
     loop = asyncio.get_running_loop()
-    stopped: asyncio.Future[int] = loop.create_future()
+    stopped: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def stop(signum: signal.Signals) -> None:
+        if not stopped.done():
+            stopped.set_result(signum)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(
-            signum, lambda s=signum: stopped.done() or stopped.set_result(s)
-        )
+        loop.add_signal_handler(signum, stop, signum)
     sandbox = Sandbox(config, host=host, port=port)
     try:
         await sandbox.start()

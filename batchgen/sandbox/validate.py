@@ -26,7 +26,7 @@ def _check(body: Mapping[str, Any], name: str, kind: type, *, required: bool) ->
     if not isinstance(value, kind):
         label = {str: "a string", bool: "a boolean"}.get(kind, kind.__name__)
         return f"Parameter error: {name} must be {label}"
-    if kind is str and required and not value.strip():
+    if isinstance(value, str) and required and not value.strip():
         return f"Parameter error: {name} cannot be empty"
     return None
 

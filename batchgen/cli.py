@@ -18,18 +18,18 @@ import sys
 import tempfile
 import time
 import traceback
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from batchgen import __version__
+from batchgen.console import STATUS_EVERY
 from batchgen.errors import (
     ApiError,
     BatchgenError,
     CredentialsError,
     ManifestError,
     OutputDirLocked,
+    Problem,
     StateError,
     UsageError,
 )
@@ -47,9 +47,12 @@ if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-
     from collections.abc import Callable
 
     from batchgen.client import Credentials
+    from batchgen.console import Console
     from batchgen.manifest import Manifest
     from batchgen.runner import JobEvent
+    from batchgen.sandbox import SandboxConfig
     from batchgen.session import Resolved, RunControl, Started
+    from batchgen.store import JobRow
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET, EXIT_CREDENTIALS, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
@@ -63,9 +66,6 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (OutputDirLocked, EXIT_LOCKED),
     (ApiError, EXIT_FAILED),
 )
-
-STATUS_EVERY = 5.0
-
 
 # -- settings --------------------------------------------------------------------------
 
@@ -88,38 +88,60 @@ def _resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Resolved:
 
 def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     worst = EXIT_OK
+    docs: list[dict[str, Any]] = []
+    as_json = getattr(args, "json", False)
     for path in args.manifests:
         try:
             manifest = _load(path)
         except ManifestError as exc:
+            worst = EXIT_USAGE
+            if as_json:
+                docs.append({"manifest": path, "ok": False, "jobs": None,
+                             "errors": [_problem_dict(p) for p in exc.problems],
+                             "warnings": []})
+                continue
             for problem in exc.problems:
                 print(str(problem), file=err)
             print(f"{path}: {len(exc.problems)} problem(s); nothing was sent", file=err)
-            worst = EXIT_USAGE
+            continue
+        warnings = _online_warnings(args, manifest) if args.online else []
+        if as_json:
+            docs.append({"manifest": path, "ok": True, "jobs": len(manifest.jobs),
+                         "errors": [], "warnings": [_problem_dict(w) for w in warnings]})
             continue
         # SPEC §1: exactly `ok: N jobs`; the path only tells several manifests apart
         suffix = f" ({path})" if len(args.manifests) > 1 else ""
         print(f"ok: {len(manifest.jobs)} jobs{suffix}", file=out)
-        if args.online:
-            for warning in _online_warnings(args, manifest):
-                print(f"warning: {warning}", file=err)
+        for warning in warnings:
+            print(f"warning: {warning}", file=err)
+    if as_json:
+        print(json.dumps({"ok": worst == EXIT_OK, "manifests": docs}, indent=2), file=out)
     return worst
 
 
-def _online_warnings(args: argparse.Namespace, manifest: Manifest) -> list[str]:
+def _problem_dict(problem: Problem) -> dict[str, Any]:
+    """A located problem for --json: file, line, job (or null), message, fix."""
+    return {"file": problem.file, "line": problem.line, "job": problem.where or None,
+            "message": problem.what, "fix": problem.fix or None}
+
+
+def _online_warnings(args: argparse.Namespace, manifest: Manifest) -> list[Problem]:
     """Effect codes and model names the API does not list: they would fail at create."""
     catalog = _catalog(args, effects=True, models=True, base=manifest.api.base_url)
     effects = {e.get("effect_code") for e in catalog["effects"]}
     models = {m.get("value") for m in catalog["models"]}
     warnings = []
     for job in manifest.jobs:
-        where = f"{job.source}: job {job.id}"
+        file, _, line = job.source.rpartition(":")
+        where = f"job {job.id}"
+        at = int(line) if line.isdigit() else 1
         if job.effect_code and job.effect_code not in effects:
-            warnings.append(f"{where}: effect_code {job.effect_code!r} is not in the API's "
-                            "effect list — pick one from `batchgen effects`")
+            warnings.append(Problem(file, at, where, f"effect_code {job.effect_code!r} is not "
+                                    "in the API's effect list",
+                                    "pick one from `batchgen effects`"))
         if job.model_name and job.model_name not in models:
-            warnings.append(f"{where}: model_name {job.model_name!r} is not in the API's "
-                            "model list — pick one from `batchgen models`")
+            warnings.append(Problem(file, at, where, f"model_name {job.model_name!r} is not "
+                                    "in the API's model list", "pick one from `batchgen models`"))
     return warnings
 
 
@@ -169,15 +191,23 @@ def _online_prices(args: argparse.Namespace, manifest: Manifest) -> dict[str, An
 
 def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from batchgen.report import summarize
-    from batchgen.store import Store
+    from batchgen.store import STATE_DIR, Store
     resolved = _resolve(args, os.environ)
-    with Store.open(resolved.output_dir, lock=False, create=False) as store:
-        rows, spent = store.rows_and_committed()
+    try:
+        with Store.open(resolved.output_dir, lock=False, create=False) as store:
+            rows, spent = store.rows_and_committed()
+        ran = True
+    except StateError:
+        if (resolved.output_dir / STATE_DIR).exists():
+            raise  # a state folder that cannot be read is not "never run"
+        rows, spent, ran = _manifest_rows(resolved.manifest), 0, False
     summary = summarize(rows)
     if getattr(args, "json", False):
-        print(json.dumps({**summary, "credits_committed": spent}, indent=2), file=out)
+        print(json.dumps({**summary, "credits_committed": spent, "ran": ran,
+                          "job_list": [_job_dict(r) for r in rows]}, indent=2), file=out)
         return EXIT_OK
-    print(f"{resolved.manifest.name}: {len(rows)} jobs in {resolved.output_dir}", file=out)
+    where = resolved.output_dir if ran else f"{resolved.output_dir} (not run yet)"
+    print(f"{resolved.manifest.name}: {len(rows)} jobs in {where}", file=out)
     for state, n in sorted(summary["states"].items()):
         print(f"  {state:<17}{n:>8}", file=out)
     budget = resolved.max_credits
@@ -188,6 +218,33 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"{summary['manifest_changed']} job(s) changed in the manifest after they were "
               "submitted (kept as sent; see report.csv column manifest_changed)", file=out)
     return EXIT_OK
+
+
+def _manifest_rows(manifest: Manifest) -> list[JobRow]:
+    """The jobs of a manifest never run: all pending, one row per video (as `sync` makes)."""
+    from batchgen.pricing import add_audio_credits, job_credits
+    from batchgen.store import JobRow, JobState, job_request
+    prices = manifest.budget.prices
+    rows = []
+    for job in manifest.jobs:
+        count = job.count or 1
+        video = job_credits(prices, job) // count
+        request = job_request(job, add_audio_credits(prices, job) // count)
+        for k in range(1, count + 1):
+            rows.append(JobRow(job_id=job.id if k == 1 else f"{job.id}#{k}", idx=job.index,
+                               fingerprint=job.fingerprint, request=request,
+                               state=JobState.PENDING, credits_estimated=video,
+                               parent=None if k == 1 else job.id))
+    return rows
+
+
+def _job_dict(row: JobRow) -> dict[str, Any]:
+    """One job for `status --json`."""
+    from batchgen.store import report_status
+    return {"id": row.job_id, "status": report_status(row.state), "state": row.state.value,
+            "task_id": row.task_id, "file": row.file,
+            "credits_estimated": row.credits_estimated,
+            "credits_deducted": row.credits_deducted, "error": row.error}
 
 
 def cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -260,6 +317,25 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
+def cmd_schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """The manifest's JSON Schema, for editors (`# yaml-language-server: $schema=...`)."""
+    from pathlib import Path
+
+    from batchgen.manifest_schema import load_schema
+    text = json.dumps(load_schema(), indent=2, ensure_ascii=False) + "\n"
+    if args.write:
+        target = Path(args.write)
+        try:
+            target.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
+        print(f"wrote {target}; start a manifest with: # yaml-language-server: "
+              f"$schema={target.name}", file=out)
+        return EXIT_OK
+    out.write(text)
+    return EXIT_OK
+
+
 def cmd_sandbox(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from batchgen import sandbox
     return sandbox.serve(args)
@@ -268,73 +344,41 @@ def cmd_sandbox(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 # -- run ---------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Progress:
-    """Turns runner events into tqdm bars (terminal) or a periodic status line (logs)."""
+def _console(args: argparse.Namespace, out: TextIO, err: TextIO) -> Console:
+    """The run's console: --quiet and --log-file (appended, created with its folder)."""
+    from pathlib import Path
 
-    total: int
-    budget: int | None
-    err: TextIO
-    bars: bool
-    counts: Counter[str] = field(default_factory=Counter)
-    credits: int = 0
-    _bars: dict[str, Any] = field(default_factory=dict)
-    _last: float = 0.0
+    from batchgen.console import Console
+    log = None
+    path = getattr(args, "log_file", None)
+    if path:
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            log = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by Console.close
+        except OSError as exc:
+            raise UsageError(f"--log-file {path}: cannot open it for appending "
+                             f"({exc.strerror or exc}); choose a writable path") from None
+    return Console(out=out, err=err, quiet=getattr(args, "quiet", False), log=log)
 
-    def start(self, already: Mapping[str, int]) -> None:
-        self.counts.update(already)
-        if not self.bars:
-            return
-        from tqdm import tqdm
-        labels = (("submitted", "submitted "), ("task_done", "completed "),
-                  ("downloaded", "downloaded"))
-        for pos, (key, label) in enumerate(labels):
-            self._bars[key] = tqdm(total=self.total, desc=label, position=pos, file=self.err,
-                                   initial=self.counts[key], leave=True, dynamic_ncols=True)
-        budget = "/{total_fmt}" if self.budget is not None else ""
-        self._bars["credits"] = tqdm(total=self.budget, desc="credits   ", position=3,
-                                     file=self.err, initial=self.credits, leave=True,
-                                     dynamic_ncols=True,
-                                     bar_format="{desc}: {n_fmt}" + budget + " credits")
 
-    def event(self, ev: JobEvent) -> None:
-        from batchgen.runner import EventKind
-        self.counts[ev.kind.value] += 1
-        if ev.kind is EventKind.SUBMITTED:
-            self.credits += ev.credits
-        if self.bars:
-            bar = self._bars.get(ev.kind.value)
-            if bar is not None:
-                bar.update(1)
-            if ev.kind is EventKind.SUBMITTED:
-                self._bars["credits"].update(ev.credits)
-            if ev.kind in (EventKind.FAILED, EventKind.UNKNOWN, EventKind.NOTICE):
-                from tqdm import tqdm
-                tqdm.write(f"{ev.kind.value}: {ev.job_id}: {ev.message}", file=self.err)
-        elif ev.kind in (EventKind.FAILED, EventKind.UNKNOWN, EventKind.NOTICE):
-            print(f"{ev.kind.value}: {ev.job_id}: {ev.message}", file=self.err, flush=True)
-
-    def line(self) -> str:
-        c = self.counts
-        budget = f"/{self.budget}" if self.budget is not None else ""
-        return (f"submitted {c['submitted']}/{self.total}, completed {c['task_done']}, "
-                f"downloaded {c['downloaded']}, failed {c['failed']}, unknown {c['unknown']}, "
-                f"retries {c['retry']}, credits {self.credits}{budget}")
-
-    def tick(self, now: float) -> None:
-        if not self.bars and now - self._last >= STATUS_EVERY:
-            self._last = now
-            print(f"[{time.strftime('%H:%M:%S')}] {self.line()}", file=self.err, flush=True)
-
-    def close(self) -> None:
-        for bar in self._bars.values():
-            bar.close()
+def _sandbox_settings(args: argparse.Namespace) -> SandboxConfig | None:
+    """The emulator's knobs from `run --sandbox --processing-time ...`; None when none."""
+    if not hasattr(args, "sbx_config"):
+        return None
+    from batchgen.sandbox import ConfigError, config_from_args, knobs_given
+    if not knobs_given(args):
+        return None
+    try:
+        return config_from_args(args)
+    except ConfigError as exc:
+        raise UsageError(f"{exc}; see batchgen sandbox --help") from None
 
 
 async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Credentials,
-                     out: TextIO, err: TextIO) -> int:
+                     console: Console, sandbox_config: SandboxConfig | None) -> int:
     """`batchgen run`: the session runs it; this shows progress, owns the signals and
     turns the outcome into an exit code."""
+    from batchgen.console import Progress
     from batchgen.session import execute
 
     manifest = resolved.manifest
@@ -343,22 +387,26 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Creden
     tick: asyncio.Task[None] | None = None
     handled: list[signal.Signals] = []
     already: dict[str, int] = {}
+    console.log_only(f"run {manifest.name}: {manifest.path} -> {resolved.output_dir}"
+                     + (" (sandbox)" if args.sandbox else ""))
 
     def on_started(found: Started) -> None:
         nonlocal progress
         if found.lost:
-            print(f"{found.lost} job(s) were being submitted when the last run stopped: marked "
-                  "unknown (they may have been charged); --resubmit-unknown sends them again",
-                  file=err)
+            console.alert(f"{found.lost} job(s) were being submitted when the last run "
+                          "stopped: marked unknown (they may have been charged); "
+                          "--resubmit-unknown sends them again")
         if found.changed:
-            print(f"{len(found.changed)} job(s) changed in the manifest after submission and "
-                  f"are kept as sent (e.g. {', '.join(found.changed[:3])}); give them a new id "
-                  "to generate them again", file=err)
+            console.alert(f"{len(found.changed)} job(s) changed in the manifest after "
+                          f"submission and are kept as sent (e.g. "
+                          f"{', '.join(found.changed[:3])}); give them a new id to generate "
+                          "them again")
         if found.reopened:
-            print(f"{found.reopened} job(s) reopened by --retry-failed/--resubmit-unknown",
-                  file=err)
-        bars = not args.no_progress and err.isatty()
-        progress = Progress(total=found.total, budget=resolved.max_credits, err=err, bars=bars)
+            console.info(f"{found.reopened} job(s) reopened by --retry-failed/"
+                         "--resubmit-unknown")
+        bars = not args.no_progress and not console.quiet and console.err.isatty()
+        progress = Progress(total=found.total, budget=resolved.max_credits, console=console,
+                            bars=bars, every=args.status_interval)
         progress.credits = found.committed
         already.update(found.already)
 
@@ -374,8 +422,9 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Creden
             nonlocal interrupts
             interrupts += 1
             if interrupts == 1:
-                print("\nstopping: no new submissions; saving state (Ctrl-C again to quit "
-                      "at once)", file=err, flush=True)
+                # above the bars (tqdm.write), never over them
+                console.alert("stopping: no new submissions; saving state (Ctrl-C again to "
+                              "quit at once)")
                 control.stop()
             else:
                 os._exit(EXIT_INTERRUPTED)  # every transition is already committed
@@ -388,9 +437,10 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Creden
         shown = progress
 
         async def ticker() -> None:
+            pause = min(1.0, args.status_interval or 1.0)
             while True:
+                await asyncio.sleep(pause)
                 shown.tick(time.monotonic())
-                await asyncio.sleep(1.0)
 
         tick = asyncio.create_task(ticker())
 
@@ -399,6 +449,7 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Creden
             resolved, creds, sandbox=args.sandbox, retry_failed=args.retry_failed,
             resubmit_unknown=args.resubmit_unknown, retry=retry_policy_from_env(os.environ),
             limits=limits_from_env(os.environ),
+            sandbox_config=sandbox_config,
             on_event=on_event, on_started=on_started, on_running=on_running)
     finally:
         if tick is not None:
@@ -409,30 +460,38 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Creden
             loop.remove_signal_handler(sig)
     outcome, summary = finished.outcome, finished.summary
     st = summary["status"]
-    print(f"{manifest.name}: {st['completed']} completed, {st['failed']} failed, "
-          f"{st['unknown']} unknown, {st['pending']} pending; credits deducted "
-          f"{summary['credits_deducted']}; {summary['requests_total']} requests in "
-          f"{summary['wall_seconds']:.1f}s; report: {finished.report}", file=out)
+    line = (f"{manifest.name}: {st['completed']} completed, {st['failed']} failed, "
+            f"{st['unknown']} unknown, {st['pending']} pending; credits deducted "
+            f"{summary['credits_deducted']}; {summary['requests_total']} requests in "
+            f"{summary['wall_seconds']:.1f}s; report: {finished.report}")
+    if getattr(args, "json", False):
+        console.log_only(line)
+        print(json.dumps(summary, indent=2, sort_keys=True), file=console.out)
+    else:
+        console.result(line)
     if outcome.interrupted:
-        print("interrupted: state saved; run the same command again to resume", file=err)
+        console.alert("interrupted: state saved; run the same command again to resume")
         return EXIT_INTERRUPTED
     if outcome.budget_blocked or outcome.out_of_credit:
         if outcome.budget_blocked:
-            print(f"budget: {outcome.budget_blocked} job(s) not submitted; they need "
-                  f"{outcome.budget_needed} more credits (budget {resolved.max_credits}, "
-                  f"committed {finished.committed}); raise budget.max_credits or "
-                  "--max-credits and run again", file=err)
+            console.alert(f"budget: {outcome.budget_blocked} job(s) not submitted; they need "
+                          f"{outcome.budget_needed} more credits (budget {resolved.max_credits}"
+                          f", committed {finished.committed}); raise budget.max_credits or "
+                          "--max-credits and run again")
         if outcome.out_of_credit:
-            print(f"the account ran out of credit ({outcome.out_of_credit}); top up and run "
-                  "again", file=err)
+            console.alert(f"the account ran out of credit ({outcome.out_of_credit}); top up "
+                          "and run again")
         return EXIT_BUDGET
     if outcome.api_unavailable:
-        print(f"the API could not be reached or kept refusing ({outcome.api_unavailable}); "
-              f"{st['pending']} job(s) left pending: run again later to go on", file=err)
+        console.alert(f"the API could not be reached or kept refusing "
+                      f"({outcome.api_unavailable}); {st['pending']} job(s) left pending: run "
+                      "again later to go on")
     if outcome.abandoned:
-        print(f"{outcome.abandoned} task(s) stayed queued or processing at the API for too "
-              "long; they are kept in the state and the next run polls them again", file=err)
+        console.alert(f"{outcome.abandoned} task(s) stayed queued or processing at the API for "
+                      "too long; they are kept in the state and the next run polls them again")
     if st["failed"] or st["unknown"] or st["pending"]:
+        if console.quiet:
+            console.alert(line)  # whoever reads the cron mail needs the totals too
         return EXIT_FAILED
     return EXIT_OK
 
@@ -440,9 +499,20 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Creden
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.dry_run:
         return cmd_plan(args, out, err)
+    sandbox_config = _sandbox_settings(args)
+    if sandbox_config is not None and not args.sandbox:
+        raise UsageError("emulator settings (--processing-time, --failure-rate, ...) apply "
+                         "only with --sandbox; add --sandbox or drop them")
     resolved = _resolve(args, os.environ)
     creds = require_credentials(os.environ, args.sandbox)
-    return asyncio.run(_run_async(args, resolved, creds, out, err))
+    console = _console(args, out, err)
+    try:
+        return asyncio.run(_run_async(args, resolved, creds, console, sandbox_config))
+    except BatchgenError as exc:
+        console.log_only(f"batchgen: {exc}")
+        raise
+    finally:
+        console.close()
 
 
 # -- parsing and the top ---------------------------------------------------------------
@@ -470,14 +540,26 @@ class _Parser(argparse.ArgumentParser):
     """argparse that exits 2 with one line, as every usage error should."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+        # main() prefixes "batchgen: "; the subcommand's name is in the hint
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("seconds must be 0 or more")
+    return value
 
 
 def build_parser(sandbox_flags: bool = True) -> argparse.ArgumentParser:
     """The whole command line (SPEC §1).
 
-    The emulator's flags need its server code; other commands skip importing it
-    (`sandbox_flags=False`), which keeps their start-up light.
+    The emulator's flags need its server code; commands other than `sandbox` and `run`
+    skip importing it (`sandbox_flags=False`), which keeps their start-up light.
     """
     parser = _Parser(prog="batchgen", description="Run Akool image-to-video jobs in bulk "
                      "from YAML manifests.")
@@ -487,11 +569,15 @@ def build_parser(sandbox_flags: bool = True) -> argparse.ArgumentParser:
 
     def online(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument("--online", action="store_true", help=what)
-        p.add_argument("--sandbox", action="store_true", help="ask the built-in emulator")
+        p.add_argument("--sandbox", action="store_true",
+                       help="with --online: ask the built-in emulator (no account needed)")
         p.add_argument("--api-base", metavar="URL", help=f"API root (over {ENV_API_BASE})")
 
     p = sub.add_parser("validate", help="check manifests; print 'ok: N jobs' or every error")
     p.add_argument("manifests", nargs="+", metavar="MANIFEST")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON document: per manifest, ok and the job count or every "
+                        "error as {file, line, job, message, fix}")
     online(p, "also check effect codes and model names against the API's lists")
     p.set_defaults(func=cmd_validate)
 
@@ -502,32 +588,52 @@ def build_parser(sandbox_flags: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="what a run would do now, and what it would cost")
     common(p)
     p.add_argument("--json", action="store_true", help="one JSON document")
-    p.add_argument("--max-credits", type=_credits, metavar="N")
-    p.add_argument("--retry-failed", action="store_true")
-    p.add_argument("--resubmit-unknown", action="store_true")
+    p.add_argument("--max-credits", type=_credits, metavar="N",
+                   help="overrides the budget, as run --max-credits would")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="plan what run --retry-failed would send")
+    p.add_argument("--resubmit-unknown", action="store_true",
+                   help="plan what run --resubmit-unknown would send")
     online(p, "price model jobs from the API's model list")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("run", help="submit, poll, download and report (resumable)")
     common(p)
     p.add_argument("--sandbox", action="store_true",
-                   help="run against the built-in emulator (no account needed)")
+                   help="run against the built-in emulator (no account needed); it keeps "
+                        "its tasks in the output dir's .batchgen/, so a re-run resumes")
     p.add_argument("--api-base", metavar="URL", help=f"API root (over {ENV_API_BASE})")
     p.add_argument("--concurrency", type=_positive_int, metavar="N",
                    help="tasks in flight at the API")
     p.add_argument("--max-credits", type=_credits, metavar="N", help="overrides the budget")
     p.add_argument("--dry-run", action="store_true", help="print the plan; send nothing")
-    p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="the plan (with --dry-run) or the run's summary as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="print nothing unless a human is needed (errors, failed or unknown "
+                        "jobs, the budget holding jobs back): for cron")
+    p.add_argument("--log-file", metavar="PATH",
+                   help="append status lines and notices, with ISO 8601 UTC times, to PATH")
+    p.add_argument("--status-interval", type=_seconds, metavar="SECONDS",
+                   default=STATUS_EVERY,
+                   help=f"seconds between status lines without bars (default "
+                        f"{STATUS_EVERY:g}; 0 = none)")
     p.add_argument("--retry-failed", action="store_true",
                    help="resubmit jobs that failed in an earlier run")
     p.add_argument("--resubmit-unknown", action="store_true",
                    help="resubmit jobs whose submission outcome is unknown (may pay twice)")
+    if sandbox_flags:
+        from batchgen import sandbox
+        group = p.add_argument_group("emulator settings (with --sandbox; as batchgen sandbox)")
+        sandbox.add_knob_arguments(group)  # type: ignore[arg-type]
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="counts per state and credits, from local state only")
     common(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON document: the counts, and every job with its state, "
+                        "task id, file and credits")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("report", help="rewrite report.csv and summary.json from local state")
@@ -536,15 +642,22 @@ def build_parser(sandbox_flags: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("effects", help="list the API's effects")
     p.add_argument("--json", action="store_true", help="the API's records as JSON")
-    p.add_argument("--sandbox", action="store_true")
-    p.add_argument("--api-base", metavar="URL")
+    p.add_argument("--sandbox", action="store_true",
+                   help="ask the built-in emulator (no account needed)")
+    p.add_argument("--api-base", metavar="URL", help=f"API root (over {ENV_API_BASE})")
     p.set_defaults(func=cmd_effects)
 
     p = sub.add_parser("models", help="list the API's video models with their prices")
     p.add_argument("--json", action="store_true", help="the API's records as JSON")
-    p.add_argument("--sandbox", action="store_true")
-    p.add_argument("--api-base", metavar="URL")
+    p.add_argument("--sandbox", action="store_true",
+                   help="ask the built-in emulator (no account needed)")
+    p.add_argument("--api-base", metavar="URL", help=f"API root (over {ENV_API_BASE})")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("schema", help="print the manifest's JSON Schema (for editors)")
+    p.add_argument("--write", metavar="FILE",
+                   help="write it to FILE (e.g. beside your manifests) instead of stdout")
+    p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("sandbox", help="serve the built-in API emulator on loopback")
     if sandbox_flags:
@@ -573,7 +686,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None,
     err = err or sys.stderr
     try:
         argv = sys.argv[1:] if argv is None else argv
-        args = build_parser(sandbox_flags="sandbox" in argv).parse_args(argv)
+        command = next((a for a in argv if not a.startswith("-")), "")
+        args = build_parser(sandbox_flags=command in ("sandbox", "run")).parse_args(argv)
         return int(args.func(args, out, err))
     except ManifestError as exc:
         for problem in exc.problems:

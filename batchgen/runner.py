@@ -55,6 +55,9 @@ from batchgen.store import IN_FLIGHT, JobRow, JobState, Store
 BATCH_FIELDS = frozenset({"image_url", "prompt", "model_name", "negative_prompt",
                           "extend_prompt", "resolution", "video_length", "count",
                           "webhook_url"})
+#: in file names, video k of a `count` job is `<id>~k` (its job id `<id>#k` would put a
+#: URL fragment into every link to the file); `~` can be in no job id, so no clash
+COUNT_FILE_SEPARATOR = "~"
 #: a task missing from this many consecutive results is treated as gone...
 MISSING_LIMIT = 5
 #: ...but only once it is this many seconds old
@@ -718,8 +721,9 @@ class Runner:
                                                          flight.polls)
                 return None
             del self._flights[task_id]
-            return job_id, {"state": JobState.FAILED,
-                            "error": f"task {task_id} is no longer known to the API"}
+            error = f"task {task_id} is no longer known to the API"
+            self.emit(JobEvent(EventKind.FAILED, job_id, error))
+            return job_id, {"state": JobState.FAILED, "error": error}
         flight.missing = 0
         cols: dict[str, Any] = {}
         row = self._rows[job_id]
@@ -788,7 +792,8 @@ class Runner:
     def _target(self, row: JobRow) -> Path:
         req = row.request
         name = render_filename(self.settings.filename, {
-            "id": row.job_id, "name": self.settings.name, "index": row.idx,
+            "id": row.job_id.replace("#", COUNT_FILE_SEPARATOR), "name": self.settings.name,
+            "index": row.idx,
             "resolution": req.get("resolution"), "video_length": req.get("video_length"),
             "task_id": row.final_task_id})
         return self.settings.output_dir / name

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-
     from batchgen.planning import Plan
     from batchgen.retry import RetryPolicy
     from batchgen.runner import JobEvent, Runner, RunOutcome
+    from batchgen.sandbox import SandboxConfig
     from batchgen.store import JobRow
 
 ENV_API_KEY = "AKOOL_API_KEY"
@@ -157,14 +158,25 @@ async def authenticate(client: AkoolClient, policy: RetryPolicy) -> None:
                      rng=random.Random())
 
 
+#: the in-process emulator's task journal, in the output dir's state folder
+SANDBOX_JOURNAL = "sandbox-tasks.jsonl"
+
+
 @contextlib.asynccontextmanager
-async def api_root(resolved_base: str, sandbox: bool) -> AsyncIterator[str]:
-    """The API root to talk to; with `sandbox`, an emulator started in-process."""
+async def api_root(resolved_base: str, sandbox: bool, config: SandboxConfig | None = None,
+                   output_dir: Path | None = None) -> AsyncIterator[str]:
+    """The API root to talk to; with `sandbox`, an emulator started in-process.
+
+    With an output dir, the emulator keeps its tasks in that dir's state folder, so a
+    killed sandbox run resumes against the tasks it had created, as a real run would.
+    """
     if not sandbox:
         yield resolved_base
         return
     from batchgen.sandbox import Sandbox
-    async with Sandbox() as emulator:
+    from batchgen.store import STATE_DIR
+    journal = None if output_dir is None else output_dir / STATE_DIR / SANDBOX_JOURNAL
+    async with Sandbox(config, journal=journal) as emulator:
         yield emulator.url
 
 
@@ -216,7 +228,8 @@ class Started:
     reopened: int                #: jobs reopened by retry_failed/resubmit_unknown
     total: int                   #: active jobs in the state
     committed: int               #: credits already held by earlier runs
-    #: jobs already submitted / finished at the API / downloaded (progress starts there)
+    #: jobs already submitted / finished at the API / downloaded / failed / unknown
+    #: (progress starts there)
     already: Mapping[str, int]
 
 
@@ -246,6 +259,7 @@ class RunControl:
 async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = False,
                   retry_failed: bool = False, resubmit_unknown: bool = False,
                   retry: RetryPolicy | None = None, limits: Limits | None = None,
+                  sandbox_config: SandboxConfig | None = None,
                   on_event: Callable[[JobEvent], None] | None = None,
                   on_started: Callable[[Started], None] | None = None,
                   on_running: Callable[[RunControl], None] | None = None) -> Finished:
@@ -253,7 +267,8 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
 
     `on_started` sees what the state held before anything is sent (after the lock is
     taken); `on_running` gets a `RunControl` once the client is authenticated and the
-    runner is about to start. Reports are written however the run ends.
+    runner is about to start; `sandbox_config` sets the in-process emulator's knobs.
+    Reports are written however the run ends.
     """
     from batchgen.client import AkoolClient
     from batchgen.download import clean_partials
@@ -283,7 +298,9 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
                 already={"submitted": sum(1 for r in rows if r.task_id),
                          "task_done": sum(1 for r in rows
                                           if r.state in (JobState.READY, *done_states)),
-                         "downloaded": sum(1 for r in rows if r.state in done_states)}))
+                         "downloaded": sum(1 for r in rows if r.state in done_states),
+                         "failed": sum(1 for r in rows if r.state is JobState.FAILED),
+                         "unknown": sum(1 for r in rows if r.state is JobState.UNKNOWN)}))
         settings = RunSettings(
             output_dir=resolved.output_dir, name=manifest.name,
             filename=manifest.output.filename, concurrency=resolved.concurrency,
@@ -292,7 +309,8 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
             download_workers=max(2, min(32, resolved.concurrency // 3)),
             retry=retry or RetryPolicy(),
             delete_remote=manifest.output.delete_remote)
-        async with api_root(resolved.api_base, sandbox) as base, \
+        async with api_root(resolved.api_base, sandbox, sandbox_config,
+                            resolved.output_dir) as base, \
                 AkoolClient.open(base, creds, max_connections=min(100, resolved.concurrency * 2
                                                                    + 8),
                                  limits=limits) as client:

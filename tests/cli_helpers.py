@@ -39,7 +39,12 @@ async def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
                   timeout: float = 60) -> CliResult:
     """Run the real CLI in a subprocess while the test's emulator keeps serving."""
     proc = await start_cli(*args, cwd=cwd, env=env)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()  # a hung run must not outlive its test
+        await proc.wait()
+        raise
     return CliResult(proc.returncode or 0, out.decode(), err.decode())
 
 

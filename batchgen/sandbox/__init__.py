@@ -10,7 +10,14 @@ shares no code with the client side (`client.py`): a client bug must not be mirr
 
 from batchgen.sandbox.app import create_app
 from batchgen.sandbox.config import ConfigError, SandboxConfig
-from batchgen.sandbox.server import Sandbox, add_arguments, config_from_args, serve
+from batchgen.sandbox.server import (
+    Sandbox,
+    add_arguments,
+    add_knob_arguments,
+    config_from_args,
+    knobs_given,
+    serve,
+)
 from batchgen.sandbox.state import SandboxState, fingerprint
 
 __all__ = [
@@ -19,8 +26,10 @@ __all__ = [
     "SandboxConfig",
     "SandboxState",
     "add_arguments",
+    "add_knob_arguments",
     "config_from_args",
     "create_app",
     "fingerprint",
+    "knobs_given",
     "serve",
 ]

@@ -240,7 +240,7 @@ class AkoolApi:
                     self.state.config.delete_refusal_rate, "delete_refused"):
                 refused.append({"_id": task_id, "msg": PROCESSING_MSG})
             else:
-                del self.state.tasks[task_id]
+                self.state.delete_task(task_id)
                 deleted.append(task_id)
         return ok({"successIds": deleted, "noPermissionItems": refused},
                   msg="Delete successfully")

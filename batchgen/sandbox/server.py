@@ -13,6 +13,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -29,13 +30,16 @@ class Sandbox:
     """The emulator on a loopback port, started and stopped with `async with`."""
 
     def __init__(
-        self, config: SandboxConfig | None = None, host: str = "127.0.0.1", port: int = 0
+        self, config: SandboxConfig | None = None, host: str = "127.0.0.1", port: int = 0,
+        journal: Path | None = None,
     ) -> None:
+        """`journal`: a file that keeps the tasks across processes (see state.py)."""
         self.host = host
         self.port = port
         #: root URL without trailing slash, set once started
         self.url = ""
-        self.state = SandboxState(config if config is not None else SandboxConfig())
+        self.state = SandboxState(config if config is not None else SandboxConfig(),
+                                  journal=journal)
         self._runner: web.AppRunner | None = None
 
     @property
@@ -74,6 +78,7 @@ class Sandbox:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        self.state.close()
 
     async def __aenter__(self) -> Sandbox:
         await self.start()
@@ -155,6 +160,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", dest="sbx_port", metavar="PORT", default=str(DEFAULT_PORT),
                         help=f"port to bind, 0 = any free port (default {DEFAULT_PORT})")
+    add_knob_arguments(parser)
+
+
+def add_knob_arguments(parser: argparse.ArgumentParser) -> None:
+    """The emulator's settings alone (no --host/--port): what `run --sandbox` also takes."""
     parser.add_argument("--config", dest="sbx_config", metavar="FILE.json",
                         help="JSON object of sandbox settings; flags override it")
     for flag, key, conv, text in _KNOBS:
@@ -165,6 +175,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, dest=_dest(flag), action="append", metavar=metavar, help=text)
     parser.add_argument("--no-negative-prompt-required", dest="sbx_optional_negative",
                         action="store_true", help="accept creates without negative_prompt")
+
+
+def knobs_given(args: argparse.Namespace) -> list[str]:
+    """The emulator flags set on the command line (to refuse them without --sandbox)."""
+    given = [flag for flag, *_ in _KNOBS + _LISTS if getattr(args, _dest(flag), None) is not None]
+    if getattr(args, "sbx_config", None):
+        given.append("--config")
+    if getattr(args, "sbx_optional_negative", False):
+        given.append("--no-negative-prompt-required")
+    return given
 
 
 def config_from_args(args: argparse.Namespace) -> SandboxConfig:

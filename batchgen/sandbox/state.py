@@ -4,6 +4,12 @@ Task status is computed lazily from the monotonic clock when read, so a task cos
 object and no timer: 100,000 tasks are free. Tasks still in flight sit in a heap ordered by
 the time they finish, which keeps "how many are in flight" at O(log n) per create instead of
 a scan. Knows nothing about HTTP; `app.py` translates requests into calls here.
+
+With a `journal` file (what `run --sandbox` passes: the output dir's state folder), every
+task is appended to it *before* its create is answered, and deletions after; a new
+emulator on the same journal knows every task an earlier one told a client about, so a
+run killed with `kill -9` resumes against the sandbox as it would against the real API.
+A line cut short by a kill is skipped on load; times are kept as wall-clock instants.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ import os
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import IO, Any
 
 from batchgen.sandbox.config import SandboxConfig, span
 
@@ -156,6 +163,8 @@ class SandboxState:
     """All mutable emulator state, owned by one app; `reset()` returns it to the start."""
 
     config: SandboxConfig
+    #: where tasks are kept across processes (None: in memory only)
+    journal: Path | None = None
     rng: random.Random = field(init=False)
     tasks: dict[str, Task] = field(init=False)
     tokens: dict[str, Token] = field(default_factory=dict)
@@ -169,9 +178,12 @@ class SandboxState:
     _in_flight: list[tuple[float, str]] = field(init=False)
     _id_prefix: bytes = field(init=False)
     _id_counter: int = 0
+    _journal_file: IO[str] | None = None
 
     def __post_init__(self) -> None:
         self.reset()
+        if self.journal is not None:
+            self._load_journal(self.journal)
 
     def reset(self) -> None:
         """Forget tasks and counters, refill the balance, reseed; issued tokens stay valid."""
@@ -189,6 +201,68 @@ class SandboxState:
         self._id_counter = int.from_bytes(os.urandom(3), "big")
         for token in self.tokens.values():
             token.uses = 0
+        if self._journal_file is not None:
+            self._journal_file.seek(0)
+            self._journal_file.truncate()
+
+    # -- journal -------------------------------------------------------------------------
+
+    def _load_journal(self, path: Path) -> None:
+        """Take over the tasks of earlier emulators on `path`, then keep appending to it."""
+        tasks: dict[str, Task] = {}
+        wall, mono = time.time(), time.monotonic()
+        names = {f.name for f in fields(Task)}
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                if entry.get("deleted"):
+                    tasks.pop(str(entry["deleted"]), None)
+                    continue
+                values = {k: v for k, v in entry.items() if k in names}
+                values["created"] = mono - (wall - float(entry["created_wall"]))
+                task = Task(**values)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue  # a line cut short by a kill: that create was never answered
+            tasks[task.id] = task
+        for task in tasks.values():
+            self.tasks[task.id] = task
+            self.balance -= task.deduction_credit
+            if task.done_at > mono:
+                heapq.heappush(self._in_flight, (task.done_at, task.id))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # rewritten without deleted tasks, so the file does not grow run after run
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(self._journal_line(t, wall, mono) for t in tasks.values()),
+                       encoding="utf-8")
+        os.replace(tmp, path)
+        self._journal_file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - close()
+
+    @staticmethod
+    def _journal_line(task: Task, wall: float, mono: float) -> str:
+        entry = asdict(task)
+        entry["created_wall"] = wall - (mono - entry.pop("created"))
+        return json.dumps(entry, separators=(",", ":")) + "\n"
+
+    def _journal(self, text: str) -> None:
+        """Append and flush: in the kernel before the answer leaves, so kill -9 keeps it."""
+        if self._journal_file is not None:
+            self._journal_file.write(text)
+            self._journal_file.flush()
+
+    def delete_task(self, task_id: str) -> None:
+        """Forget a task (delbyids), in the journal too."""
+        del self.tasks[task_id]
+        self._journal(json.dumps({"deleted": task_id}) + "\n")
+
+    def close(self) -> None:
+        """Close the journal (the tasks stay in it for the next emulator)."""
+        if self._journal_file is not None:
+            self._journal_file.close()
+            self._journal_file = None
 
     def new_id(self) -> str:
         """A 24-hex ObjectId-like id: seconds, a random per-instance part, a counter."""
@@ -233,6 +307,7 @@ class SandboxState:
             static_json=encode_fields(fields),
         )
         self.tasks[task.id] = task
+        self._journal(self._journal_line(task, time.time(), time.monotonic()))
         self.tasks_created += 1
         self.credits_charged += credits
         self.balance -= credits

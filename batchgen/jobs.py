@@ -1,8 +1,9 @@
 """Jobs: the unit of work a manifest expands to, and how a job is identified.
 
-Owns the `Job` value, the canonical request a job sends, its fingerprint and its stable
-id. Deliberately knows nothing of YAML, HTTP, prices or the state database: it is the
-pure vocabulary the other stages share.
+Owns the `Job` value, the canonical request a job sends, its fingerprint, its stable
+id and `JobState`, the names of where a job is in its life. Deliberately knows nothing
+of YAML, HTTP, prices or the state database: it is the pure vocabulary the other stages
+share.
 
 Stable id recipe (documented in the README): take the job's *generation request* — the
 API create fields that change what is generated and paid for (everything it sends except
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 #: Fields of a job that go to the create endpoint, in the API's order (akool-api.md E1).
@@ -119,3 +121,28 @@ def stable_id(fields: dict[str, Any], add_audio: dict[str, Any] | None) -> str:
     """Short hash of the generation request; see the module docstring for the recipe."""
     digest = hashlib.sha256(canonical_json(generation_request(fields, add_audio)).encode())
     return digest.hexdigest()[:ID_HEX_DIGITS]
+
+
+class JobState(StrEnum):
+    """Where a job is. Stored as text; the order below is the normal path."""
+
+    #: never sent, or allowed to be sent again
+    PENDING = "pending"
+    #: create journaled, request on the wire, answer not yet recorded
+    SUBMITTING = "submitting"
+    #: the API accepted the video task; polling it
+    RUNNING = "running"
+    #: the video is done; its add-audio step waits for a slot
+    AUDIO_PENDING = "audio_pending"
+    #: an updateVideoAudio create is journaled and on the wire
+    AUDIO_SUBMITTING = "audio_submitting"
+    #: the add-audio task was accepted; polling it
+    AUDIO_RUNNING = "audio_running"
+    #: the final task completed at the API; its file is to be downloaded
+    READY = "ready"
+    #: the file is on disk, verified, under its final name
+    COMPLETED = "completed"
+    #: a permanent fault; ``error`` says which
+    FAILED = "failed"
+    #: a create was sent but its answer was lost: it may exist and be charged
+    UNKNOWN = "unknown"

@@ -13,10 +13,11 @@ truth once known (akool-api.md §8.4), which is why the plan says which prices i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from batchgen import budget
 from batchgen.manifest import Manifest
 from batchgen.pricing import PUBLISHED_VIDEO, add_audio_credits, price_key, video_credits
 
@@ -74,7 +75,8 @@ class Plan:
     price_table: Mapping[str, Mapping[int, int]]
     #: credits already deducted by earlier runs (from local state); 0 before any run
     spent_credits: int = 0
-    #: to-submit jobs that fit the budget, in manifest order up to the first that does not
+    #: to-submit jobs a run would send under the budget rule (budget.py): in manifest
+    #: order, up to the first that does not fit; None without a cap
     jobs_within_budget: int | None = None
 
     @property
@@ -100,7 +102,9 @@ class Plan:
 
 def bucket(state: str, *, retry_failed: bool = False, resubmit_unknown: bool = False) -> str:
     """The plan state (one of STATES) of a job in store state `state` (a JobState value):
-    what a run with these flags would do with it."""
+    what a run with these flags would do with it. `session.plan_now` passes states after
+    the run's own preparation (the flags already applied) and marks jobs with a create in
+    the run's queue "to_submit" itself."""
     if state == "pending":
         return "to_submit"
     if state == "completed":
@@ -113,12 +117,17 @@ def bucket(state: str, *, retry_failed: bool = False, resubmit_unknown: bool = F
 
 
 def build_plan(manifest: Manifest, states: Mapping[str, str] | None = None, *,
-               spent_credits: int = 0) -> Plan:
+               spent_credits: int = 0,
+               sends: Sequence[tuple[str, int]] | None = None) -> Plan:
     """What a run would do now. Pure.
 
     `states` maps job id -> one of STATES (ids not in it are "to_submit"; None means
-    every job is). `spent_credits` is what earlier runs already paid; it counts against
-    `budget.max_credits` together with what this run would submit.
+    every job is). `spent_credits` is what the state already holds against the budget
+    (`budget.committed`); it counts against `budget.max_credits` together with what this
+    run would submit. `sends` is the queue a run would start from, as (job id, credits
+    it reserves) in sending order (from `budget.queue` over the state); None means every
+    to-submit job at its estimate, in manifest order, which is what a run without state
+    sends. The budget rule applied to it is `budget.admit`, the runner's own.
     """
     table = manifest.budget.prices
     states = states or {}
@@ -126,8 +135,10 @@ def build_plan(manifest: Manifest, states: Mapping[str, str] | None = None, *,
     audio: dict[tuple[str, int], list[int]] = {}   #  to-submit jobs, to-submit credits]
     buckets = {s: [0, 0] for s in STATES}
     max_credits = manifest.budget.max_credits
-    room = None if max_credits is None else max_credits - spent_credits
-    within: int | None = None if room is None else 0
+    needs: dict[str, int] = {}
+    for job_id, need in sends or ():
+        needs[job_id] = needs.get(job_id, 0) + need
+    order: list[tuple[str, int]] = list(sends) if sends is not None else []
     for job in manifest.jobs:
         state = states.get(job.id, "to_submit")
         if state not in buckets:
@@ -143,13 +154,17 @@ def build_plan(manifest: Manifest, states: Mapping[str, str] | None = None, *,
             _add(audio, (ADD_AUDIO, job.video_length), count, a, submit)
         bucket = buckets[state]
         bucket[0] += 1
-        bucket[1] += v + a
-        if submit and room is not None and within is not None:
-            if v + a <= room:
-                room -= v + a
-                within += 1
-            else:
-                room = None  # the budget stops here; later jobs do not count
+        if submit and sends is not None:
+            bucket[1] += needs.get(job.id, 0)  # what the run reserves (a repeated step...)
+        else:
+            bucket[1] += v + a
+            if submit:
+                order.append((job.id, v + a))
+    within: int | None = None
+    if max_credits is not None:
+        admitted = budget.admit(max_credits, spent_credits, (n for _, n in order)).admitted
+        stopped = {j for j, _ in order[admitted:]}
+        within = len({j for j, _ in order[:admitted]} - stopped)
     video_lines = _lines(video, table.video, table.overridden)
     audio_lines = _lines(audio, {ADD_AUDIO: table.add_audio}, table.overridden)
     video_total = sum(line.credits for line in video_lines)

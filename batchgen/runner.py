@@ -33,6 +33,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from batchgen import budget
 from batchgen.client import AkoolClient, TaskRecord, TaskStatus
 from batchgen.download import Downloaded, fetch_to, render_filename
 from batchgen.errors import (
@@ -191,10 +192,12 @@ class Runner:
         self._wake = _Wakeup()
         self._stop = asyncio.Event()
         self._rows: dict[str, JobRow] = {}
+        #: admissions (budget.py): jobs whose next create starts new spending, in order
         self._pending: deque[str] = deque()
-        self._blocked: deque[str] = deque()
-        self._blocked_min = 0  #: smallest reservation among the held-back jobs
+        #: the head of `_pending` does not fit the budget: admissions wait (budget rule)
+        self._stalled = False
         self._held: set[str] = set()  #: jobs already reported as held back
+        #: add-audio steps of admitted jobs (already reserved): sent as slots free
         self._audio_pending: deque[str] = deque()
         self._flights: dict[str, _Flight] = {}
         self._creating: set[asyncio.Task[None]] = set()
@@ -207,11 +210,15 @@ class Runner:
         self._children: dict[str, list[str]] = {}
         #: file name -> job that owns it, as recorded by earlier runs
         self._files: dict[str, str] = {}
+        #: jobs whose video URL was recorded by an earlier run: it may have expired
+        self._stale_urls: set[str] = set()
         self._undeleted: dict[str, set[str]] = {}
         self._limit = settings.concurrency
         self._fatal: BaseException | None = None
         #: what the API really charged for a video of each kind (resolution, length, ...)
-        self._learned: dict[tuple[Any, ...], int] = {}
+        self._learned: dict[budget.PriceKind, int] = {}
+        #: a charge from the API could not be used (reported once per run)
+        self._bad_charge_noticed = False
 
     # -- public ----------------------------------------------------------------------
 
@@ -255,21 +262,21 @@ class Runner:
             await asyncio.gather(everything, *self._creating, return_exceptions=True)
         if self._fatal is not None:
             raise self._fatal
-        if self._blocked:
-            self.outcome.budget_blocked = len(self._blocked)
-            self.outcome.budget_needed = sum(self._reserve(self._rows[j])
-                                             for j in self._blocked)
+        if self._stalled and self._pending:
+            held_back = budget.admit(0, 0, (self._need(self._rows[j]) for j in self._pending))
+            self.outcome.budget_blocked = held_back.held_back
+            self.outcome.budget_needed = held_back.needed
         return self.outcome
 
     # -- loading -----------------------------------------------------------------------
 
     def _load(self) -> None:
         now = self.clock()
-        for row in self.store.rows(active_only=False):
+        every = self.store.rows(active_only=False)
+        self._learned = budget.learned_prices(every)
+        for row in every:
             if row.committed_credits:
                 self._set_committed(row.job_id, row.committed_credits)
-            if row.credits_video is not None:
-                self._learned[self._price_kind(row)] = row.credits_video
             if row.file:
                 self._files[row.file] = row.job_id
             if not row.active:
@@ -277,21 +284,19 @@ class Runner:
             self._rows[row.job_id] = row
             if row.parent:
                 self._children.setdefault(row.parent, []).append(row.job_id)
-            if row.state is JobState.PENDING:
-                parent = self._rows.get(row.parent) if row.parent else None
-                if parent is None or parent.state is not JobState.PENDING:
-                    # a count job's later videos ride on its first one's create; once that
-                    # was sent, a video still to make (e.g. --retry-failed) goes on its own
-                    self._pending.append(row.job_id)
-            elif row.state is JobState.AUDIO_PENDING:
-                self._audio_pending.append(row.job_id)
-            elif row.state in IN_FLIGHT:
+        active = list(self._rows.values())
+        # the queue is budget.queue's, so `plan` counts exactly what this run will send
+        for send in budget.queue(active):
+            (self._pending if send.admission else self._audio_pending).append(send.job_id)
+        for row in active:
+            if row.state in IN_FLIGHT:
                 audio = row.state is JobState.AUDIO_RUNNING
                 task_id = row.audio_task_id if audio else row.task_id
                 if task_id:
                     self._flights[task_id] = _Flight(row.job_id, audio, sent=now, due=now,
                                                      timed=False)
             elif row.state is JobState.READY:
+                self._stale_urls.add(row.job_id)
                 self._downloads.put_nowait(row.job_id)
             elif (row.state is JobState.COMPLETED and row.sha256 and not row.remote_deleted
                   and self.settings.delete_remote):
@@ -323,10 +328,11 @@ class Runner:
         before = self._committed.get(job_id, 0)
         self._committed[job_id] = credits
         self._committed_total += credits - before
-        if credits < before and self._blocked and self._fits_smallest_blocked():
-            # the API charged less than estimated: a held-back job fits now
-            self._pending.extendleft(reversed(self._blocked))
-            self._blocked.clear()
+        if credits < before and self._stalled:
+            # the API charged less than estimated, or a create made nothing: room freed,
+            # so the head of the queue is weighed again
+            self._stalled = False
+            self._wake.notify()
 
     def _replace(self, job_id: str, **changes: Any) -> JobRow:
         """Update the in-memory mirror of a row (the store was written already)."""
@@ -339,22 +345,10 @@ class Runner:
     def _busy_slots(self) -> int:
         return len(self._flights) + len(self._creating)
 
-    def _price_kind(self, row: JobRow) -> tuple[Any, ...]:
-        req = row.request
-        return (req.get("resolution"), req.get("video_length"), req.get("model_name"))
-
-    def _reserve(self, row: JobRow) -> int:
-        """Credits to hold for a job before sending it.
-
-        The published table may be wrong for an account (akool-api.md §8.4), so once the API
-        has charged a job of the same kind, the higher of the two figures is held.
-        """
-        learned = self._learned.get(self._price_kind(row))
-        per_video = row.credits_estimated
-        if learned is not None:
-            audio = row.request.get("_audio_estimate", 0) if row.request.get("add_audio") else 0
-            per_video = max(per_video, learned + audio)
-        return per_video * len(self._family(row.job_id))
+    def _need(self, row: JobRow) -> int:
+        """Credits to reserve before sending the job's next create (`budget.need`)."""
+        family = len(self._family(row.job_id)) if row.state is JobState.PENDING else 1
+        return budget.need(row, self._learned, family)
 
     def _family(self, job_id: str) -> list[str]:
         """The rows one create of `job_id` makes: itself, plus the later videos of a `count`
@@ -362,22 +356,10 @@ class Runner:
         return [job_id, *(c for c in self._children.get(job_id, ())
                           if self._rows[c].state is JobState.PENDING)]
 
-    def _fits(self, row: JobRow, claimed: int = 0) -> bool:
-        """Would sending `row` keep everything sent, plus `claimed`, within the budget?"""
-        cap = self.settings.max_credits
-        return cap is None or self._committed_total + claimed + self._reserve(row) <= cap
-
     def _halted(self) -> bool:
         """Submissions stopped for this run: the account is out of credit, or the API
         stayed unreachable through every retry."""
         return bool(self.outcome.out_of_credit or self.outcome.api_unavailable)
-
-    def _fits_smallest_blocked(self) -> bool:
-        """Cheap test before re-queueing held-back jobs: only the smallest need fit."""
-        cap = self.settings.max_credits
-        if cap is None:
-            return True
-        return self._committed_total + self._blocked_min <= cap
 
     def _work_may_appear(self) -> bool:
         """Could a job still become submittable without us doing anything?"""
@@ -394,7 +376,7 @@ class Runner:
                         self._launch(batch)
                         continue
                 nothing_to_send = self._halted() or not (
-                    self._pending or self._audio_pending)
+                    (self._pending and not self._stalled) or self._audio_pending)
                 if nothing_to_send and not self._work_may_appear():
                     return
                 await self._wake.wait(token, None)
@@ -403,31 +385,34 @@ class Runner:
             self._wake.notify()
 
     def _claim(self, free: int) -> list[tuple[str, bool]]:
-        """Pick up to `free` jobs to send and journal them, all in one durable write.
+        """Pick up to `free` creates to send and journal them, all in one durable write.
 
-        Nothing awaits between the budget check and the journal, so two claims can never
-        both spend the same remaining credits.
+        Add-audio steps of admitted jobs go first (their credits are reserved). Then
+        admissions, in order, under the one budget rule (`budget.fits`): the first that
+        does not fit stops them all until room frees. Nothing awaits between the budget
+        check and the journal, so two claims can never both spend the same credits.
         """
         batch: list[tuple[str, bool]] = []
         while self._audio_pending and len(batch) < free:
             batch.append((self._audio_pending.popleft(), True))
         claimed = 0  # credits reserved by this batch so far
-        while self._pending and len(batch) < free:
-            job_id = self._pending.popleft()
+        cap = self.settings.max_credits
+        while self._pending and len(batch) < free and not self._stalled:
+            job_id = self._pending[0]
             row = self._rows[job_id]
-            if not self._fits(row, claimed):
-                need = self._reserve(row)
-                self._blocked.append(job_id)
-                self._blocked_min = min(self._blocked_min, need) if len(self._blocked) > 1 \
-                    else need
+            need = self._need(row)
+            if not budget.fits(cap, self._committed_total + claimed, need):
+                self._stalled = True
                 if job_id not in self._held:
                     self._held.add(job_id)
                     self.emit(JobEvent(EventKind.BUDGET, job_id,
                                        f"held back: needs {need} credits, "
-                                       f"{self._remaining()} left of the budget"))
-                continue
-            batch.append((job_id, False))
-            claimed += self._reserve(row)
+                                       f"{self._remaining()} left of the budget; the jobs "
+                                       "after it wait too (the budget keeps manifest order)"))
+                break
+            self._pending.popleft()
+            batch.append((job_id, row.state is JobState.AUDIO_PENDING))
+            claimed += need
         if not batch:
             return batch
         now = self.now_iso()
@@ -437,11 +422,14 @@ class Runner:
                 self.store.begin_submit(ids, now, audio=audio)
         for job_id, audio in batch:
             row = self._rows[job_id]
+            need = self._need(row)
             state = JobState.AUDIO_SUBMITTING if audio else JobState.SUBMITTING
             row = self._replace(job_id, state=state, attempts=row.attempts + 1,
-                                submitted_at=row.submitted_at or now)
-            if not audio:
-                self._set_committed(job_id, self._reserve(row))
+                                submitted_at=row.submitted_at or now, audio_held=True)
+            # the job now holds what it held before plus what this create reserved (for a
+            # video: the whole family at the learned price, its add-audio step included)
+            self._set_committed(job_id, row.committed_credits if audio else
+                                row.credits_prior + row.credits_lost + need)
         return batch
 
     def _remaining(self) -> int | None:
@@ -567,26 +555,60 @@ class Runner:
                                "be sent in this run"))
 
     def _accepted(self, job_id: str, audio: bool, records: list[TaskRecord]) -> None:
-        req = self._rows[job_id].request
+        row = self._rows[job_id]
+        req = row.request
         if not audio and (req.get("model_name") or req.get("count")):
             self._adopt_family(job_id, records)
             return
         (record,) = records
-        self.store.mark_accepted(job_id, record.task_id, record.credits, audio=audio)
+        # the task id is recorded whatever else the answer says: it is paid work
+        credits = self._charge(row, record, audio)
+        self.store.mark_accepted(job_id, record.task_id, credits, audio=audio)
         if audio:
             row = self._replace(job_id, state=JobState.AUDIO_RUNNING,
-                                audio_task_id=record.task_id, credits_audio=record.credits)
+                                audio_task_id=record.task_id, credits_audio=credits)
         else:
             row = self._replace(job_id, state=JobState.RUNNING, task_id=record.task_id,
-                                credits_video=record.credits)
-            if record.credits is not None:
-                self._learned[self._price_kind(row)] = record.credits
+                                credits_video=credits)
+            self._learn(row, credits)
         self._set_committed(job_id, row.committed_credits)
+        self._note_charge(row, record, audio)
         now = self.clock()
         self._flights[record.task_id] = _Flight(
             job_id, audio, sent=now, due=now + self.polls.next_delay(audio, 0.0, 0))
         self.emit(JobEvent(EventKind.SUBMITTED, job_id, record.task_id,
-                           credits=record.credits or 0))
+                           credits=credits or 0))
+
+    def _charge(self, row: JobRow, record: TaskRecord, audio: bool) -> int | None:
+        """The API's `deduction_credit` for one task, if the budget may use it."""
+        estimate = budget.audio_estimate(row) if audio else budget.video_estimate(row)
+        return budget.charge(record.raw.get("deduction_credit"), estimate).credits
+
+    def _note_charge(self, row: JobRow, record: TaskRecord, audio: bool) -> None:
+        """Record an unusable charge as the API said it (state column `credits_note`) and
+        tell the user once per run; the estimate stays held (see `budget.charge`)."""
+        estimate = budget.audio_estimate(row) if audio else budget.video_estimate(row)
+        value = record.raw.get("deduction_credit")
+        problem = budget.charge(value, estimate).problem
+        if problem is None:
+            return
+        step = "add-audio task" if audio else "task"
+        note = (f"{step} {record.task_id}: the API's deduction_credit is unusable "
+                f"({problem}); the estimate {estimate} is held instead")
+        if row.credits_note != note:
+            self.store.update([(row.job_id, {"credits_note": note})])
+            self._replace(row.job_id, credits_note=note)
+        if not self._bad_charge_noticed:
+            self._bad_charge_noticed = True
+            self.emit(JobEvent(EventKind.NOTICE, row.job_id,
+                               f"{note} (any further such answers are recorded in the state "
+                               "without another notice)"))
+
+    def _learn(self, row: JobRow, credits: int | None) -> None:
+        """Keep the highest price the API charged for a video of this kind."""
+        if credits is not None:
+            kind = budget.price_kind(row)
+            self._learned[kind] = max(self._learned.get(kind, 0), credits)
 
     def _adopt_family(self, job_id: str, records: list[TaskRecord]) -> None:
         """Give each video of a batch create its own row: one durable write for all."""
@@ -594,31 +616,32 @@ class Runner:
         assigned = list(zip(members, records, strict=False))
         missing = members[len(assigned):]
         error = f"the batch create returned {len(records)} of {len(members)} videos"
+        charged = [self._charge(self._rows[j], r, False) for j, r in assigned]
         self.store.mark_accepted_family(
-            [(j, r.task_id, r.credits) for j, r in assigned], missing, error, self.now_iso())
+            [(j, r.task_id, c) for (j, r), c in zip(assigned, charged, strict=True)],
+            missing, error, self.now_iso())
         now = self.clock()
-        for j, record in assigned:
+        for (j, record), credits in zip(assigned, charged, strict=True):
             row = self._replace(j, state=JobState.RUNNING, task_id=record.task_id,
-                                credits_video=record.credits, attempts=1, error=None)
+                                credits_video=credits, attempts=1, error=None)
             self._set_committed(j, row.committed_credits)
+            self._note_charge(row, record, False)
+            self._learn(row, credits)
             self._flights[record.task_id] = _Flight(
                 j, False, sent=now, due=now + self.polls.next_delay(False, 0.0, 0))
-            self.emit(JobEvent(EventKind.SUBMITTED, j, record.task_id,
-                               credits=record.credits or 0))
+            self.emit(JobEvent(EventKind.SUBMITTED, j, record.task_id, credits=credits or 0))
         for j in missing:
             row = self._replace(j, state=JobState.FAILED, error=error)
             self._set_committed(j, row.committed_credits)
             self.emit(JobEvent(EventKind.FAILED, j, error))
-        if records and records[0].credits is not None:
-            self._learned[self._price_kind(self._rows[job_id])] = records[0].credits
 
     def _back_to_queue(self, job_id: str, audio: bool) -> None:
         if audio:
             self._replace(job_id, state=JobState.AUDIO_PENDING)
             self._audio_pending.appendleft(job_id)
         else:
-            self._replace(job_id, state=JobState.PENDING)
-            self._set_committed(job_id, 0)
+            row = self._replace(job_id, state=JobState.PENDING)
+            self._set_committed(job_id, row.committed_credits)
             self._pending.appendleft(job_id)
 
     def _fail(self, job_id: str, state: JobState, error: str, **extra: Any) -> None:
@@ -728,8 +751,10 @@ class Runner:
         cols: dict[str, Any] = {}
         row = self._rows[job_id]
         credit_col = "credits_audio" if flight.audio else "credits_video"
-        if record.credits is not None and getattr(row, credit_col) != record.credits:
-            cols[credit_col] = record.credits
+        credits = self._charge(row, record, flight.audio)
+        if credits is not None and getattr(row, credit_col) != credits:
+            cols[credit_col] = credits
+        self._note_charge(row, record, flight.audio)
         if record.status is TaskStatus.DONE:
             del self._flights[task_id]
             if flight.timed:
@@ -803,6 +828,12 @@ class Runner:
         target = self._target(row)
         url = row.video_url or ""
         refreshed = False
+        if job_id in self._stale_urls:
+            # a URL from an earlier run (say, one that failed with 403 and is retried now)
+            # has likely expired: ask the API for a fresh one before fetching anything
+            self._stale_urls.discard(job_id)
+            refreshed = True
+            url = await self._fresh_url(row) or url
         while True:
             def fetch(u: str = url) -> Awaitable[Downloaded]:
                 return self._fetch_once(u, target)

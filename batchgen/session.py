@@ -183,37 +183,54 @@ async def api_root(resolved_base: str, sandbox: bool, config: SandboxConfig | No
 # -- the plan --------------------------------------------------------------------------
 
 
+def estimates(manifest: Manifest) -> list[tuple[int, int]]:
+    """(total, add-audio part) credits of each job, as the store records them."""
+    from batchgen.pricing import add_audio_credits, job_credits
+    prices = manifest.budget.prices
+    return [(job_credits(prices, j), add_audio_credits(prices, j)) for j in manifest.jobs]
+
+
 def plan_now(resolved: Resolved, *, retry_failed: bool = False, resubmit_unknown: bool = False
              ) -> tuple[Plan, dict[str, int]]:
     """What a run with these options would do now, and what the API charged so far.
 
     Reads local state (if any) without taking the lock and sends nothing; `plan`,
     `run --dry-run` and `batchgen.plan()` all come through here, so their figures agree.
+    The run's own preparation (recover, sync, reopen) runs on a private in-memory copy of
+    the state, and the queue is `budget.queue`'s, as in the runner: plan and run cannot
+    disagree about what is sent or about the budget (`jobs_within_budget`).
     """
     from dataclasses import replace
 
+    from batchgen import budget
     from batchgen.planning import bucket, build_plan
     from batchgen.report import charges
     from batchgen.store import Store
 
-    states: dict[str, str] = {}
-    spent, charged = 0, {}
-    try:
-        store = Store.open(resolved.output_dir, lock=False, create=False)
-    except StateError:
-        pass
-    else:
-        with store:
-            rows, spent = store.rows_and_committed()
-        states = {r.job_id: bucket(r.state.value, retry_failed=retry_failed,
-                                   resubmit_unknown=resubmit_unknown)
-                  for r in rows if not r.parent}
-        charged = charges(rows)
     manifest = resolved.manifest
     if resolved.max_credits != manifest.budget.max_credits:
         manifest = replace(manifest, budget=replace(manifest.budget,
                                                     max_credits=resolved.max_credits))
-    return build_plan(manifest, states or None, spent_credits=spent), charged
+    states: dict[str, str] = {}
+    spent, charged = 0, {}
+    sends: list[tuple[str, int]] | None = None
+    try:
+        store = Store.preview(resolved.output_dir)
+    except StateError:
+        pass
+    else:
+        with store:
+            store.recover()
+            store.sync(manifest.jobs, estimates(manifest))
+            store.reopen(unknown=resubmit_unknown, failed=retry_failed)
+            rows, spent = store.rows_and_committed()
+        owner = {r.job_id: r.parent or r.job_id for r in rows}
+        sends = [(owner[s.job_id], s.need) for s in budget.queue(rows) if s.admission]
+        sending = {job for job, _ in sends}
+        states = {r.job_id: "to_submit" if r.job_id in sending else bucket(r.state.value)
+                  for r in rows if not r.parent}
+        charged = charges(rows)
+    return build_plan(manifest, states or None, spent_credits=spent, sends=sends), charged
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -272,7 +289,6 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
     """
     from batchgen.client import AkoolClient
     from batchgen.download import clean_partials
-    from batchgen.pricing import add_audio_credits, job_credits
     from batchgen.report import summarize, write_reports
     from batchgen.retry import RetryPolicy
     from batchgen.runner import Runner, RunSettings
@@ -280,13 +296,11 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
 
     creds.check()  # before the state is opened: nothing is marked sent with a bad header
     manifest = resolved.manifest
-    prices = manifest.budget.prices
     started = time.monotonic()
     resolved.output_dir.mkdir(parents=True, exist_ok=True)
     with Store.open(resolved.output_dir) as store:
         lost = store.recover()
-        sync = store.sync(manifest.jobs, [(job_credits(prices, j), add_audio_credits(prices, j))
-                                          for j in manifest.jobs])
+        sync = store.sync(manifest.jobs, estimates(manifest))
         reopened = store.reopen(unknown=resubmit_unknown, failed=retry_failed)
         clean_partials(resolved.output_dir)
         rows, committed = store.rows_and_committed()

@@ -27,41 +27,16 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from batchgen import budget
 from batchgen.errors import OutputDirLocked, StateError
-from batchgen.jobs import Job
+from batchgen.jobs import Job, JobState
 
 STATE_DIR = ".batchgen"
 DB_NAME = "state.db"
 LOCK_NAME = "lock"
-
-
-class JobState(StrEnum):
-    """Where a job is. Stored as text; the order below is the normal path."""
-
-    #: never sent, or allowed to be sent again
-    PENDING = "pending"
-    #: create journaled, request on the wire, answer not yet recorded
-    SUBMITTING = "submitting"
-    #: the API accepted the video task; polling it
-    RUNNING = "running"
-    #: the video is done; its add-audio step waits for a slot
-    AUDIO_PENDING = "audio_pending"
-    #: an updateVideoAudio create is journaled and on the wire
-    AUDIO_SUBMITTING = "audio_submitting"
-    #: the add-audio task was accepted; polling it
-    AUDIO_RUNNING = "audio_running"
-    #: the final task completed at the API; its file is to be downloaded
-    READY = "ready"
-    #: the file is on disk, verified, under its final name
-    COMPLETED = "completed"
-    #: a permanent fault; ``error`` says which
-    FAILED = "failed"
-    #: a create was sent but its answer was lost: it may exist and be charged
-    UNKNOWN = "unknown"
 
 
 #: states in which a task of the job occupies a slot at the API
@@ -112,6 +87,14 @@ class JobRow:
     parent: str | None = None
     #: credits the API charged for tasks this job abandoned on --retry-failed
     credits_prior: int = 0
+    #: estimates of creates this job abandoned whose charge is unknown (a lost answer
+    #: resubmitted with --resubmit-unknown): they may have been charged, so they stay held
+    credits_lost: int = 0
+    #: the job's add-audio step is reserved against the budget (with its video, or when
+    #: a repeated step was admitted); False after --retry-failed reopened the step
+    audio_held: bool = True
+    #: what the API said about a charge when its figure could not be used (see budget.charge)
+    credits_note: str | None = None
 
     @property
     def credits_deducted(self) -> int | None:
@@ -123,21 +106,8 @@ class JobRow:
 
     @property
     def committed_credits(self) -> int:
-        """Credits this job holds against the budget: charged where known, else estimated.
-
-        A job that was never sent holds nothing. A sent job holds what the API charged for
-        its video plus the estimate of any add-audio step not yet charged.
-        """
-        if self.state is JobState.PENDING:
-            return self.credits_prior
-        if self.state is JobState.FAILED and self.task_id is None:
-            return self.credits_prior  # the API refused the create: nothing new was charged
-        if self.credits_video is None:
-            return self.credits_estimated + self.credits_prior
-        audio_est = self.request.get("_audio_estimate", 0)
-        audio = self.credits_audio if self.credits_audio is not None else audio_est
-        return (self.credits_video + (audio if self.request.get("add_audio") else 0)
-                + self.credits_prior)
+        """Credits this job holds against the budget (the one rule: `budget.held`)."""
+        return budget.held(self)
 
     @property
     def final_task_id(self) -> str | None:
@@ -149,7 +119,7 @@ _COLUMNS = (
     "job_id, idx, fingerprint, request, state, credits_estimated, task_id, audio_task_id, "
     "credits_video, credits_audio, video_url, file, bytes, sha256, submitted_at, "
     "completed_at, attempts, error, changed, active, unknown_step, remote_deleted, parent, "
-    "credits_prior"
+    "credits_prior, credits_lost, audio_held, credits_note"
 )
 
 _MIGRATIONS: tuple[tuple[str, str], ...] = (
@@ -193,6 +163,13 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("0003_credits_prior", """
         ALTER TABLE jobs ADD COLUMN credits_prior INTEGER NOT NULL DEFAULT 0
     """),
+    # the budget keeps lost creates that were sent again, and knows whether a repeated
+    # add-audio step was admitted; an unusable charge from the API is recorded as said
+    ("0004_budget_holds", """
+        ALTER TABLE jobs ADD COLUMN credits_lost INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE jobs ADD COLUMN audio_held INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE jobs ADD COLUMN credits_note TEXT
+    """),
 )
 
 
@@ -203,13 +180,9 @@ def _row(r: sqlite3.Row | tuple[Any, ...]) -> JobRow:
         credits_audio=r[9], video_url=r[10], file=r[11], bytes=r[12], sha256=r[13],
         submitted_at=r[14], completed_at=r[15], attempts=r[16], error=r[17],
         changed=bool(r[18]), active=bool(r[19]), unknown_step=r[20], remote_deleted=bool(r[21]),
-        parent=r[22], credits_prior=r[23],
+        parent=r[22], credits_prior=r[23], credits_lost=r[24], audio_held=bool(r[25]),
+        credits_note=r[26],
     )
-
-
-def _committed_total(rows: Iterable[JobRow]) -> int:
-    """Credits held by the sent jobs among `rows` (every row, inactive ones too)."""
-    return sum(r.committed_credits for r in rows)
 
 
 def job_request(job: Job, audio_estimate: int) -> dict[str, Any]:
@@ -271,6 +244,22 @@ class Store:
                              "to start over (completed files stay on disk)") from exc
         return store
 
+    @classmethod
+    def preview(cls, output_dir: Path) -> Store:
+        """A private in-memory copy of `output_dir`'s state (StateError when there is none).
+
+        `plan` runs a run's own preparation (recover, sync, reopen) on it to see exactly
+        the queue a run would start from, without the lock and without changing the state.
+        """
+        with cls.open(output_dir, lock=False, create=False) as source:
+            copy = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            try:
+                source._conn.backup(copy)
+            except sqlite3.DatabaseError as exc:
+                copy.close()
+                raise StateError(f"{source.path}: unreadable state database ({exc})") from exc
+            return cls(copy, None, source.path)
+
     def close(self) -> None:
         """Close the database and release the lock; safe to call twice."""
         with contextlib.suppress(sqlite3.Error):
@@ -326,10 +315,15 @@ class Store:
         New jobs are added as pending. A pending job takes the manifest's current request.
         A job that was already sent keeps its recorded request; if the manifest now asks
         for something else, it is flagged `changed` (reported, never resubmitted silently).
+        A job whose every create was refused with no task made (`budget.free_to_change`)
+        cost nothing: when its entry changed, it takes the new request and is pending again.
         `estimates` gives (total, add-audio part) credits per job.
         """
         existing = {r[0]: (r[1], r[2]) for r in
                     self._conn.execute("SELECT job_id, state, fingerprint FROM jobs")}
+        free = {r.job_id for r in (_row(x) for x in self._conn.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE state=?", (JobState.FAILED,)))
+            if budget.free_to_change(r)}
         added = 0
         changed: list[str] = []
         with self._tx():
@@ -339,16 +333,21 @@ class Store:
                 total, audio = total // count, audio // count  # per video
                 req = json.dumps(job_request(job, audio), sort_keys=True)
                 prev = existing.get(job.id)
+                # a job that cost nothing and whose entry changed is sent as corrected
+                fresh = prev is not None and job.id in free and prev[1] != job.fingerprint
+                open_ = prev is None or prev[0] == JobState.PENDING or fresh
                 for k in range(2, count + 1):
                     child = f"{job.id}#{k}"
                     if child not in existing:
-                        if prev is not None and prev[0] != JobState.PENDING:
+                        if not open_:
                             continue  # count raised after sending: flagged below, not paid
                         self._conn.execute(
                             "INSERT INTO jobs(job_id, idx, fingerprint, request, state, "
                             "credits_estimated, parent) VALUES (?,?,?,?,?,?,?)",
                             (child, job.index, job.fingerprint, req, JobState.PENDING, total,
                              job.id))
+                    elif fresh and child in free:
+                        self._reset(child, job.index, job.fingerprint, req, total)
                     else:
                         self._conn.execute(
                             "UPDATE jobs SET active=1, request=CASE state WHEN ? THEN ? ELSE "
@@ -361,11 +360,8 @@ class Store:
                         "credits_estimated) VALUES (?,?,?,?,?,?)",
                         (job.id, job.index, job.fingerprint, req, JobState.PENDING, total))
                     added += 1
-                elif prev[0] == JobState.PENDING:
-                    self._conn.execute(
-                        "UPDATE jobs SET idx=?, fingerprint=?, request=?, credits_estimated=?, "
-                        "active=1, changed=0 WHERE job_id=?",
-                        (job.index, job.fingerprint, req, total, job.id))
+                elif open_:
+                    self._reset(job.id, job.index, job.fingerprint, req, total)
                 else:
                     is_changed = prev[1] != job.fingerprint
                     if is_changed:
@@ -377,6 +373,13 @@ class Store:
                          job.id))
         removed = len(existing.keys() - {j.id for j in jobs})
         return SyncResult(added=added, changed=tuple(changed), removed=removed)
+
+    def _reset(self, job_id: str, idx: int, fingerprint: str, request: str, total: int) -> None:
+        """A job not (or no longer) bound by an earlier create takes the manifest's request."""
+        self._conn.execute(
+            "UPDATE jobs SET idx=?, fingerprint=?, request=?, credits_estimated=?, active=1, "
+            "changed=0, new_fingerprint=NULL, state=?, error=NULL, unknown_step=NULL "
+            "WHERE job_id=?", (idx, fingerprint, request, total, JobState.PENDING, job_id))
 
     def recover(self) -> int:
         """After a crash, settle creates that were journaled but never answered.
@@ -407,36 +410,27 @@ class Store:
     def reopen(self, *, unknown: bool, failed: bool) -> int:
         """Make unknown and/or failed jobs eligible again (--resubmit-unknown/--retry-failed).
 
-        Only the step that went wrong is repeated: a failed download is fetched again, a
-        failed or unknown add-audio step is sent again on the finished video, and only
-        otherwise is the video made again. Charges of abandoned tasks move to
-        `credits_prior`, so the budget never forgets money already spent. Jobs whose
-        manifest entry changed after sending are left alone.
+        What is repeated, and what stays held against the budget, is `budget.reopened`'s
+        decision (plan asks the same function); this only writes it, durably, in one
+        transaction. Returns how many jobs were reopened.
         """
-        eligible = "active=1 AND changed=0"
-        prior_audio = "credits_prior = credits_prior + COALESCE(credits_audio, 0)"
-        prior_all = ("credits_prior = credits_prior + COALESCE(credits_video, 0) + "
-                     "COALESCE(credits_audio, 0)")
+        states = ([JobState.UNKNOWN] if unknown else []) + ([JobState.FAILED] if failed else [])
+        if not states:
+            return 0
+        marks = ", ".join("?" * len(states))
         n = 0
         with self._tx(durable=True):
-            steps: list[str] = (["unknown"] if unknown else []) + (["failed"] if failed else [])
-            for which in steps:
-                state = JobState.UNKNOWN if which == "unknown" else JobState.FAILED
-                # a download that failed: the video exists and was paid for
-                if which == "failed":
-                    n += self._conn.execute(
-                        f"UPDATE jobs SET state=?, error=NULL WHERE state=? AND {eligible} "
-                        "AND video_url IS NOT NULL", (JobState.READY, state)).rowcount
-                n += self._conn.execute(
-                    f"UPDATE jobs SET state=?, error=NULL, unknown_step=NULL, {prior_audio}, "
-                    f"audio_task_id=NULL, credits_audio=NULL WHERE state=? AND {eligible} "
-                    "AND unknown_step='add_audio' AND task_id IS NOT NULL",
-                    (JobState.AUDIO_PENDING, state)).rowcount
-                n += self._conn.execute(
-                    f"UPDATE jobs SET state=?, error=NULL, unknown_step=NULL, {prior_all}, "
-                    "task_id=NULL, audio_task_id=NULL, credits_video=NULL, credits_audio=NULL, "
-                    f"video_url=NULL WHERE state=? AND {eligible}",
-                    (JobState.PENDING, state)).rowcount
+            rows = [_row(r) for r in self._conn.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE state IN ({marks}) AND active=1 "
+                "AND changed=0", states)]
+            for row in rows:
+                changes = budget.reopened(row, unknown=unknown, failed=failed)
+                if changes is None:
+                    continue
+                names = ", ".join(f"{k}=?" for k in changes)
+                self._conn.execute(f"UPDATE jobs SET {names} WHERE job_id=?",
+                                   (*changes.values(), row.job_id))
+                n += 1
         return n
 
     # -- reads -------------------------------------------------------------------------
@@ -456,12 +450,12 @@ class Store:
 
     def committed_credits(self) -> int:
         """Credits held by every sent job of this output dir, across all runs (the budget)."""
-        return _committed_total(self.rows(active_only=False))
+        return budget.committed(self.rows(active_only=False))
 
     def rows_and_committed(self) -> tuple[list[JobRow], int]:
         """`rows()` and `committed_credits()` from one scan (a row costs a JSON parse)."""
         every = self.rows(active_only=False)
-        return [r for r in every if r.active], _committed_total(every)
+        return [r for r in every if r.active], budget.committed(every)
 
     # -- transitions -------------------------------------------------------------------
 
@@ -471,7 +465,7 @@ class Store:
         with self._tx(durable=True):
             self._conn.executemany(
                 "UPDATE jobs SET state=?, attempts=attempts+1, sent=0, "
-                "submitted_at=COALESCE(submitted_at, ?) WHERE job_id=?",
+                "submitted_at=COALESCE(submitted_at, ?), audio_held=1 WHERE job_id=?",
                 [(state, now, j) for j in job_ids])
 
     def mark_sent(self, job_id: str, sent: bool = True) -> None:
@@ -523,7 +517,8 @@ class Store:
         Used for poll results, downloads and failures, which the runner batches.
         """
         allowed = {"state", "video_url", "file", "bytes", "sha256", "completed_at", "error",
-                   "credits_video", "credits_audio", "unknown_step", "remote_deleted"}
+                   "credits_video", "credits_audio", "unknown_step", "remote_deleted",
+                   "credits_note"}
         with self._tx():
             for job_id, cols in changes:
                 bad = cols.keys() - allowed

@@ -138,9 +138,13 @@ def test_plan_prices_what_retry_flags_would_send(tmp_path):
     code, _, _ = cli("run", str(path), "--sandbox")
     assert code == 0
     from batchgen.store import JobState, Store
-    with Store.open(Path(yaml.safe_load(path.read_text())["output"]["dir"])) as store:
-        store.update([("job001", {"state": JobState.FAILED, "error": "x"})])
+    out_dir = Path(yaml.safe_load(path.read_text())["output"]["dir"])
+    with Store.open(out_dir) as store:  # job001's video task failed; job002's download did
+        store.update([("job001", {"state": JobState.FAILED, "error": "x", "video_url": None}),
+                      ("job002", {"state": JobState.FAILED, "error": "HTTP 403"})])
     _, out, _ = cli("plan", str(path), "--json")
     assert json.loads(out)["to_submit"] == {"jobs": 0, "credits": 0}
     _, out, _ = cli("plan", str(path), "--json", "--retry-failed")
-    assert json.loads(out)["to_submit"] == {"jobs": 1, "credits": 20}
+    doc = json.loads(out)
+    assert doc["to_submit"] == {"jobs": 1, "credits": 20}  # the download is fetched, not paid
+    assert doc["states"]["in_flight"]["jobs"] == 1

@@ -1,0 +1,204 @@
+"""The budget holds on every path that spends, and plan says exactly what run will do.
+
+Issue 11 (money first) and issue 17 items 3 and 5: the real CLI in a subprocess against the
+emulator or a small hostile API, with assertions on what the server created and charged.
+Where the emulator cannot aim a failure at one task, the state is put where a real failure
+leaves it, through the store's own API (as in test_reopen.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_cli, write_manifest
+from hostile_api import HostileApi
+
+from batchgen.store import JobState, Store
+
+
+def rows_of(out: Path) -> dict[str, dict[str, str]]:
+    with open(out / "report.csv", newline="") as f:
+        return {r["job_id"]: r for r in csv.DictReader(f)}
+
+
+async def plan_json(manifest: Path, *flags: str, cwd: Path) -> dict:
+    result = await run_cli("plan", str(manifest), "--json", *flags, cwd=cwd)
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+async def committed(manifest: Path, cwd: Path) -> int:
+    result = await run_cli("status", str(manifest), "--json", cwd=cwd)
+    return json.loads(result.out)["credits_committed"]
+
+
+# -- issue 11.1: repeated add-audio steps are reserved like every create --------------------
+
+
+async def test_retried_add_audio_steps_are_held_back_by_the_budget(sandbox, tmp_path):
+    sb = await sandbox()
+    manifest = write_manifest(tmp_path, 5, base_url=sb.url,
+                              job_extra={"add_audio": {"audio_type": 1}},
+                              extra={"budget": {"max_credits": 125}})
+    first = await run_cli("run", str(manifest), cwd=tmp_path)
+    assert first.code == 0, first.err
+    assert sb.stats()["credits_charged"] == 125  # five videos of 20 and five steps of 5
+    with Store.open(tmp_path / "out") as store:  # every add-audio task ended in status 4
+        store.update([(f"job{i:03d}", {"state": JobState.FAILED, "error": "status 4",
+                                       "video_url": None, "unknown_step": "add_audio"})
+                      for i in range(5)])
+    plan = await plan_json(manifest, "--retry-failed", cwd=tmp_path)
+    again = await run_cli("run", str(manifest), "--retry-failed", cwd=tmp_path)
+    stats = sb.stats()
+    assert stats["credits_charged"] == 125  # never 150
+    assert stats["requests"]["updateVideoAudio"] == 5
+    assert again.code == 3, again.err
+    assert "5 job(s) not submitted" in again.err and "25 more credits" in again.err
+    assert plan["budget"]["jobs_within_budget"] == 0
+    assert plan["to_submit"] == {"jobs": 5, "credits": 25}  # the steps, not the videos
+    # a raised cap lets them go, each on its existing video
+    raised = await run_cli("run", str(manifest), "--retry-failed", "--max-credits", "150",
+                           cwd=tmp_path)
+    assert raised.code == 0, raised.err
+    stats = sb.stats()
+    assert stats["credits_charged"] == 150 and stats["requests"]["createBySourcePrompt"] == 5
+    assert await committed(manifest, tmp_path) == 150
+
+
+# -- issue 11.2: a lost answer stays counted when it is sent again --------------------------
+
+
+async def test_resubmitting_a_lost_create_needs_room_for_a_second_charge(sandbox, tmp_path):
+    sb = await sandbox(lost_create_rate=1.0)
+    manifest = write_manifest(tmp_path, 2, base_url=sb.url, concurrency=1,
+                              extra={"budget": {"max_credits": 60}})
+    first = await run_cli("run", str(manifest), cwd=tmp_path)
+    assert first.code == 1, first.err
+    assert sb.stats()["credits_charged"] == 40  # both were made and charged; answers lost
+    assert {r["status"] for r in rows_of(tmp_path / "out").values()} == {"unknown"}
+    sb.config.lost_create_rate = 0.0
+    plan = await plan_json(manifest, "--resubmit-unknown", cwd=tmp_path)
+    again = await run_cli("run", str(manifest), "--resubmit-unknown", cwd=tmp_path)
+    assert sb.stats()["credits_charged"] == 60  # not 80: the cap was not silently doubled
+    assert again.code == 3, again.err
+    assert await committed(manifest, tmp_path) == 60
+    assert plan["budget"]["spent_credits"] == 40
+    assert plan["budget"]["jobs_within_budget"] == 1
+
+
+# -- issue 11.4: plan and run apply one rule --------------------------------------------------
+
+
+async def test_plan_says_exactly_what_run_submits_from_every_state(sandbox, tmp_path):
+    sb = await sandbox()
+    manifest = write_manifest(tmp_path, 3, base_url=sb.url, concurrency=3,
+                              extra={"budget": {"max_credits": 60}})
+    text = manifest.read_text()
+    text = text.replace("  prompt: prompt 0\n", "  prompt: prompt 0\n  video_length: 10\n")
+    text = text.replace("  prompt: prompt 1\n",
+                        "  prompt: prompt 1\n  video_length: 10\n  resolution: 4k\n")
+    manifest.write_text(text)  # jobs of 40, 60 and 20 credits
+    plan = await plan_json(manifest, cwd=tmp_path)
+    assert plan["budget"]["jobs_within_budget"] == 1
+    first = await run_cli("run", str(manifest), cwd=tmp_path)
+    assert first.code == 3, first.err
+    assert sb.stats()["tasks_created"] == 1  # the 20 waits behind the 60, as planned
+    for cap, made in (("100", 2), ("120", 3)):
+        plan = await plan_json(manifest, "--max-credits", cap, cwd=tmp_path)
+        before = sb.stats()["tasks_created"]
+        result = await run_cli("run", str(manifest), "--max-credits", cap, cwd=tmp_path)
+        assert sb.stats()["tasks_created"] - before == plan["budget"]["jobs_within_budget"]
+        assert sb.stats()["tasks_created"] == made, result.err
+    assert sb.stats()["credits_charged"] == 120
+
+
+# -- issue 11.3: numbers from the API are validated ---------------------------------------
+
+BAD_CHARGES = {"nan": math.nan, "inf": math.inf, "neg": -5, "zero": 0, "frac": 20.5,
+               "huge": 1e300, "text": "20", "bool": True, "list": [20]}
+
+
+async def test_unusable_charges_keep_the_estimate_and_every_task_id(tmp_path):
+    api = await HostileApi(lambda body: BAD_CHARGES[body["prompt"].split()[0]]).start()
+    try:
+        manifest = write_manifest(tmp_path, len(BAD_CHARGES), base_url=api.url)
+        text = manifest.read_text()
+        for i, name in enumerate(BAD_CHARGES):
+            text = text.replace(f"prompt: prompt {i}\n", f"prompt: {name} {i}\n")
+        manifest.write_text(text)
+        result = await run_cli("run", str(manifest), "--no-progress", cwd=tmp_path)
+        assert result.code == 0, result.err
+        assert api.requests["create"] == len(BAD_CHARGES)  # no task thrown away, none resent
+        rows = rows_of(tmp_path / "out")
+        assert {r["status"] for r in rows.values()} == {"completed"}
+        assert all(r["credits_deducted"] == "" for r in rows.values())
+        assert result.err.count("deduction_credit is unusable") == 1  # one notice
+        with Store.open(tmp_path / "out") as store:
+            notes = {r.job_id: r.credits_note for r in store.rows()}
+        assert all(note and "estimate 20 is held" in note for note in notes.values())
+        assert "negative" in notes["job002"] and "not finite" in notes["job000"]
+        assert await committed(manifest, tmp_path) == 20 * len(BAD_CHARGES)
+        again = await run_cli("run", str(manifest), cwd=tmp_path)
+        assert again.code == 0 and api.requests["create"] == len(BAD_CHARGES)
+    finally:
+        await api.close()
+
+
+async def test_a_negative_charge_never_makes_room_in_the_budget(tmp_path):
+    api = await HostileApi(lambda body: -100).start()
+    try:
+        manifest = write_manifest(tmp_path, 5, base_url=api.url, concurrency=1,
+                                  extra={"budget": {"max_credits": 60}})
+        result = await run_cli("run", str(manifest), "--no-progress", cwd=tmp_path)
+        assert result.code == 3, result.err
+        assert api.requests["create"] == 3  # 3 x 20 estimated: the cap holds
+    finally:
+        await api.close()
+
+
+# -- issue 17.3: a create refused with no task cost nothing: the job may be corrected --------
+
+
+@pytest.mark.parametrize("flags", [(), ("--retry-failed",)])
+async def test_a_refused_job_sends_the_corrected_request(sandbox, tmp_path, flags):
+    sb = await sandbox()
+    manifest = write_manifest(tmp_path, 2, base_url=sb.url)
+    text = manifest.read_text()
+    manifest.write_text(text.replace("  prompt: prompt 1\n",
+                                     "  prompt: prompt 1\n  negative_prompt: null\n"))
+    first = await run_cli("run", str(manifest), cwd=tmp_path)
+    assert first.code == 1, first.err
+    assert "1003" in rows_of(tmp_path / "out")["job001"]["error"]
+    manifest.write_text(text)  # corrected
+    plan = await plan_json(manifest, *flags, cwd=tmp_path)
+    again = await run_cli("run", str(manifest), *flags, cwd=tmp_path)
+    assert again.code == 0, again.err
+    assert "kept as sent" not in again.err
+    row = rows_of(tmp_path / "out")["job001"]
+    assert row["status"] == "completed" and row["manifest_changed"] == "false"
+    assert sb.stats()["tasks_created"] == 2
+    assert plan["to_submit"] == {"jobs": 1, "credits": 20}  # plan said so beforehand
+
+
+# -- issue 17.5: an expired URL is renewed before it is fetched again ------------------------
+
+
+async def test_retry_failed_download_asks_for_a_fresh_url_first(tmp_path):
+    api = await HostileApi(versioned_urls=True).start()
+    try:
+        manifest = write_manifest(tmp_path, 2, base_url=api.url)
+        first = await run_cli("run", str(manifest), "--no-progress", cwd=tmp_path)
+        assert first.code == 1, first.err
+        assert {r["status"] for r in rows_of(tmp_path / "out").values()} == {"failed"}
+        api.serving = True
+        downloads = api.requests["download"]
+        again = await run_cli("run", str(manifest), "--retry-failed", cwd=tmp_path)
+        assert again.code == 0, again.err
+        assert api.requests["download"] - downloads == 2  # no expired URL fetched again
+        assert api.requests["create"] == 2
+    finally:
+        await api.close()

@@ -36,6 +36,7 @@ class HostileApi:
         self.created: list[dict[str, Any]] = []
         self._version: dict[str, int] = {}
         self._server: TestServer | None = None
+        self._video = mp4_bytes("hostile", 1.0)  # one small real MP4 serves every task
 
     @property
     def url(self) -> str:
@@ -92,4 +93,4 @@ class HostileApi:
             fresh = request.query.get("v") == str(self._version.get(task_id))
             if not (self.serving and fresh):
                 raise web.HTTPForbidden(text="video URL has expired")
-        return web.Response(body=mp4_bytes(task_id, 5.0), content_type="video/mp4")
+        return web.Response(body=self._video, content_type="video/mp4")

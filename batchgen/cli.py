@@ -57,6 +57,10 @@ if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET, EXIT_CREDENTIALS, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
 EXIT_BUG = 70
+#: a run's outcome (api.Outcome values) -> exit code (SPEC §6)
+RUN_EXIT_CODES: Mapping[str, int] = {"completed": EXIT_OK, "failed": EXIT_FAILED,
+                                     "budget_stopped": EXIT_BUDGET,
+                                     "interrupted": EXIT_INTERRUPTED}
 #: error type -> exit code (SPEC §6); 0/1/3/130 come from the run's outcome
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (ManifestError, EXIT_USAGE),
@@ -146,26 +150,26 @@ def _online_warnings(args: argparse.Namespace, manifest: Manifest) -> list[Probl
 
 
 def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from batchgen import planning
-    from batchgen.session import plan_now
+    from batchgen.api import plan_resolved
+    from batchgen.planning import render_plan
     resolved = _resolve(args, os.environ)
-    result, charges = plan_now(resolved, retry_failed=getattr(args, "retry_failed", False),
-                               resubmit_unknown=getattr(args, "resubmit_unknown", False))
-    manifest = resolved.manifest
-    online = _online_prices(args, manifest) if getattr(args, "online", False) else None
+    result = plan_resolved(resolved, retry_failed=getattr(args, "retry_failed", False),
+                           resubmit_unknown=getattr(args, "resubmit_unknown", False))
+    online = (_online_prices(args, resolved.manifest) if getattr(args, "online", False)
+              else None)
     if getattr(args, "json", False):
-        doc = planning.plan_to_dict(result)
-        doc["charged_so_far"] = charges
+        doc = result.to_dict()
         if online is not None:
             doc["model_prices"] = online
         print(json.dumps(doc, indent=2), file=out)
     else:
-        print(planning.render_plan(result), file=out)
-        if charges.get("jobs"):
-            note = (f"; the API charged differently from the table for {charges['differs']} "
-                    "of them" if charges["differs"] else "")
-            print(f"\ncharged so far: {charges['jobs']} jobs, {charges['deducted']} credits "
-                  f"deducted by the API against {charges['estimated']} estimated{note}",
+        print(render_plan(result), file=out)
+        charged = result.charged_so_far
+        if charged is not None and charged.jobs:
+            note = (f"; the API charged differently from the table for {charged.differs} "
+                    "of them" if charged.differs else "")
+            print(f"\ncharged so far: {charged.jobs} jobs, {charged.deducted} credits "
+                  f"deducted by the API against {charged.estimated} estimated{note}",
                   file=out)
         if online is not None:
             print(f"\nmodel jobs priced from the API's model list (aigModel/list): "
@@ -376,12 +380,13 @@ def _sandbox_settings(args: argparse.Namespace) -> SandboxConfig | None:
 
 async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Credentials,
                      console: Console, sandbox_config: SandboxConfig | None) -> int:
-    """`batchgen run`: the session runs it; this shows progress, owns the signals and
-    turns the outcome into an exit code."""
+    """`batchgen run`: the API runs it (as `batchgen.arun` would); this shows progress,
+    owns the signals and turns the outcome into an exit code."""
+    from batchgen.api import Outcome, run_resolved
     from batchgen.console import Progress
-    from batchgen.session import execute
 
     manifest = resolved.manifest
+
     loop = asyncio.get_running_loop()
     progress: Progress | None = None
     tick: asyncio.Task[None] | None = None
@@ -445,7 +450,7 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Creden
         tick = asyncio.create_task(ticker())
 
     try:
-        finished = await execute(
+        report = await run_resolved(
             resolved, creds, sandbox=args.sandbox, retry_failed=args.retry_failed,
             resubmit_unknown=args.resubmit_unknown, retry=retry_policy_from_env(os.environ),
             limits=limits_from_env(os.environ),
@@ -458,42 +463,39 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Creden
             progress.close()
         for sig in handled:
             loop.remove_signal_handler(sig)
-    outcome, summary = finished.outcome, finished.summary
-    st = summary["status"]
-    line = (f"{manifest.name}: {st['completed']} completed, {st['failed']} failed, "
+    st = report.counts
+    line = (f"{report.name}: {st['completed']} completed, {st['failed']} failed, "
             f"{st['unknown']} unknown, {st['pending']} pending; credits deducted "
-            f"{summary['credits_deducted']}; {summary['requests_total']} requests in "
-            f"{summary['wall_seconds']:.1f}s; report: {finished.report}")
+            f"{report.credits_deducted}; {report.requests} requests in "
+            f"{report.wall_seconds:.1f}s; report: {report.report_file}")
     if getattr(args, "json", False):
         console.log_only(line)
-        print(json.dumps(summary, indent=2, sort_keys=True), file=console.out)
+        print(json.dumps(report.summary, indent=2, sort_keys=True), file=console.out)
     else:
         console.result(line)
-    if outcome.interrupted:
+    if report.outcome is Outcome.INTERRUPTED:
         console.alert("interrupted: state saved; run the same command again to resume")
-        return EXIT_INTERRUPTED
-    if outcome.budget_blocked or outcome.out_of_credit:
-        if outcome.budget_blocked:
-            console.alert(f"budget: {outcome.budget_blocked} job(s) not submitted; they need "
-                          f"{outcome.budget_needed} more credits (budget {resolved.max_credits}"
-                          f", committed {finished.committed}); raise budget.max_credits or "
-                          "--max-credits and run again")
-        if outcome.out_of_credit:
-            console.alert(f"the account ran out of credit ({outcome.out_of_credit}); top up "
+    elif report.outcome is Outcome.BUDGET_STOPPED:
+        if report.budget_blocked:
+            console.alert(f"budget: {report.budget_blocked} job(s) not submitted; they need "
+                          f"{report.budget_needed} more credits (budget {report.max_credits}"
+                          f", committed {report.credits_committed}); raise budget.max_credits "
+                          "or --max-credits and run again")
+        if report.out_of_credit:
+            console.alert(f"the account ran out of credit ({report.out_of_credit}); top up "
                           "and run again")
-        return EXIT_BUDGET
-    if outcome.api_unavailable:
-        console.alert(f"the API could not be reached or kept refusing "
-                      f"({outcome.api_unavailable}); {st['pending']} job(s) left pending: run "
-                      "again later to go on")
-    if outcome.abandoned:
-        console.alert(f"{outcome.abandoned} task(s) stayed queued or processing at the API for "
-                      "too long; they are kept in the state and the next run polls them again")
-    if st["failed"] or st["unknown"] or st["pending"]:
-        if console.quiet:
+    else:
+        if report.api_unavailable:
+            console.alert(f"the API could not be reached or kept refusing "
+                          f"({report.api_unavailable}); {st['pending']} job(s) left pending: "
+                          "run again later to go on")
+        if report.abandoned:
+            console.alert(f"{report.abandoned} task(s) stayed queued or processing at the API "
+                          "for too long; they are kept in the state and the next run polls "
+                          "them again")
+        if report.outcome is Outcome.FAILED and console.quiet:
             console.alert(line)  # whoever reads the cron mail needs the totals too
-        return EXIT_FAILED
-    return EXIT_OK
+    return RUN_EXIT_CODES[report.outcome]
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

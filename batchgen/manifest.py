@@ -25,8 +25,8 @@ import math
 import re
 import string
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePath
 from typing import Any
 
 from batchgen.errors import ManifestError, Problem
@@ -56,7 +56,7 @@ from batchgen.manifest_schema import (
     load_schema,
     suggest,
 )
-from batchgen.manifest_yaml import JsonPath, ParsedYaml, parse_yaml
+from batchgen.manifest_yaml import MAX_DEPTH, JsonPath, ParsedYaml, parse_yaml
 from batchgen.pricing import PriceTable, price_table
 
 DEFAULT_BASE_URL = "https://openapi.akool.com"
@@ -119,6 +119,76 @@ def load_manifest(path: str | Path) -> Manifest:
     finally:
         if was_enabled:
             gc.enable()
+
+
+#: how problems in a manifest given as a mapping name their file
+MAPPING_FILE = "<mapping>"
+
+
+def load_manifest_data(doc: Mapping[str, Any], base_dir: str | Path | None = None
+                       ) -> Manifest:
+    """Validate and expand a manifest given as a mapping (a pipeline builds jobs in code).
+
+    The same schema and rules as a YAML file apply. `base_dir` stands for the folder a
+    manifest file would sit in: relative paths in it (`jobs_file`, `output.dir`) are taken
+    from there; the current directory when None. A mapping has no file name to default
+    `name` from, so it needs `name:`. Problems are located as `<mapping>:1: WHERE: ...`
+    (there are no lines; WHERE names the job). Values must be what YAML could hold:
+    mappings with text keys, lists/tuples, text, numbers, booleans, None (paths become
+    text).
+    """
+    problems: list[Problem] = []
+    value = _plain(doc, "", 0, problems)
+    if problems:
+        raise ManifestError(problems)
+    if not isinstance(value, dict):
+        raise ManifestError([Problem(MAPPING_FILE, 1, "", "the manifest is not a mapping",
+                                     "pass a dict such as {'version': 1, 'name': ..., "
+                                     "'jobs': [...]}")])
+    if value.get("name") is None:
+        raise ManifestError([Problem(MAPPING_FILE, 1, "", "a manifest given as a mapping "
+                                     "has no file name to take its name from",
+                                     "add 'name': 'my-batch' (letters, digits, '.', '_', '-')")])
+    base = Path.cwd() if base_dir is None else Path(base_dir).absolute()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        manifest = _Loader(base / MAPPING_FILE, ParsedYaml(value, {}),
+                           Validators(load_schema()), [], file=MAPPING_FILE).load()
+    finally:
+        if was_enabled:
+            gc.enable()
+    if manifest.output.dir.is_absolute():
+        return manifest
+    # output.dir, like jobs_file, is relative to where the manifest "sits": base_dir
+    return replace(manifest, output=replace(manifest.output, dir=base / manifest.output.dir))
+
+
+def _plain(value: Any, where: str, depth: int, problems: list[Problem]) -> Any:
+    """A copy of `value` made of the types a YAML document yields, or problems."""
+    if depth > MAX_DEPTH:
+        problems.append(Problem(MAPPING_FILE, 1, where, f"nested more than {MAX_DEPTH} levels "
+                                "deep", "a manifest needs only a few levels"))
+        return None
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                problems.append(Problem(MAPPING_FILE, 1, where, f"key {key!r} is not text",
+                                        "use text keys, as in YAML"))
+                continue
+            out[key] = _plain(item, f"{where}.{key}" if where else key, depth + 1, problems)
+        return out
+    if isinstance(value, list | tuple):
+        return [_plain(item, f"{where}[{i}]", depth + 1, problems)
+                for i, item in enumerate(value)]
+    problems.append(Problem(MAPPING_FILE, 1, where, f"a {type(value).__name__} is not a "
+                            "manifest value", "use text, numbers, booleans, lists and dicts"))
+    return None
 
 
 def _load(path: Path) -> Manifest:
@@ -258,9 +328,9 @@ class _Loader:
     """One load of one manifest: collects problems, expands jobs in order."""
 
     def __init__(self, path: Path, parsed: ParsedYaml, validators: Validators,
-                 problems: list[Problem]) -> None:
+                 problems: list[Problem], file: str | None = None) -> None:
         self.path = path
-        self.file = str(path)
+        self.file = str(path) if file is None else file
         self.parsed = parsed
         self.doc: dict[str, Any] = parsed.value
         self.validators = validators

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -58,7 +59,8 @@ class Resolved:
     max_credits: int | None
 
 
-def resolve(manifest: Manifest, env: Mapping[str, str], *, output: str | Path | None = None,
+def resolve(manifest: Manifest, env: Mapping[str, str], *,
+            output: str | os.PathLike[str] | None = None,
             api_base: str | None = None, concurrency: int | None = None,
             max_credits: int | None = None) -> Resolved:
     """Overrides first, then the environment (`BATCHGEN_API_BASE`), then the manifest."""
@@ -285,7 +287,8 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
     `on_started` sees what the state held before anything is sent (after the lock is
     taken); `on_running` gets a `RunControl` once the client is authenticated and the
     runner is about to start; `sandbox_config` sets the in-process emulator's knobs.
-    Reports are written however the run ends.
+    Reports are written however the run ends; cancelling the task that awaits this stops
+    the run as SIGINT does (`_run_to_end`).
     """
     from batchgen.client import AkoolClient
     from batchgen.download import clean_partials
@@ -338,7 +341,7 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
             if on_running is not None:
                 on_running(RunControl(runner))
             try:
-                outcome = await runner.run()
+                outcome = await _run_to_end(runner)
             finally:
                 final_rows = store.rows()
                 summary = summarize(final_rows, wall_seconds=time.monotonic() - started,
@@ -349,3 +352,20 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
                                           final_rows, summary)
     return Finished(outcome=outcome, summary=summary, rows=tuple(final_rows),
                     committed=runner.committed_credits, report=report)
+
+
+async def _run_to_end(runner: Runner) -> RunOutcome:
+    """`runner.run()`, where cancelling the caller stops the run as SIGINT does.
+
+    A cancelled caller (an `arun` task, Ctrl-C in `batchgen.run`) gets the graceful stop:
+    no new submissions, creates on the wire get their grace, then the cancellation goes
+    on and the reports are written on the way out. A second cancel while stopping cuts
+    the grace short; creates still on the wire then resume as unknown, never resent.
+    """
+    task = asyncio.ensure_future(runner.run())
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        runner.stop()
+        await task
+        raise

@@ -1,0 +1,312 @@
+"""The public Python API (SPEC §7): `run`, `arun` and `plan`, with their typed results.
+
+Pipelines (Prefect, Dagster, a FastAPI handler, a notebook) import batchgen instead of
+shelling out. A run through here is the run of `batchgen run`: the CLI calls
+`run_resolved` and `plan_resolved` below, so both faces share one code path and every
+guarantee of SPEC §5 (the output dir's lock, resume, the budget, no double spend).
+
+Owns: turning a manifest path or mapping plus keyword options into a resolved run,
+credentials from arguments or the environment, and the typed values handed back
+(`RunReport`, `JobResult`, `RunPlan`). Deliberately not here: printing (nothing is ever
+printed), signal handlers and exit codes (cli.py); the run's assembly (session.py).
+Errors are the exceptions of `batchgen.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from batchgen.errors import UsageError
+from batchgen.planning import Plan, plan_to_dict
+
+if TYPE_CHECKING:
+    from batchgen.client import Credentials
+    from batchgen.manifest import Manifest
+    from batchgen.retry import RetryPolicy
+    from batchgen.runner import JobEvent, RunOutcome
+    from batchgen.sandbox import SandboxConfig
+    from batchgen.session import Resolved, RunControl, Started
+    from batchgen.store import JobRow
+
+#: what `manifest=` may be: a YAML file, or the manifest itself as a mapping
+ManifestSource = str | os.PathLike[str] | Mapping[str, Any]
+
+
+class Outcome(StrEnum):
+    """How a run ended; the CLI's exit code is a function of it (SPEC §6)."""
+
+    COMPLETED = "completed"            #: every job completed and downloaded (exit 0)
+    FAILED = "failed"                  #: some jobs failed, are unknown or pending (exit 1)
+    BUDGET_STOPPED = "budget_stopped"  #: the budget or the account's credit stopped it (3)
+    INTERRUPTED = "interrupted"        #: stopped on request; state saved (exit 130)
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """One job of the run, as its row in report.csv."""
+
+    id: str
+    status: str                  #: completed | failed | pending | unknown (SPEC §4)
+    task_id: str | None
+    file: Path | None            #: absolute path of the finished video, when there is one
+    bytes: int | None
+    sha256: str | None
+    credits_estimated: int
+    credits_deducted: int | None  #: what the API charged, once it said so
+    error: str | None
+    state: str                   #: the finer state behind `status` (report.csv `state`)
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """What a run did: its outcome, every job, and the figures of summary.json."""
+
+    name: str
+    output_dir: Path
+    outcome: Outcome
+    jobs: tuple[JobResult, ...]
+    #: jobs per status: completed, failed, pending, unknown
+    counts: Mapping[str, int]
+    credits_estimated: int
+    credits_deducted: int
+    credits_committed: int       #: held by everything sent from this output dir, all runs
+    max_credits: int | None
+    budget_blocked: int          #: jobs the budget kept back
+    budget_needed: int           #: credits those jobs would need
+    out_of_credit: str | None    #: the API refused for lack of credit (why)
+    api_unavailable: str | None  #: the API stayed unreachable; pending jobs left (why)
+    abandoned: int               #: tasks left at the API too long; the next run polls them
+    requests: int
+    wall_seconds: float
+    report_file: Path            #: report.csv
+    summary: Mapping[str, Any]   #: the content of summary.json
+
+    @property
+    def ok(self) -> bool:
+        """Every job completed and downloaded."""
+        return self.outcome is Outcome.COMPLETED
+
+
+@dataclass(frozen=True, slots=True)
+class Charges:
+    """What the API charged so far (earlier runs) against the table's estimate."""
+
+    jobs: int
+    estimated: int
+    deducted: int
+    differs: int                 #: jobs charged differently from the table
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan(Plan):
+    """The plan of `batchgen plan`; `to_dict()` is exactly the `plan --json` document."""
+
+    #: None while the output dir holds no state yet
+    charged_so_far: Charges | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `plan --json` document (without `--online`'s `model_prices`)."""
+        doc = plan_to_dict(self)
+        c = self.charged_so_far
+        doc["charged_so_far"] = {} if c is None else {
+            "jobs": c.jobs, "estimated": c.estimated, "deducted": c.deducted,
+            "differs": c.differs}
+        return doc
+
+
+# -- the public functions ----------------------------------------------------------------
+
+
+def run(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = None,
+        output: str | os.PathLike[str] | None = None, concurrency: int | None = None,
+        max_credits: int | None = None, api_base: str | None = None, sandbox: bool = False,
+        retry_failed: bool = False, resubmit_unknown: bool = False,
+        on_event: Callable[[JobEvent], None] | None = None, api_key: str | None = None,
+        client_id: str | None = None, client_secret: str | None = None,
+        env: Mapping[str, str] | None = None) -> RunReport:
+    """Run a manifest to the end, as `batchgen run` does, and return its report.
+
+    `manifest` is a YAML file's path or the manifest as a mapping (then relative paths in
+    it — `jobs_file`, `output.dir` — are taken from `base_dir`, default the current
+    directory; a file's are taken from its folder). The keyword options are those of
+    `batchgen run`: `output` (relative to the current directory), `concurrency`,
+    `max_credits`, `api_base`, `sandbox` (an emulator in-process, no account needed),
+    `retry_failed`, `resubmit_unknown`. `on_event` receives every `JobEvent` (submitted,
+    task_done, downloaded, failed, ...) in the run's thread; keep it quick.
+
+    Credentials: `client_id` + `client_secret`, else `api_key`, else the environment's
+    AKOOL_CLIENT_ID/AKOOL_CLIENT_SECRET/AKOOL_API_KEY (`env` replaces `os.environ` for
+    these and BATCHGEN_API_BASE, BATCHGEN_RETRY_*). They are never printed or logged.
+
+    Every guarantee of the CLI holds: the output dir's lock (`OutputDirLocked` while
+    another run holds it), resume from its state, the budget over all runs, no double
+    spend. Nothing is printed. Errors are `batchgen.errors` exceptions (`ManifestError`
+    lists every problem). Run it where no event loop runs (a script, a worker thread);
+    inside one, `await arun(...)`. Ctrl-C in the main thread stops it as the CLI stops on
+    SIGINT (no new submissions, state saved), then raises KeyboardInterrupt.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise UsageError("batchgen.run() was called inside a running event loop; use "
+                         "`await batchgen.arun(...)` there")
+    return asyncio.run(arun(
+        manifest, base_dir=base_dir, output=output, concurrency=concurrency,
+        max_credits=max_credits, api_base=api_base, sandbox=sandbox,
+        retry_failed=retry_failed, resubmit_unknown=resubmit_unknown, on_event=on_event,
+        api_key=api_key, client_id=client_id, client_secret=client_secret, env=env))
+
+
+async def arun(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = None,
+               output: str | os.PathLike[str] | None = None, concurrency: int | None = None,
+               max_credits: int | None = None, api_base: str | None = None,
+               sandbox: bool = False, retry_failed: bool = False,
+               resubmit_unknown: bool = False,
+               on_event: Callable[[JobEvent], None] | None = None,
+               api_key: str | None = None, client_id: str | None = None,
+               client_secret: str | None = None,
+               env: Mapping[str, str] | None = None) -> RunReport:
+    """`run` inside a running event loop (same arguments, same report).
+
+    Cancelling the task stops the run as SIGINT stops the CLI: no new submissions,
+    creates already on the wire get a short grace, state and reports are saved, then
+    CancelledError goes on. The same call later resumes where it stopped. Loading and
+    parsing the manifest runs in the loop's thread; for a very large manifest, call this
+    from a worker thread's loop or accept the pause.
+    """
+    from batchgen.session import require_credentials, resolve, retry_policy_from_env
+    environ = os.environ if env is None else env
+    _check_options(concurrency, max_credits)
+    resolved = resolve(load(manifest, base_dir), environ, output=output, api_base=api_base,
+                       concurrency=concurrency, max_credits=max_credits)
+    creds = None if sandbox else _credentials(api_key, client_id, client_secret)
+    if creds is None:
+        creds = require_credentials(environ, sandbox)
+    return await run_resolved(resolved, creds, sandbox=sandbox, retry_failed=retry_failed,
+                              resubmit_unknown=resubmit_unknown,
+                              retry=retry_policy_from_env(environ), on_event=on_event)
+
+
+def plan(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = None,
+         output: str | os.PathLike[str] | None = None, max_credits: int | None = None,
+         retry_failed: bool = False, resubmit_unknown: bool = False,
+         env: Mapping[str, str] | None = None) -> RunPlan:
+    """What a run would do now and what it would cost: the figures of `plan --json`.
+
+    Sends nothing and takes no lock; reads the output dir's state when there is one, so
+    done, in-flight, unknown and failed jobs are split out and `retry_failed` /
+    `resubmit_unknown` count what they would send again. `RunPlan.to_dict()` is the
+    `plan --json` document.
+    """
+    from batchgen.session import resolve
+    _check_options(None, max_credits)
+    resolved = resolve(load(manifest, base_dir), os.environ if env is None else env,
+                       output=output, max_credits=max_credits)
+    return plan_resolved(resolved, retry_failed=retry_failed,
+                         resubmit_unknown=resubmit_unknown)
+
+
+def load(manifest: ManifestSource, base_dir: str | os.PathLike[str] | None = None
+         ) -> Manifest:
+    """A validated, expanded manifest from a path or a mapping (ManifestError if not)."""
+    from batchgen.manifest import load_manifest, load_manifest_data
+    if isinstance(manifest, Mapping):
+        return load_manifest_data(manifest, None if base_dir is None else Path(base_dir))
+    if isinstance(manifest, str | os.PathLike):
+        return load_manifest(os.fspath(manifest))
+    raise UsageError(f"manifest must be a path or a mapping, not {type(manifest).__name__}")
+
+
+# -- shared with the CLI -----------------------------------------------------------------
+
+
+def plan_resolved(resolved: Resolved, *, retry_failed: bool = False,
+                  resubmit_unknown: bool = False) -> RunPlan:
+    """The plan of a resolved manifest (`batchgen plan` and `plan()` both come here)."""
+    from batchgen.session import plan_now
+    base, charged = plan_now(resolved, retry_failed=retry_failed,
+                             resubmit_unknown=resubmit_unknown)
+    values = {f.name: getattr(base, f.name) for f in fields(base)}
+    return RunPlan(**values, charged_so_far=Charges(**charged) if charged else None)
+
+
+async def run_resolved(resolved: Resolved, creds: Credentials, *, sandbox: bool = False,
+                       retry_failed: bool = False, resubmit_unknown: bool = False,
+                       retry: RetryPolicy | None = None,
+                       sandbox_config: SandboxConfig | None = None,
+                       on_event: Callable[[JobEvent], None] | None = None,
+                       on_started: Callable[[Started], None] | None = None,
+                       on_running: Callable[[RunControl], None] | None = None) -> RunReport:
+    """A run of a resolved manifest; `batchgen run` and `arun()` both come here."""
+    from batchgen.session import execute
+    finished = await execute(resolved, creds, sandbox=sandbox, retry_failed=retry_failed,
+                             resubmit_unknown=resubmit_unknown, retry=retry,
+                             sandbox_config=sandbox_config, on_event=on_event, on_started=on_started, on_running=on_running)
+    summary = finished.summary
+    status = summary["status"]
+    out = finished.outcome
+    return RunReport(
+        name=resolved.manifest.name, output_dir=resolved.output_dir,
+        outcome=outcome_of(out, status),
+        jobs=tuple(job_result(r, resolved.output_dir) for r in finished.rows),
+        counts=dict(status), credits_estimated=summary["credits_estimated"],
+        credits_deducted=summary["credits_deducted"], credits_committed=finished.committed,
+        max_credits=resolved.max_credits, budget_blocked=out.budget_blocked,
+        budget_needed=out.budget_needed, out_of_credit=out.out_of_credit,
+        api_unavailable=out.api_unavailable, abandoned=out.abandoned,
+        requests=summary["requests_total"], wall_seconds=summary["wall_seconds"],
+        report_file=finished.report, summary=summary)
+
+
+def outcome_of(outcome: RunOutcome, status: Mapping[str, int]) -> Outcome:
+    """SPEC §6's order: a stop request first, then the budget, then unfinished jobs."""
+    if outcome.interrupted:
+        return Outcome.INTERRUPTED
+    if outcome.budget_blocked or outcome.out_of_credit:
+        return Outcome.BUDGET_STOPPED
+    if status["failed"] or status["unknown"] or status["pending"]:
+        return Outcome.FAILED
+    return Outcome.COMPLETED
+
+
+def job_result(row: JobRow, output_dir: Path) -> JobResult:
+    from batchgen.store import report_status
+    return JobResult(
+        id=row.job_id, status=report_status(row.state), task_id=row.task_id,
+        file=(output_dir / row.file).absolute() if row.file else None, bytes=row.bytes,
+        sha256=row.sha256, credits_estimated=row.credits_estimated,
+        credits_deducted=row.credits_deducted, error=row.error, state=row.state.value)
+
+
+def _credentials(api_key: str | None, client_id: str | None, client_secret: str | None
+                 ) -> Credentials | None:
+    """Credentials given as arguments (a clientId/secret pair first), or None."""
+    from batchgen.client import Credentials
+    if client_id or client_secret:
+        if not (client_id and client_secret):
+            raise UsageError("client_id and client_secret go together; pass both, or "
+                             "api_key")
+        return Credentials(client_id=client_id, client_secret=client_secret)
+    if api_key:
+        return Credentials(api_key=api_key)
+    return None
+
+
+def _check_options(concurrency: int | None, max_credits: int | None) -> None:
+    """What argparse checks for the CLI (`--concurrency` >= 1, `--max-credits` >= 0)."""
+    if concurrency is not None and (isinstance(concurrency, bool)
+                                    or not isinstance(concurrency, int) or concurrency < 1):
+        raise UsageError(f"concurrency must be a whole number of at least 1, not "
+                         f"{concurrency!r}")
+    if max_credits is not None and (isinstance(max_credits, bool)
+                                    or not isinstance(max_credits, int) or max_credits < 0):
+        raise UsageError(f"max_credits must be a whole number of at least 0, not "
+                         f"{max_credits!r}")

@@ -44,7 +44,7 @@ async def test_arun_completes_in_process_with_typed_results_and_prints_nothing(
     sb = await sandbox()
     events: list[JobEvent] = []
     report = await batchgen.arun(mapping(3), base_dir=tmp_path, api_base=sb.url,
-                                 api_key="k", env={}, on_event=events.append)
+                                 api_key="test-key", env={}, on_event=events.append)
     assert report.outcome is batchgen.Outcome.COMPLETED and report.ok
     assert report.counts == {"completed": 3, "failed": 0, "pending": 0, "unknown": 0}
     assert report.output_dir == tmp_path / "out"
@@ -67,7 +67,7 @@ async def test_arun_completes_in_process_with_typed_results_and_prints_nothing(
 async def test_budget_stop_is_an_outcome_not_an_exception(sandbox, tmp_path):
     sb = await sandbox()
     report = await batchgen.arun(mapping(4), base_dir=tmp_path, api_base=sb.url,
-                                 api_key="k", env={}, max_credits=50)
+                                 api_key="test-key", env={}, max_credits=50)
     assert report.outcome is batchgen.Outcome.BUDGET_STOPPED and not report.ok
     assert report.budget_blocked == 2 and report.budget_needed == 40
     assert report.counts["completed"] == 2 and report.counts["pending"] == 2
@@ -77,11 +77,11 @@ async def test_budget_stop_is_an_outcome_not_an_exception(sandbox, tmp_path):
 async def test_resume_from_the_same_output_dir_never_pays_twice(sandbox, tmp_path):
     sb = await sandbox()
     first = await batchgen.arun(mapping(4), base_dir=tmp_path, api_base=sb.url,
-                                api_key="k", env={}, max_credits=40)
+                                api_key="test-key", env={}, max_credits=40)
     assert first.counts["completed"] == 2
     done_first = {j.id: j.sha256 for j in first.jobs if j.status == "completed"}
     second = await batchgen.arun(mapping(4), base_dir=tmp_path, api_base=sb.url,
-                                 api_key="k", env={})
+                                 api_key="test-key", env={})
     assert second.outcome is batchgen.Outcome.COMPLETED
     assert sb.stats()["tasks_created"] == 4           # two then the other two, never again
     assert sb.stats()["credits_charged"] == 80
@@ -89,7 +89,7 @@ async def test_resume_from_the_same_output_dir_never_pays_twice(sandbox, tmp_pat
         if job.id in done_first:
             assert job.sha256 == done_first[job.id]
     third = await batchgen.arun(mapping(4), base_dir=tmp_path, api_base=sb.url,
-                                api_key="k", env={})
+                                api_key="test-key", env={})
     assert third.outcome is batchgen.Outcome.COMPLETED and third.credits_committed == 80
     assert sb.stats()["tasks_created"] == 4
 
@@ -102,7 +102,7 @@ async def test_mapping_paths_are_relative_to_base_dir(sandbox, tmp_path, monkeyp
         '{"id": "row1", "image_url": "https://example.com/r.jpg", "prompt": "from a file"}\n')
     monkeypatch.chdir(tmp_path)                         # cwd is not base_dir
     report = await batchgen.arun(mapping(1, jobs_file="rows.jsonl"), base_dir="pipeline",
-                                 api_base=sb.url, api_key="k", env={})
+                                 api_base=sb.url, api_key="test-key", env={})
     assert report.ok and {j.id for j in report.jobs} == {"job0", "row1"}
     assert (base / "out" / "report.csv").exists() and not (tmp_path / "out").exists()
     assert {p.name for p in (base / "out").glob("*.mp4")} == {"job0.mp4", "row1.mp4"}
@@ -114,17 +114,17 @@ async def test_manifest_errors_raise_manifest_error_and_send_nothing(sandbox, tm
     bad["jobs"][1]["resolution"] = "8k"
     bad["jobs"].append({"image_url": "ftp://example.com/x.jpg", "prompt": "p"})
     with pytest.raises(ManifestError) as caught:
-        await batchgen.arun(bad, base_dir=tmp_path, api_base=sb.url, api_key="k", env={})
+        await batchgen.arun(bad, base_dir=tmp_path, api_base=sb.url, api_key="test-key", env={})
     text = str(caught.value)
     assert len(caught.value.problems) >= 2
     assert "jobs[1]" in text and "8k" in text and "jobs[2]" in text
     assert all(line.startswith("<mapping>:") for line in text.splitlines())
     with pytest.raises(ManifestError, match="name"):
         await batchgen.arun({k: v for k, v in mapping(1).items() if k != "name"},
-                            api_base=sb.url, api_key="k", env={})
+                            api_base=sb.url, api_key="test-key", env={})
     path = write_manifest(tmp_path, 1, extra={"budget": {"max_credits": -1}})
     with pytest.raises(ManifestError, match=re.escape(str(path))):
-        await batchgen.arun(path, api_base=sb.url, api_key="k", env={})
+        await batchgen.arun(path, api_base=sb.url, api_key="test-key", env={})
     assert sb.stats()["requests"] == {} or sum(sb.stats()["requests"].values()) == 0
     assert not (tmp_path / "out").exists()
 
@@ -134,7 +134,7 @@ async def test_cancelling_arun_stops_like_sigint_and_the_same_call_resumes(sandb
     sb = await sandbox(latency=0.5)
     manifest = mapping(12, api={"concurrency": 4, "poll_interval": 0.05})
     task = asyncio.create_task(batchgen.arun(manifest, base_dir=tmp_path, api_base=sb.url,
-                                             api_key="k", env={}))
+                                             api_key="test-key", env={}))
     while sb.stats()["requests"].get("createBySourcePrompt", 0) < 4:
         await asyncio.sleep(0.01)
     task.cancel()
@@ -150,7 +150,7 @@ async def test_cancelling_arun_stops_like_sigint_and_the_same_call_resumes(sandb
     assert json.loads(status.getvalue())["status"]["unknown"] == 0
     sb.config.latency = (0.0, 0.0)
     report = await batchgen.arun(manifest, base_dir=tmp_path, api_base=sb.url,
-                                 api_key="k", env={})
+                                 api_key="test-key", env={})
     assert report.ok and report.counts["completed"] == 12
     assert sb.stats()["tasks_created"] == 12             # the lock was released; none twice
 
@@ -158,11 +158,11 @@ async def test_cancelling_arun_stops_like_sigint_and_the_same_call_resumes(sandb
 async def test_a_second_run_on_the_same_output_dir_is_locked_out(sandbox, tmp_path):
     sb = await sandbox(processing_time=0.5)
     first = asyncio.create_task(batchgen.arun(mapping(2), base_dir=tmp_path,
-                                              api_base=sb.url, api_key="k", env={}))
+                                              api_base=sb.url, api_key="test-key", env={}))
     while sb.stats()["tasks_created"] < 1:
         await asyncio.sleep(0.02)
     with pytest.raises(OutputDirLocked):
-        await batchgen.arun(mapping(2), base_dir=tmp_path, api_base=sb.url, api_key="k",
+        await batchgen.arun(mapping(2), base_dir=tmp_path, api_base=sb.url, api_key="test-key",
                             env={})
     assert (await first).ok
     assert sb.stats()["tasks_created"] == 2
@@ -180,7 +180,7 @@ async def test_credentials_come_from_arguments_or_env_and_are_required(sandbox, 
                                  env={"AKOOL_API_KEY": "right-key"})
     assert report.ok
     with pytest.raises(UsageError, match="concurrency"):
-        await batchgen.arun(mapping(1), base_dir=tmp_path, api_base=sb.url, api_key="k",
+        await batchgen.arun(mapping(1), base_dir=tmp_path, api_base=sb.url, api_key="test-key",
                             env={}, concurrency=0)
 
 
@@ -205,7 +205,7 @@ async def test_plan_has_exactly_the_figures_of_plan_json(sandbox, tmp_path):
     before = batchgen.plan(path, output=out_dir, env={})
     assert before.to_dict() == cli_plan()
     assert before.charged_so_far is None
-    report = await batchgen.arun(path, output=out_dir, api_key="k", env={})
+    report = await batchgen.arun(path, output=out_dir, api_key="test-key", env={})
     assert report.outcome is batchgen.Outcome.BUDGET_STOPPED
     for flags, kwargs in (((), {}), (("--max-credits", "500"), {"max_credits": 500}),
                           (("--retry-failed",), {"retry_failed": True})):

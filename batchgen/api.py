@@ -26,7 +26,7 @@ from batchgen.errors import UsageError
 from batchgen.planning import Plan, plan_to_dict
 
 if TYPE_CHECKING:
-    from batchgen.client import Credentials
+    from batchgen.client import Credentials, Limits
     from batchgen.manifest import Manifest
     from batchgen.retry import RetryPolicy
     from batchgen.runner import JobEvent, RunOutcome
@@ -142,7 +142,8 @@ def run(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = N
 
     Credentials: `client_id` + `client_secret`, else `api_key`, else the environment's
     AKOOL_CLIENT_ID/AKOOL_CLIENT_SECRET/AKOOL_API_KEY (`env` replaces `os.environ` for
-    these and BATCHGEN_API_BASE, BATCHGEN_RETRY_*). They are never printed or logged.
+    these and BATCHGEN_API_BASE, BATCHGEN_RETRY_*, BATCHGEN_MAX_VIDEO_BYTES). They are
+    never printed or logged.
 
     Every guarantee of the CLI holds: the output dir's lock (`OutputDirLocked` while
     another run holds it), resume from its state, the budget over all runs, no double
@@ -182,7 +183,12 @@ async def arun(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | N
     parsing the manifest runs in the loop's thread; for a very large manifest, call this
     from a worker thread's loop or accept the pause.
     """
-    from batchgen.session import require_credentials, resolve, retry_policy_from_env
+    from batchgen.session import (
+        limits_from_env,
+        require_credentials,
+        resolve,
+        retry_policy_from_env,
+    )
     environ = os.environ if env is None else env
     _check_options(concurrency, max_credits)
     resolved = resolve(load(manifest, base_dir), environ, output=output, api_base=api_base,
@@ -192,7 +198,8 @@ async def arun(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | N
         creds = require_credentials(environ, sandbox)
     return await run_resolved(resolved, creds, sandbox=sandbox, retry_failed=retry_failed,
                               resubmit_unknown=resubmit_unknown,
-                              retry=retry_policy_from_env(environ), on_event=on_event)
+                              retry=retry_policy_from_env(environ),
+                              limits=limits_from_env(environ), on_event=on_event)
 
 
 def plan(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = None,
@@ -240,7 +247,7 @@ def plan_resolved(resolved: Resolved, *, retry_failed: bool = False,
 
 async def run_resolved(resolved: Resolved, creds: Credentials, *, sandbox: bool = False,
                        retry_failed: bool = False, resubmit_unknown: bool = False,
-                       retry: RetryPolicy | None = None,
+                       retry: RetryPolicy | None = None, limits: Limits | None = None,
                        sandbox_config: SandboxConfig | None = None,
                        on_event: Callable[[JobEvent], None] | None = None,
                        on_started: Callable[[Started], None] | None = None,
@@ -249,7 +256,8 @@ async def run_resolved(resolved: Resolved, creds: Credentials, *, sandbox: bool 
     from batchgen.session import execute
     finished = await execute(resolved, creds, sandbox=sandbox, retry_failed=retry_failed,
                              resubmit_unknown=resubmit_unknown, retry=retry,
-                             sandbox_config=sandbox_config, on_event=on_event, on_started=on_started, on_running=on_running)
+                             limits=limits, sandbox_config=sandbox_config, on_event=on_event,
+                             on_started=on_started, on_running=on_running)
     summary = finished.summary
     status = summary["status"]
     out = finished.outcome

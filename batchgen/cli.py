@@ -252,13 +252,18 @@ def _job_dict(row: JobRow) -> dict[str, Any]:
 
 
 def cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from batchgen.report import summarize, write_reports
+    from batchgen.report import add_history, summarize, write_reports
     from batchgen.store import Store
     resolved = _resolve(args, os.environ)
     with Store.open(resolved.output_dir, create=False) as store:
-        rows = store.rows()
+        rows, committed = store.rows_and_committed()
+        history = store.run_history()
+    summary = summarize(rows)
+    summary["credits_committed"] = committed
+    add_history(summary, history)  # the last run's budget, wall time and requests stay
+    summary.setdefault("budget", resolved.max_credits)
     report, _ = write_reports(resolved.output_dir, resolved.manifest.output.report, rows,
-                              summarize(rows))
+                              summary)
     print(f"wrote {report} ({len(rows)} jobs)", file=out)
     return EXIT_OK
 

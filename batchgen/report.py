@@ -113,6 +113,30 @@ def summarize(rows: Sequence[JobRow], *, wall_seconds: float | None = None,
     }
 
 
+def add_history(summary: dict[str, Any], history: Mapping[str, Any]) -> dict[str, Any]:
+    """Lay the figures of earlier runs (`Store.run_history`) beside this summary's.
+
+    `all_runs` sums every run of this output dir (runs, wall time, requests by endpoint);
+    `last_run_finished_at` says when the latest one ended. A summary built without a run
+    (`batchgen report`) takes the latest run's wall time, requests and budget, so
+    rewriting the report never blanks them.
+    """
+    last = history.get("last") if isinstance(history.get("last"), Mapping) else {}
+    every = history.get("all") if isinstance(history.get("all"), Mapping) else {}
+    if summary.get("wall_seconds") is None and last:
+        requests = last.get("requests") if isinstance(last.get("requests"), Mapping) else {}
+        summary["wall_seconds"] = last.get("wall_seconds")
+        summary["requests"] = dict(requests)
+        summary["requests_total"] = sum(v for v in requests.values() if isinstance(v, int))
+        summary.setdefault("budget", last.get("budget"))
+    summary["all_runs"] = {"runs": every.get("runs", 0),
+                           "wall_seconds": every.get("wall_seconds", 0),
+                           "requests": dict(every.get("requests") or {}),
+                           "requests_total": every.get("requests_total", 0)}
+    summary["last_run_finished_at"] = last.get("finished_at")
+    return summary
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` so a reader sees the old or the new file, never half."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

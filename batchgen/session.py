@@ -292,9 +292,9 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
     """
     from batchgen.client import AkoolClient
     from batchgen.download import clean_partials
-    from batchgen.report import summarize, write_reports
+    from batchgen.report import add_history, summarize, write_reports
     from batchgen.retry import RetryPolicy
-    from batchgen.runner import Runner, RunSettings
+    from batchgen.runner import Runner, RunSettings, utc_now_iso
     from batchgen.store import JobState, Store
 
     creds.check()  # before the state is opened: nothing is marked sent with a bad header
@@ -344,10 +344,14 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
                 outcome = await _run_to_end(runner)
             finally:
                 final_rows = store.rows()
-                summary = summarize(final_rows, wall_seconds=time.monotonic() - started,
-                                    requests=client.requests)
+                wall = time.monotonic() - started
+                summary = summarize(final_rows, wall_seconds=wall, requests=client.requests)
                 summary["credits_committed"] = runner.committed_credits
                 summary["budget"] = resolved.max_credits
+                history = store.record_run(wall_seconds=wall, requests=client.requests,
+                                           budget=resolved.max_credits,
+                                           finished_at=utc_now_iso())
+                add_history(summary, history)
                 report, _ = write_reports(resolved.output_dir, manifest.output.report,
                                           final_rows, summary)
     return Finished(outcome=outcome, summary=summary, rows=tuple(final_rows),

@@ -25,7 +25,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -456,6 +456,48 @@ class Store:
         """`rows()` and `committed_credits()` from one scan (a row costs a JSON parse)."""
         every = self.rows(active_only=False)
         return [r for r in every if r.active], budget.committed(every)
+
+    # -- run history (for summary.json) --------------------------------------------------
+
+    def run_history(self) -> dict[str, Any]:
+        """What earlier runs recorded: `last` (the latest run's figures) and `all` (sums).
+
+        Kept so that summary.json, rewritten by a no-op re-run or `batchgen report`, never
+        loses the budget, wall time or requests of the runs before it.
+        """
+        r = self._conn.execute("SELECT value FROM meta WHERE key='run_history'").fetchone()
+        try:
+            history = json.loads(r[0]) if r else {}
+        except ValueError:
+            history = {}
+        return history if isinstance(history, dict) else {}
+
+    def record_run(self, *, wall_seconds: float, requests: Mapping[str, int],
+                   budget: int | None, finished_at: str) -> dict[str, Any]:
+        """Add one run's figures to the history (one transaction); return the new history."""
+        with self._tx():
+            history = self.run_history()
+            before = history.get("all") if isinstance(history.get("all"), dict) else {}
+            old_requests = before.get("requests") if isinstance(before.get("requests"),
+                                                                dict) else {}
+            total = {k: int(v) for k, v in old_requests.items() if isinstance(v, int)}
+            for name, n in requests.items():
+                total[name] = total.get(name, 0) + int(n)
+            runs = before.get("runs") if isinstance(before.get("runs"), int) else 0
+            wall = before.get("wall_seconds")
+            history = {
+                "last": {"wall_seconds": round(wall_seconds, 3),
+                         "requests": dict(sorted(requests.items())), "budget": budget,
+                         "finished_at": finished_at},
+                "all": {"runs": runs + 1,
+                        "wall_seconds": round((wall if isinstance(wall, int | float) else 0)
+                                              + wall_seconds, 3),
+                        "requests": dict(sorted(total.items())),
+                        "requests_total": sum(total.values())},
+            }
+            self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES "
+                               "('run_history', ?)", (json.dumps(history),))
+        return history
 
     # -- transitions -------------------------------------------------------------------
 

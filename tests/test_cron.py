@@ -261,3 +261,30 @@ def test_the_example_manifest_points_editors_at_the_schema():
     first = (root / "manifests" / "example.yaml").read_text().splitlines()[0]
     assert first == "# yaml-language-server: $schema=../schemas/manifest.schema.json"
     assert (root / "manifests" / "../schemas/manifest.schema.json").exists()
+
+
+async def test_summary_json_keeps_earlier_runs_through_a_no_op_rerun_and_report(sandbox,
+                                                                               tmp_path):
+    sb = await sandbox()
+    manifest = write_manifest(tmp_path, 2, base_url=sb.url,
+                              extra={"budget": {"max_credits": 500}})
+    summary_path = tmp_path / "out" / "summary.json"
+    assert (await run_cli("run", str(manifest), cwd=tmp_path)).code == 0
+    first = json.loads(summary_path.read_text())
+    assert first["requests"]["createBySourcePrompt"] == 2 and first["budget"] == 500
+    assert first["all_runs"]["runs"] == 1
+    assert first["all_runs"]["requests"] == first["requests"]
+    assert (await run_cli("run", str(manifest), cwd=tmp_path)).code == 0  # nothing to do
+    second = json.loads(summary_path.read_text())
+    assert second["all_runs"]["runs"] == 2
+    assert second["all_runs"]["requests"]["createBySourcePrompt"] == 2  # earlier runs kept
+    assert second["all_runs"]["requests_total"] >= first["requests_total"]
+    assert second["budget"] == 500 and second["credits_committed"] == 40
+    assert second["last_run_finished_at"].endswith("Z")
+    result = await run_cli("report", str(manifest), cwd=tmp_path)
+    assert result.code == 0
+    third = json.loads(summary_path.read_text())
+    for key in ("budget", "credits_committed", "wall_seconds", "requests", "requests_total",
+                "all_runs", "status", "credits_deducted"):
+        assert third[key] == second[key], key
+    assert set(first) <= set(third)  # only additions, nothing taken away

@@ -8,9 +8,9 @@ Three kinds of worker share one event loop and one `AkoolClient`:
   its estimate is reserved against the budget in the same synchronous step, so racing
   submissions cannot overshoot together;
 * the **poller** asks `resultsByIds` about every task in flight, `poll_batch` ids per
-  request, on an adaptive schedule (`PollClock`): soon after submission, backing off while
-  nothing changes, and once durations have been observed, quiet until a task is expected
-  to finish and then brisk — few requests for long tasks, low latency for short ones;
+  request, when `PollClock` says: probing early and backing off while nothing is known,
+  then timed by the durations the API reports (`update_time - create_time`) for each kind
+  of task — few requests for long tasks, low latency for short ones;
 * **downloaders** (bounded on their own) fetch finished videos while the others go on.
 
 Every transition is written to the store as it happens, so the process may die at any
@@ -126,14 +126,7 @@ class _Flight:
     job_id: str
     audio: bool
     sent: float
-    due: float
-    polls: int = 0
     missing: int = 0
-    status: int = 1
-    #: when an answer last said "not done yet" (a lower bound of the task's duration)
-    seen: float | None = None
-    #: `sent` is when the API accepted it (False for tasks found in flight on resume)
-    timed: bool = True
 
 
 @dataclass(slots=True)
@@ -188,7 +181,8 @@ class Runner:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.outcome = RunOutcome()
-        self.polls = PollClock(settings.poll_interval)
+        self.polls = PollClock(settings.poll_interval, batch=settings.poll_batch,
+                               slots=settings.concurrency)
         self._wake = _Wakeup()
         self._stop = asyncio.Event()
         self._rows: dict[str, JobRow] = {}
@@ -293,8 +287,9 @@ class Runner:
                 audio = row.state is JobState.AUDIO_RUNNING
                 task_id = row.audio_task_id if audio else row.task_id
                 if task_id:
-                    self._flights[task_id] = _Flight(row.job_id, audio, sent=now, due=now,
-                                                     timed=False)
+                    self._flights[task_id] = _Flight(row.job_id, audio, sent=now)
+                    # its age is unknown: timed by what its finished record will tell
+                    self.polls.track(task_id, self._poll_kind(row, audio), now, timed=False)
             elif row.state is JobState.READY:
                 self._stale_urls.add(row.job_id)
                 self._downloads.put_nowait(row.job_id)
@@ -349,6 +344,13 @@ class Runner:
         """Credits to reserve before sending the job's next create (`budget.need`)."""
         family = len(self._family(row.job_id)) if row.state is JobState.PENDING else 1
         return budget.need(row, self._learned, family)
+
+    def _poll_kind(self, row: JobRow, audio: bool) -> tuple[Any, ...]:
+        """What PollClock learns durations by; the step comes first (its pooled fallback)."""
+        req = row.request
+        if audio:
+            return ("add_audio", req.get("resolution"), req.get("video_length"))
+        return ("video", req.get("resolution"), req.get("video_length"), req.get("model_name"))
 
     def _family(self, job_id: str) -> list[str]:
         """The rows one create of `job_id` makes: itself, plus the later videos of a `count`
@@ -574,8 +576,8 @@ class Runner:
         self._set_committed(job_id, row.committed_credits)
         self._note_charge(row, record, audio)
         now = self.clock()
-        self._flights[record.task_id] = _Flight(
-            job_id, audio, sent=now, due=now + self.polls.next_delay(audio, 0.0, 0))
+        self._flights[record.task_id] = _Flight(job_id, audio, sent=now)
+        self.polls.track(record.task_id, self._poll_kind(row, audio), now)
         self.emit(JobEvent(EventKind.SUBMITTED, job_id, record.task_id,
                            credits=credits or 0))
 
@@ -627,8 +629,8 @@ class Runner:
             self._set_committed(j, row.committed_credits)
             self._note_charge(row, record, False)
             self._learn(row, credits)
-            self._flights[record.task_id] = _Flight(
-                j, False, sent=now, due=now + self.polls.next_delay(False, 0.0, 0))
+            self._flights[record.task_id] = _Flight(j, False, sent=now)
+            self.polls.track(record.task_id, self._poll_kind(row, False), now)
             self.emit(JobEvent(EventKind.SUBMITTED, j, record.task_id, credits=credits or 0))
         for j in missing:
             row = self._replace(j, state=JobState.FAILED, error=error)
@@ -669,7 +671,11 @@ class Runner:
                     await self._wake.wait(token, None)
                     continue
                 now = self.clock()
-                soonest = min(f.due for f in self._flights.values())
+                # with nothing left to send, only the last completion delays the run
+                draining = self._halted() or not (self._pending or self._audio_pending)
+                soonest = self.polls.next_round(now, draining=draining)
+                if soonest is None:
+                    soonest = now
                 if soonest > now:
                     await self._wake.wait(token, soonest - now)
                     continue
@@ -681,10 +687,10 @@ class Runner:
     async def _poll_round(self, now: float) -> None:
         """Ask about every due task, filling each request up with tasks due soon."""
         batch_size = max(1, self.settings.poll_batch)
-        by_due = sorted(self._flights.items(), key=lambda kv: kv[1].due)
-        due = [tid for tid, f in by_due if f.due <= now]
-        n_requests = -(-len(due) // batch_size)
-        ids = [tid for tid, _ in by_due[: n_requests * batch_size]]
+        by_due, n_due = self.polls.order(now)
+        due = set(by_due[:n_due])
+        n_requests = max(1, -(-n_due // batch_size))
+        ids = by_due[: n_requests * batch_size]
         chunks = [ids[i:i + batch_size] for i in range(0, len(ids), batch_size)]
         answers = await asyncio.gather(*(self._results(c) for c in chunks),
                                        return_exceptions=True)
@@ -695,8 +701,7 @@ class Runner:
                 # the API stayed unreachable through every retry: the tasks are still
                 # there, so ask again later rather than give up on paid work
                 for task_id in chunk:
-                    if (flight := self._flights.get(task_id)) is not None:
-                        flight.due = after + self.polls.cap
+                    self.polls.defer(task_id, after + self.polls.cap)
                 self.emit(JobEvent(EventKind.NOTICE, "", f"results unavailable: {records}"))
                 continue
             if isinstance(records, FatalApiError):
@@ -712,7 +717,7 @@ class Runner:
                 if flight is None:
                     continue
                 record = seen.get(task_id)
-                if record is None and flight.due > now:
+                if record is None and task_id not in due:
                     continue  # rode along in a request it was not due for: no verdict
                 change = self._observe(task_id, flight, record, after)
                 if change:
@@ -739,11 +744,10 @@ class Runner:
             # the API may list a new task late; only a task missing again and again, for
             # minutes, is taken to be gone
             if flight.missing < MISSING_LIMIT or now - flight.sent < MISSING_MIN_AGE:
-                flight.polls += 1
-                flight.due = now + self.polls.next_delay(flight.audio, now - flight.sent,
-                                                         flight.polls)
+                self.polls.unanswered(task_id, now)
                 return None
             del self._flights[task_id]
+            self.polls.forget(task_id)
             error = f"task {task_id} is no longer known to the API"
             self.emit(JobEvent(EventKind.FAILED, job_id, error))
             return job_id, {"state": JobState.FAILED, "error": error}
@@ -757,11 +761,9 @@ class Runner:
         self._note_charge(row, record, flight.audio)
         if record.status is TaskStatus.DONE:
             del self._flights[task_id]
-            if flight.timed:
-                # it finished between the last "not yet" and now: the midpoint, not the
-                # poll's own lateness, is what the next tasks should be timed by
-                end = now if flight.seen is None else (flight.seen + now) / 2
-                self.polls.observe(flight.audio, end - flight.sent)
+            # timed by the API's clock when the record says when it finished; else only
+            # bounded (after the last "not yet", before now): our lateness is not its length
+            self.polls.finished(task_id, now, record.create_time, record.update_time)
             self.emit(JobEvent(EventKind.TASK_DONE, job_id, task_id))
             if not flight.audio and row.request.get("add_audio"):
                 cols["state"] = JobState.AUDIO_PENDING
@@ -773,6 +775,7 @@ class Runner:
                             error=f"task {task_id} completed without a usable video_url")
         elif record.status is TaskStatus.FAILED:
             del self._flights[task_id]
+            self.polls.forget(task_id)
             step = "add-audio task" if flight.audio else "task"
             msg = record.reason or "check the image URL, prompt and options"
             cols.update(state=JobState.FAILED, error=f"{step} {task_id} failed at the API "
@@ -784,18 +787,13 @@ class Runner:
             # stuck at the API: stop polling so the run can end; the job stays in flight
             # in the state and the next run picks it up again
             del self._flights[task_id]
+            self.polls.forget(task_id)
             self.outcome.abandoned += 1
             self.emit(JobEvent(EventKind.NOTICE, job_id,
                                f"task {task_id} still {record.status.name.lower()} after "
                                f"{self.settings.max_task_age:.0f}s; left for the next run"))
         else:
-            flight.seen = now
-            if record.status != flight.status:
-                flight.status = record.status
-            else:
-                flight.polls += 1
-            flight.due = now + self.polls.next_delay(flight.audio, now - flight.sent,
-                                                     flight.polls)
+            self.polls.not_yet(task_id, now)
         if credit_col in cols:
             merged = self._replace(job_id, **{credit_col: cols[credit_col]})
             self._set_committed(job_id, merged.committed_credits)

@@ -1,34 +1,43 @@
-"""Scheduling efficiency and request economy of `batchgen run`, next to the naive demo.
+"""Scheduling efficiency and request economy of `batchgen run`, beside an oracle and the naive demo.
 
-Issue 8 items 1 and 2. The emulator runs in a subprocess with every task taking exactly T
-seconds (queue 0, processing T) and an account limit of `concurrency` tasks in flight
-(`--max-in-flight`), so the lower bound of the wall time is ceil(N / c) * T. Two cases:
+Issue 15. The emulator runs in a subprocess with every task's duration fixed in advance
+(config `task_times`: the n-th task created takes the n-th figure, no queueing) and an
+account limit of `concurrency` tasks in flight (`max_in_flight`). Because the durations are
+known, each case prints its **oracle**: greedy list scheduling of the same durations, in
+submission order, on c slots, refilling a slot the instant its task ends (for a fixed T it
+equals the bound ceil(N/c) * T). Three cases, all with the manifest's DEFAULT poll_interval
+(the key is left out of the manifest):
 
-* **efficiency** — N=300, c=20, T=1.0 s (bound 15 s); manifest `poll_interval: 1` (a user
-  whose tasks take about a second says so); goal wall / bound <= 1.10;
-* **economy** — N=60, c=20, T=30 s (3 waves, bound 90 s); manifest `poll_interval: 5` (the
-  default: a user who does not know better); goal <= 1.5 requests per job in total.
+* **fixed 1 s** - N=100, c=20, every task 1 s; goal wall/oracle <= 1.25;
+* **uniform 4-12 s** - N=200, c=20, durations drawn uniformly from [4, 12] s (seeded);
+  goal wall/oracle <= 1.05 with <= 0.8 results requests per job;
+* **fixed 30 s** - N=60, c=20, every task 30 s; goal wall/oracle <= 1.05 with <= 0.3
+  results requests per job.
 
-Each case runs `batchgen run` (installed CLI, subprocess, AKOOL_API_KEY=bench) and then, on
-the same emulator reset to the same config, `bench/naive.py` (the demo: submit a wave of c,
-poll every 5 s with its fixed id list, download one by one). At T=30 the two run at the same
-time on two emulators (both sleep almost all the time) to keep the script to ~2 minutes.
+Each case runs `batchgen run` (installed CLI, subprocess, AKOOL_API_KEY=bench) `--repeat`
+times and `bench/naive.py` once (the demo: submit a wave of c, poll every 5 s with its fixed
+id list, download one by one) on a second emulator with the same durations, at the same
+time as the first batchgen run (both sleep almost all the time; the short fixed 1 s case
+runs them one after the other).
 
 "wall" is the batchgen process from exec to exit (interpreter start and the report
 included); "runner wall" is the run's own figure from summary.json.
 
-Usage: python bench/bench_schedule.py [--quick] [--n 300] [--c 20] [--slow-n 60] [--no-slow]
+Usage: python bench/bench_schedule.py [--case fixed1|uniform|fixed30 ...] [--repeat 2]
+       [--poll SECONDS] [--no-naive] [--seed 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
-import math
+import random
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +46,48 @@ import benchlib
 NAIVE = Path(__file__).with_name("naive.py")
 
 
-def emulator_flags(t: float, c: int) -> list[str]:
-    return ["--queue-time", "0", "--processing-time", str(t), "--max-in-flight", str(c),
-            "--seed", "8"]
+@dataclass(frozen=True, slots=True)
+class Case:
+    name: str
+    n: int
+    c: int
+    #: (low, high) seconds: fixed when equal, else uniform per task
+    span: tuple[float, float]
+    #: goals from issue 15: wall/oracle, results requests per job (None = no goal)
+    ratio_goal: float
+    requests_goal: float | None
+    naive_parallel: bool
+
+    def durations(self, seed: int) -> list[float]:
+        low, high = self.span
+        if low == high:
+            return [low] * self.n
+        rng = random.Random(seed)
+        return [round(rng.uniform(low, high), 3) for _ in range(self.n)]
+
+
+CASES = {
+    "fixed1": Case("fixed 1 s", 100, 20, (1.0, 1.0), 1.25, None, False),
+    "uniform": Case("uniform 4-12 s", 200, 20, (4.0, 12.0), 1.05, 0.8, True),
+    "fixed30": Case("fixed 30 s", 60, 20, (30.0, 30.0), 1.05, 0.3, True),
+}
+
+
+def oracle(durations: list[float], c: int) -> float:
+    """Makespan of greedy list scheduling in submission order on `c` slots."""
+    slots = [0.0] * max(1, c)
+    end = 0.0
+    for d in durations:
+        start = heapq.heappop(slots)
+        heapq.heappush(slots, start + d)
+        end = max(end, start + d)
+    return end
+
+
+def emulator_config(tmp: Path, durations: list[float], c: int) -> list[str]:
+    path = tmp / "emulator.json"
+    path.write_text(json.dumps({"task_times": durations, "max_in_flight": c, "seed": 8}))
+    return ["--config", str(path)]
 
 
 def start_naive(url: str, n: int, c: int) -> subprocess.Popen[str]:
@@ -55,79 +103,79 @@ def finish_naive(proc: subprocess.Popen[str]) -> dict[str, Any]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def row(label: str, client: str, n: int, c: int, t: float, poll: str, wall: float,
-        runner_wall: float | None, stats: dict[str, Any], completed: int) -> tuple[Any, ...]:
+def row(case: Case, client: str, best: float, wall: float, runner_wall: float | None,
+        stats: dict[str, Any], completed: int) -> tuple[Any, ...]:
     req = stats["requests"]
-    bound = math.ceil(n / c) * t
     results = req.get("resultsByIds", 0)
-    total = benchlib.api_requests(stats)
-    return (label, client, n, c, t, poll, completed, wall,
-            "-" if runner_wall is None else runner_wall, bound, wall / bound,
-            req.get("createBySourcePrompt", 0), results, results / n,
-            req.get("download", 0), total / n, stats["max_in_flight"],
-            stats["duplicate_fingerprints"])
+    return (case.name, client, case.n, case.c, completed, best, wall,
+            "-" if runner_wall is None else runner_wall, wall / best,
+            "-" if runner_wall is None else runner_wall / best,
+            results, results / case.n, benchlib.api_requests(stats) / case.n,
+            stats["max_in_flight"], stats["duplicate_fingerprints"])
 
 
-def batchgen_case(tmp: Path, label: str, n: int, c: int, t: float, poll: float,
-                  naive_parallel: bool, with_naive: bool = True) -> list[tuple[Any, ...]]:
-    work = tmp / label
-    flags = emulator_flags(t, c)
+def run_case(tmp: Path, key: str, case: Case, repeat: int, poll: float | None,
+             with_naive: bool, seed: int) -> list[tuple[Any, ...]]:
+    durations = case.durations(seed)
+    best = oracle(durations, case.c)
+    flags = emulator_config(tmp, durations, case.c)
+    rows: list[tuple[Any, ...]] = []
+    label = "batchgen" + ("" if poll is None else f" (poll_interval {poll:g})")
     with benchlib.Emulator(*flags) as em, benchlib.Emulator(*flags) as em2:
-        manifest = benchlib.write_manifest(work, n, concurrency=c, poll_interval=poll)
-        naive_proc = start_naive(em2.url, n, c) if naive_parallel and with_naive else None
-        run = benchlib.run_cli(benchlib.run_args(manifest, em.url), work)
-        if run.code != 0:
-            raise RuntimeError(f"batchgen run exited {run.code}: {run.stderr[-2000:]}")
-        summary = json.loads((work / "out" / "summary.json").read_text())
-        ours = em.stats()
-        completed = summary["status"]["completed"]
-        rows = [row(label, f"batchgen (poll_interval {poll:g})", n, c, t, f"{poll:g}",
-                    run.wall, summary["wall_seconds"], ours, completed)]
-        if not with_naive:
-            return rows
-        if naive_proc is None:
-            naive_proc = start_naive(em2.url, n, c)
-        naive = finish_naive(naive_proc)
-        rows.append(row(label, "naive demo (poll 5 s, waves)", n, c, t, "5", naive["wall"],
-                        None, em2.stats(), naive["completed"]))
+        naive_proc = start_naive(em2.url, case.n, case.c) \
+            if with_naive and case.naive_parallel else None
+        for i in range(repeat):
+            if i:
+                em.reset()
+            work = tmp / f"{key}-{i}"
+            manifest = benchlib.write_manifest(work, case.n, concurrency=case.c,
+                                               poll_interval=poll)
+            run = benchlib.run_cli(benchlib.run_args(manifest, em.url), work)
+            if run.code != 0:
+                raise RuntimeError(f"batchgen run exited {run.code}: {run.stderr[-2000:]}")
+            summary = json.loads((work / "out" / "summary.json").read_text())
+            rows.append(row(case, label, best, run.wall, summary["wall_seconds"], em.stats(),
+                            summary["status"]["completed"]))
+        if with_naive:
+            if naive_proc is None:
+                naive_proc = start_naive(em2.url, case.n, case.c)
+            naive = finish_naive(naive_proc)
+            rows.append(row(case, "naive demo (poll 5 s, waves)", best, naive["wall"], None,
+                            em2.stats(), naive["completed"]))
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="N=100 at T=1 and N=40 (2 waves) at T=30")
-    parser.add_argument("--n", type=int, default=300, help="jobs of the T=1 s case")
-    parser.add_argument("--c", type=int, default=20, help="concurrency (both cases)")
-    parser.add_argument("--fast-poll", type=float, default=1.0,
-                        help="manifest poll_interval of the T=1 s case")
-    parser.add_argument("--slow-t", type=float, default=30.0)
-    parser.add_argument("--slow-n", type=int, default=60, help="jobs of the T=30 s case")
-    parser.add_argument("--slow-poll", type=float, default=5.0,
-                        help="manifest poll_interval of the T=30 s case")
-    parser.add_argument("--no-slow", action="store_true", help="skip the T=30 s case")
-    parser.add_argument("--no-fast", action="store_true", help="skip the T=1 s case")
+    parser.add_argument("--case", action="append", choices=sorted(CASES),
+                        help="run only this case (repeatable; default: all three)")
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="batchgen runs per case (the machine may be shared: report the "
+                             "range)")
+    parser.add_argument("--poll", type=float, default=None,
+                        help="manifest poll_interval (default: leave it out, i.e. 5 s)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    parser.add_argument("--seed", type=int, default=8, help="seed of the uniform durations")
     args = parser.parse_args()
-    if args.quick:
-        args.n, args.slow_n = 100, 40
     started = time.perf_counter()
     rows: list[tuple[Any, ...]] = []
+    keys = args.case or list(CASES)
     with tempfile.TemporaryDirectory(prefix="bench-schedule-") as tmp:
-        if not args.no_fast:
-            rows += batchgen_case(Path(tmp), "efficiency", args.n, args.c, 1.0,
-                                  args.fast_poll, False, not args.no_naive)
-        if not args.no_slow:
-            rows += batchgen_case(Path(tmp), "economy", args.slow_n, args.c, args.slow_t,
-                                  args.slow_poll, True, not args.no_naive)
-    header = ("case", "client", "N", "c", "T s", "poll", "done", "wall s", "runner wall s",
-              "bound s", "wall/bound", "creates", "results", "results/job", "downloads",
-              "total req/job", "max in flight", "dup")
-    print(benchlib.table("bench_schedule: scheduling efficiency and request economy", header,
-                         rows))
-    print("goals: wall/bound <= 1.10 at T=1 s; issue 8's '<= 1.5 requests/job in total' at "
-          "T=30 s cannot hold for any client: every job needs 1 create + 1 download = 2, so "
-          "the figure batchgen controls is results/job (polls), shown next to the naive demo")
+        for key in keys:
+            rows += run_case(Path(tmp), key, CASES[key], max(1, args.repeat), args.poll,
+                             not args.no_naive, args.seed)
+    header = ("case", "client", "N", "c", "done", "oracle s", "wall s", "runner wall s",
+              "wall/oracle", "runner/oracle", "results", "results/job", "total req/job",
+              "max in flight", "dup")
+    print(benchlib.table("bench_schedule: wall beside the oracle (greedy list scheduling of "
+                         "the same durations on c slots)", header, rows))
+    for key in keys:
+        case = CASES[key]
+        goal = f"wall/oracle <= {case.ratio_goal}"
+        if case.requests_goal is not None:
+            goal += f", results/job <= {case.requests_goal}"
+        print(f"goal {case.name}: {goal}")
+    print("(every job also needs 1 create + 1 download; results/job is what polling spends)")
     print(f"(bench took {time.perf_counter() - started:.0f} s)")
 
 

@@ -93,9 +93,11 @@ class Emulator:
 
 
 def write_manifest(directory: Path, n: int, *, name: str = "bench", concurrency: int = 20,
-                   poll_interval: float = 5.0, poll_batch: int = 50,
+                   poll_interval: float | None = 5.0, poll_batch: int = 50,
                    max_credits: int | None = None, output: Path | None = None) -> Path:
-    """A manifest of `n` distinct 720p/5 s jobs (ids j000001...) in a JSONL jobs_file."""
+    """A manifest of `n` distinct 720p/5 s jobs (ids j000001...) in a JSONL jobs_file.
+
+    `poll_interval=None` leaves the key out, so the manifest's default applies."""
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / "jobs.jsonl", "w") as f:
         for i in range(n):
@@ -104,7 +106,8 @@ def write_manifest(directory: Path, n: int, *, name: str = "bench", concurrency:
     out = output or directory / "out"
     lines = [
         "version: 1", f"name: {name}",
-        "api:", f"  concurrency: {concurrency}", f"  poll_interval: {poll_interval}",
+        "api:", f"  concurrency: {concurrency}",
+        *([f"  poll_interval: {poll_interval}"] if poll_interval is not None else []),
         f"  poll_batch: {poll_batch}",
         *(["budget:", f"  max_credits: {max_credits}"] if max_credits is not None else []),
         "output:", f"  dir: {out}",

@@ -576,3 +576,33 @@ async def test_concurrent_creates_never_overspend_or_overshoot_the_limit(
             *(api.post(CREATE, body(prompt=f"q{i}")) for i in range(10)))
         assert [a["code"] for a in answers].count(1000) == 1  # 100 - 4 x 20 = 20 left
         assert api.sandbox.stats()["balance"] == 0
+
+
+async def test_finished_record_times_the_task_on_the_api_clock(sandbox: SandboxFactory) -> None:
+    # task_times fixes each task's duration in creation order; update_time - create_time
+    # of the finished record is exactly that duration (ms), as akool-api.md E3 documents
+    async with aiohttp.ClientSession() as session:
+        api = await make_api(sandbox, session, task_times=[0.3, 0.1])
+        slow = (await api.create())["_id"]
+        fast = (await api.create())["_id"]
+        (running,) = await api.results(slow)
+        assert running["status"] in (1, 2) and running["update_time"] - running["create_time"] < 300
+        records = {r["_id"]: r for r in await api.wait(slow, fast)}
+        for task_id, ms in ((slow, 300), (fast, 100)):
+            assert records[task_id]["update_time"] - records[task_id]["create_time"] == ms
+        # past the list, tasks follow queue_time / processing_time again
+        third = (await api.create())["_id"]
+        (record,) = await api.wait(third)
+        assert 0 <= record["update_time"] - record["create_time"] <= 100
+
+
+async def test_batch_records_carry_their_own_create_and_update_times(
+        sandbox: SandboxFactory) -> None:
+    async with aiohttp.ClientSession() as session:
+        api = await make_api(sandbox, session, task_times=[0.2, 0.2])
+        answer = await api.post(BATCH, {"image_url": "https://example.com/a.png",
+                                        "prompt": "p", "resolution": "720p",
+                                        "video_length": 5, "count": 2})
+        ids = [item["_id"] for item in answer["data"]["successList"]]
+        records = await api.wait(*ids)
+        assert [r["update_time"] - r["create_time"] for r in records] == [200, 200]

@@ -35,7 +35,8 @@ def test_defaults_have_every_fault_off_and_any_key_accepted() -> None:
 
 def test_from_dict_merges_over_defaults_and_round_trips() -> None:
     config = SandboxConfig.from_dict({"failure_rate": 0.25, "queue_time": 0,
-                                      "prices": {"720p": {"5": 7}}})
+                                      "prices": {"720p": {"5": 7}}, "task_times": [1, 2.5]})
+    assert config.task_times == (1.0, 2.5)
     assert config.failure_rate == 0.25 and config.queue_time == (0, 0)
     assert config.prices["720p"] == {5: 7, 10: 40} and config.prices["4k"] == {5: 30, 10: 60}
     assert config.processing_time == (0.5, 2.0)
@@ -47,7 +48,8 @@ def test_from_dict_merges_over_defaults_and_round_trips() -> None:
     [({"failure_rat": 1}, "failure_rat"), ({"failure_rate": 2}, "failure_rate"),
      ({"queue_time": [2, 1]}, "queue_time"), ({"max_in_flight": -1}, "max_in_flight"),
      ({"seed": "x"}, "seed"), ({"api_keys": [1]}, "api_keys"),
-     ({"require_negative_prompt": "no"}, "require_negative_prompt")],
+     ({"require_negative_prompt": "no"}, "require_negative_prompt"),
+     ({"task_times": 3}, "task_times"), ({"task_times": [1, -1]}, r"task_times\[1\]")],
 )
 def test_bad_config_names_the_key(data: dict[str, object], named: str) -> None:
     with pytest.raises(ConfigError, match=named):

@@ -39,6 +39,10 @@ class SandboxConfig:
     queue_time: Span = (0.2, 0.5)
     #: seconds a task stays processing (status 2); a number or a [min, max] range per task
     processing_time: Span = (0.5, 2.0)
+    #: seconds each task takes, in creation order (processing only, no queueing): the n-th
+    #: task created since the start or a reset takes the n-th figure, later tasks follow
+    #: queue_time/processing_time. Lets a benchmark know every duration in advance
+    task_times: tuple[float, ...] = ()
     #: probability that a task ends in status 4 instead of 3
     failure_rate: float = 0.0
     #: a task whose prompt contains any of these substrings ends in status 4
@@ -195,6 +199,12 @@ def _span(key: str, value: Any) -> Span:
     return (number, number)
 
 
+def _times(key: str, value: Any) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{key}: expected a list of seconds, got {type(value).__name__}")
+    return tuple(_number(f"{key}[{i}]", v) for i, v in enumerate(value))
+
+
 def _strings(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
@@ -247,6 +257,7 @@ def _pairs(key: str, value: Any) -> dict[str, str]:
 _PARSERS: dict[str, Any] = {
     "queue_time": _span,
     "processing_time": _span,
+    "task_times": _times,
     "failure_rate": _rate,
     "fail_prompts": _strings,
     "max_in_flight": _count,

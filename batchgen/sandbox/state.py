@@ -293,12 +293,17 @@ class SandboxState:
         fail = any(s in prompt for s in cfg.fail_prompts) or (
             cfg.failure_rate > 0 and self.rng.random() < cfg.failure_rate
         )
+        if self.tasks_created < len(cfg.task_times):
+            queue_s, processing_s = 0.0, cfg.task_times[self.tasks_created]
+        else:
+            queue_s = self.rng.uniform(*span(cfg.queue_time))
+            processing_s = self.rng.uniform(*span(cfg.processing_time))
         task = Task(
             id=self.new_id(),
             created=now,
             create_ms=create_ms,
-            queue_s=self.rng.uniform(*span(cfg.queue_time)),
-            processing_s=self.rng.uniform(*span(cfg.processing_time)),
+            queue_s=queue_s,
+            processing_s=processing_s,
             outcome=4 if fail else 3,
             video_length=video_length,
             duration=round(video_length + self.rng.uniform(0.02, 0.2), 3),

@@ -230,18 +230,25 @@ class Store:
         except OSError as exc:
             raise StateError(f"cannot create {state_dir}: {exc.strerror}") from exc
         lock_fd = _take_lock(state_dir / LOCK_NAME) if lock else None
+        store: Store | None = None
         try:
             conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+            store = cls(conn, lock_fd, db_path)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
-            store = cls(conn, lock_fd, db_path)
             store._migrate()
-        except sqlite3.DatabaseError as exc:
-            if lock_fd is not None:
+        except BaseException as exc:
+            # release the lock and the file: a caller in a long-lived process (Python API)
+            # must be able to open this output dir again once the problem is fixed
+            if store is not None:
+                store.close()
+            elif lock_fd is not None:
                 os.close(lock_fd)
-            raise StateError(f"{db_path}: unusable state database ({exc}); move it away "
-                             "to start over (completed files stay on disk)") from exc
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise StateError(f"{db_path}: unusable state database ({exc}); move it away "
+                                 "to start over (completed files stay on disk)") from exc
+            raise
         return store
 
     @classmethod
@@ -275,8 +282,14 @@ class Store:
         self.close()
 
     def _migrate(self) -> None:
+        """Bring the schema up to date; refuse a database from a newer batchgen untouched."""
         self._conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY)")
         done = {r[0] for r in self._conn.execute("SELECT name FROM _migrations")}
+        unknown = done - {n for n, _ in _MIGRATIONS}
+        if unknown:
+            raise StateError(
+                f"{self.path}: written by a newer batchgen (schema {', '.join(sorted(unknown))} "
+                "is unknown to this version); upgrade batchgen to use this output dir")
         for name, sql in _MIGRATIONS:
             if name in done:
                 continue
@@ -285,9 +298,6 @@ class Store:
                     if stmt.strip() and not stmt.strip().startswith("--"):
                         self._conn.execute(stmt)
                 self._conn.execute("INSERT INTO _migrations(name) VALUES (?)", (name,))
-        unknown = done - {n for n, _ in _MIGRATIONS}
-        if unknown:
-            raise StateError(f"{self.path}: written by a newer batchgen ({sorted(unknown)})")
 
     @contextlib.contextmanager
     def _tx(self, durable: bool = False) -> Iterator[sqlite3.Connection]:

@@ -1,6 +1,6 @@
 """State database migrations: every earlier schema opens, upgrades and keeps its rows.
 
-Each schema version a released batchgen could have left in an output dir is rebuilt here
+Each schema version a batchgen on main could have left in an output dir is rebuilt here
 from the migration text it shipped (`HISTORY`, copied from `git log -p batchgen/store.py`;
 a database made by the first commit, before `sent` was added to 0001, never existed: that
 commit had no command that opened a store). Representative rows of that time go in, today's
@@ -31,7 +31,8 @@ import pytest
 from batchgen import store as store_module
 from batchgen.cli import main
 from batchgen.errors import StateError
-from batchgen.store import DB_NAME, STATE_DIR, JobRow, JobState, Store
+from batchgen.jobs import JobState
+from batchgen.store import DB_NAME, STATE_DIR, JobRow, Store
 
 #: the migrations as shipped, in order: (name, SQL). Never edit; append the next one.
 HISTORY: tuple[tuple[str, str], ...] = (
@@ -71,6 +72,11 @@ HISTORY: tuple[tuple[str, str], ...] = (
     """),
     ("0003_credits_prior", """
         ALTER TABLE jobs ADD COLUMN credits_prior INTEGER NOT NULL DEFAULT 0
+    """),
+    ("0004_budget_holds", """
+        ALTER TABLE jobs ADD COLUMN credits_lost INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE jobs ADD COLUMN audio_held INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE jobs ADD COLUMN credits_note TEXT
     """),
 )
 
@@ -142,14 +148,26 @@ ROWS_V3: tuple[dict[str, Any], ...] = (
      "request": _req("again", "m.yaml:25"), "credits_estimated": 20, "credits_prior": 15,
      "attempts": 1},
 )
-ROWS_BY_VERSION = (ROWS_V1, ROWS_V2, ROWS_V3)
-#: what the budget holds for each version's rows (see JobRow.committed_credits):
+#: rows schema 4 added: a lost create sent again (its first try may have been charged) and
+#: a video whose repeated add-audio step is not reserved; a charge the API gave unusably
+ROWS_V4: tuple[dict[str, Any], ...] = (
+    {"job_id": "resent", "idx": 9, "fingerprint": "fp-resent", "state": "running",
+     "request": _req("resent", "m.yaml:27"), "credits_estimated": 20, "task_id": "t-rs",
+     "credits_video": 20, "credits_lost": 20, "attempts": 2, "sent": 1},
+    {"job_id": "noaudio", "idx": 10, "fingerprint": "fp-noaudio", "state": "audio_pending",
+     "request": _req("noaudio", "m.yaml:29", add_audio={"audio_type": 1}, _audio_estimate=5),
+     "credits_estimated": 25, "task_id": "t-na", "credits_video": 20, "audio_held": 0,
+     "credits_note": "credit '' is not a number", "attempts": 1, "sent": 1},
+)
+ROWS_BY_VERSION = (ROWS_V1, ROWS_V2, ROWS_V3, ROWS_V4)
+#: what the budget holds for each version's rows (see budget.held):
 #: done 20+5, lost 20 (estimate), bad 20, old 20, edit 40, flying 20; cnt family 3x20;
-#: again 15 charged before its retry
-COMMITTED = (145, 145 + 60, 145 + 60 + 15)
+#: again 15 charged before its retry; resent 20+20, noaudio 20 (its audio not reserved)
+COMMITTED = (145, 145 + 60, 145 + 60 + 15, 145 + 60 + 15 + 60)
 
 #: defaults of columns a version did not have yet, as the upgrade must fill them
-NEW_COLUMN_DEFAULTS: dict[str, Any] = {"parent": None, "credits_prior": 0}
+NEW_COLUMN_DEFAULTS: dict[str, Any] = {"parent": None, "credits_prior": 0, "credits_lost": 0,
+                                       "audio_held": 1, "credits_note": None}
 #: 0001's column defaults, for the columns a fixture row leaves out
 V1_DEFAULTS: dict[str, Any] = {
     "task_id": None, "audio_task_id": None, "credits_video": None, "credits_audio": None,
@@ -251,9 +269,9 @@ def assert_rows_survived(path: Path, store: Store, rows: tuple[dict[str, Any], .
         for field in ("idx", "fingerprint", "credits_estimated", "task_id", "audio_task_id",
                       "credits_video", "credits_audio", "video_url", "file", "bytes", "sha256",
                       "submitted_at", "completed_at", "attempts", "error", "unknown_step",
-                      "parent", "credits_prior"):
+                      "parent", "credits_prior", "credits_lost", "credits_note"):
             assert getattr(row, field) == want[field], (job_id, field)
-        for flag in ("changed", "active", "remote_deleted"):
+        for flag in ("changed", "active", "remote_deleted", "audio_held"):
             assert getattr(row, flag) is bool(want[flag]), (job_id, flag)
 
 

@@ -45,6 +45,9 @@ class Outcome(StrEnum):
     FAILED = "failed"                  #: some jobs failed, are unknown or pending (exit 1)
     BUDGET_STOPPED = "budget_stopped"  #: the budget or the account's credit stopped it (3)
     INTERRUPTED = "interrupted"        #: stopped on request; state saved (exit 130)
+    #: the API stayed unavailable (the outage timeout passed, or creates kept failing);
+    #: state saved, nothing lost: run again later (exit 75)
+    UNAVAILABLE = "unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,10 @@ class RunReport:
     wall_seconds: float
     report_file: Path            #: report.csv
     summary: Mapping[str, Any]   #: the content of summary.json
+    #: the API answered nothing usable for the outage timeout (why), when that ended the run
+    outage: str | None = None
+    #: finished videos whose host could not be reached: kept for the next run
+    kept_ready: int = 0
 
     @property
     def ok(self) -> bool:
@@ -185,6 +192,7 @@ async def arun(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | N
     """
     from batchgen.session import (
         limits_from_env,
+        outage_timeout_from_env,
         require_credentials,
         resolve,
         retry_policy_from_env,
@@ -199,7 +207,9 @@ async def arun(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | N
     return await run_resolved(resolved, creds, sandbox=sandbox, retry_failed=retry_failed,
                               resubmit_unknown=resubmit_unknown,
                               retry=retry_policy_from_env(environ),
-                              limits=limits_from_env(environ), on_event=on_event)
+                              limits=limits_from_env(environ),
+                              outage_timeout=outage_timeout_from_env(environ),
+                              on_event=on_event)
 
 
 def plan(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = None,
@@ -249,14 +259,17 @@ async def run_resolved(resolved: Resolved, creds: Credentials, *, sandbox: bool 
                        retry_failed: bool = False, resubmit_unknown: bool = False,
                        retry: RetryPolicy | None = None, limits: Limits | None = None,
                        sandbox_config: SandboxConfig | None = None,
+                       outage_timeout: float | None = None,
                        on_event: Callable[[JobEvent], None] | None = None,
                        on_started: Callable[[Started], None] | None = None,
                        on_running: Callable[[RunControl], None] | None = None) -> RunReport:
     """A run of a resolved manifest; `batchgen run` and `arun()` both come here."""
-    from batchgen.session import execute
+    from batchgen.session import DEFAULT_OUTAGE_TIMEOUT, execute
     finished = await execute(resolved, creds, sandbox=sandbox, retry_failed=retry_failed,
                              resubmit_unknown=resubmit_unknown, retry=retry,
-                             limits=limits, sandbox_config=sandbox_config, on_event=on_event,
+                             limits=limits, sandbox_config=sandbox_config,
+                             outage_timeout=outage_timeout or DEFAULT_OUTAGE_TIMEOUT,
+                             on_event=on_event,
                              on_started=on_started, on_running=on_running)
     summary = finished.summary
     status = summary["status"]
@@ -271,7 +284,8 @@ async def run_resolved(resolved: Resolved, creds: Credentials, *, sandbox: bool 
         budget_needed=out.budget_needed, out_of_credit=out.out_of_credit,
         api_unavailable=out.api_unavailable, abandoned=out.abandoned,
         requests=summary["requests_total"], wall_seconds=summary["wall_seconds"],
-        report_file=finished.report, summary=summary)
+        report_file=finished.report, summary=summary, outage=out.outage,
+        kept_ready=out.kept_ready)
 
 
 def outcome_of(outcome: RunOutcome, status: Mapping[str, int]) -> Outcome:
@@ -280,6 +294,8 @@ def outcome_of(outcome: RunOutcome, status: Mapping[str, int]) -> Outcome:
         return Outcome.INTERRUPTED
     if outcome.budget_blocked or outcome.out_of_credit:
         return Outcome.BUDGET_STOPPED
+    if outcome.outage or outcome.api_unavailable:
+        return Outcome.UNAVAILABLE
     if status["failed"] or status["unknown"] or status["pending"]:
         return Outcome.FAILED
     return Outcome.COMPLETED

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import signal
 import sys
@@ -30,6 +31,7 @@ from batchgen.errors import (
     ManifestError,
     OutputDirLocked,
     Problem,
+    RetryableApiError,
     StateError,
     UsageError,
 )
@@ -39,6 +41,7 @@ from batchgen.session import (
     authenticate,
     credentials_from_env,
     limits_from_env,
+    outage_timeout_from_env,
     require_credentials,
     retry_policy_from_env,
 )
@@ -56,11 +59,14 @@ if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET, EXIT_CREDENTIALS, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
+#: EX_TEMPFAIL: the API stayed unavailable; state saved, nothing lost, re-run later
+EXIT_UNAVAILABLE = 75
 EXIT_BUG = 70
 #: a run's outcome (api.Outcome values) -> exit code (SPEC §6)
 RUN_EXIT_CODES: Mapping[str, int] = {"completed": EXIT_OK, "failed": EXIT_FAILED,
                                      "budget_stopped": EXIT_BUDGET,
-                                     "interrupted": EXIT_INTERRUPTED}
+                                     "interrupted": EXIT_INTERRUPTED,
+                                     "unavailable": EXIT_UNAVAILABLE}
 #: error type -> exit code (SPEC §6); 0/1/3/130 come from the run's outcome
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (ManifestError, EXIT_USAGE),
@@ -68,6 +74,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (StateError, EXIT_USAGE),
     (CredentialsError, EXIT_CREDENTIALS),
     (OutputDirLocked, EXIT_LOCKED),
+    (RetryableApiError, EXIT_UNAVAILABLE),
     (ApiError, EXIT_FAILED),
 )
 
@@ -460,6 +467,8 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Creden
             resubmit_unknown=args.resubmit_unknown, retry=retry_policy_from_env(os.environ),
             limits=limits_from_env(os.environ),
             sandbox_config=sandbox_config,
+            outage_timeout=(args.outage_timeout if args.outage_timeout is not None
+                            else outage_timeout_from_env(os.environ)),
             on_event=on_event, on_started=on_started, on_running=on_running)
     finally:
         if tick is not None:
@@ -489,11 +498,16 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Creden
         if report.out_of_credit:
             console.alert(f"the account ran out of credit ({report.out_of_credit}); top up "
                           "and run again")
+    elif report.outcome is Outcome.UNAVAILABLE:
+        why = report.outage or (f"it could not be reached or kept refusing: "
+                                f"{report.api_unavailable}")
+        console.alert(f"the API is unavailable ({why}); nothing is lost: {st['pending']} "
+                      "job(s) are kept pending or in flight in the state; re-run later to go "
+                      "on")
     else:
-        if report.api_unavailable:
-            console.alert(f"the API could not be reached or kept refusing "
-                          f"({report.api_unavailable}); {st['pending']} job(s) left pending: "
-                          "run again later to go on")
+        if report.kept_ready:
+            console.alert(f"{report.kept_ready} finished video(s) could not be downloaded "
+                          "now; they are kept and the next run fetches them")
         if report.abandoned:
             console.alert(f"{report.abandoned} task(s) stayed queued or processing at the API "
                           "for too long; they are kept in the state and the next run polls "
@@ -537,6 +551,17 @@ def _whole(minimum: int, what: str) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{what} must be at least {minimum}")
         return value
     return parse
+
+
+def _positive_seconds(text: str) -> float:
+    """An argparse type: a finite, positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError("seconds must be a positive number")
+    return value
 
 
 _positive_int = _whole(1, "tasks")
@@ -630,6 +655,9 @@ def build_parser(sandbox_flags: bool = True) -> argparse.ArgumentParser:
                    help="resubmit jobs that failed in an earlier run")
     p.add_argument("--resubmit-unknown", action="store_true",
                    help="resubmit jobs whose submission outcome is unknown (may pay twice)")
+    p.add_argument("--outage-timeout", type=_positive_seconds, metavar="SECONDS",
+                   help="end the run (exit 75, state saved) when the API has answered "
+                   "nothing usable for this long (default 600, or BATCHGEN_OUTAGE_TIMEOUT)")
     if sandbox_flags:
         from batchgen import sandbox
         group = p.add_argument_group("emulator settings (with --sandbox; as batchgen sandbox)")

@@ -74,3 +74,30 @@ class RetryPolicy:
                 if on_retry is not None:
                     on_retry(attempt, exc, wait)
                 await sleep(wait)
+
+
+@dataclass(slots=True)
+class OutageWatch:
+    """When has the API answered nothing usable for long enough to call it an outage?
+
+    Pure: fed the client's running counts of usable and failed answers with the time they
+    were read. An outage starts at the first failure seen with no usable answer since,
+    and is declared when a failure is seen `timeout` seconds or more after that start. A
+    quiet spell (nothing asked) is not an outage: only a failure past the timeout is.
+    """
+
+    timeout: float
+    #: when the current run of failures began (None while answers are usable)
+    since: float | None = None
+    _ok: int = 0
+    _failed: int = 0
+
+    def observe(self, now: float, ok: int, failed: int) -> bool:
+        """Feed the counters; True once the API has been unusable for `timeout` seconds."""
+        fresh_failure = failed != self._failed
+        if ok != self._ok:
+            self.since = None
+        elif fresh_failure and self.since is None:
+            self.since = now
+        self._ok, self._failed = ok, failed
+        return fresh_failure and self.since is not None and now - self.since >= self.timeout

@@ -49,7 +49,7 @@ from batchgen.errors import (
     UsageError,
 )
 from batchgen.polling import PollClock
-from batchgen.retry import RetryPolicy
+from batchgen.retry import OutageWatch, RetryPolicy
 from batchgen.store import IN_FLIGHT, JobRow, JobState, Store
 
 #: fields the batch endpoint takes (akool-api.md E2); audio and effects do not apply there
@@ -105,6 +105,9 @@ class RunSettings:
     max_task_age: float = 3 * 3600.0
     #: how often a deletion refused by the API (e.g. still processing) is tried again
     delete_attempts: int = 5
+    #: seconds with no usable answer from the API after which the run saves its state and
+    #: ends (`RunOutcome.outage`); None never gives up
+    outage_timeout: float | None = 600.0
 
 
 @dataclass(slots=True)
@@ -117,6 +120,8 @@ class RunOutcome:
     out_of_credit: str | None = None  #: the API refused for lack of credit
     api_unavailable: str | None = None  #: a create gave up after every retry
     abandoned: int = 0               #: tasks no longer polled (too old); resumed next run
+    outage: str | None = None        #: the API answered nothing usable for outage_timeout
+    kept_ready: int = 0              #: finished videos not downloaded (unreachable); next run
 
 
 @dataclass(slots=True)
@@ -157,6 +162,11 @@ class _Wakeup:
     async def wait(token: asyncio.Event, timeout: float | None) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(token.wait(), timeout)
+
+
+class _BadBody(RetryableApiError):
+    """A download that arrived but was wrong (truncated, not an MP4): retried, and once
+    retries run out the job fails, unlike a host that could not be reached at all."""
 
 
 def utc_now_iso() -> str:
@@ -237,10 +247,11 @@ class Runner:
             loops.append(asyncio.create_task(self._delete_loop(), name="deleter"))
         everything: asyncio.Future[list[None]] = asyncio.gather(*loops)
         stopper: asyncio.Future[Any] = asyncio.create_task(self._stop.wait())
+        watchdog = asyncio.create_task(self._outage_loop(), name="outage-watch")
         try:
             await asyncio.wait([everything, stopper], return_when=asyncio.FIRST_COMPLETED)
             failed = everything.done() and everything.exception() is not None
-            if not everything.done():
+            if not everything.done() and self.outcome.outage is None:
                 self.outcome.interrupted = True
             if (failed or not everything.done()) and self._creating:
                 # creates already on the wire: give them a moment to record their answer;
@@ -251,6 +262,7 @@ class Runner:
                 everything.result()  # raise a loop's error, if any
         finally:
             stopper.cancel()
+            watchdog.cancel()
             for task in [*loops, *self._creating]:
                 task.cancel()
             await asyncio.gather(everything, *self._creating, return_exceptions=True)
@@ -261,6 +273,26 @@ class Runner:
             self.outcome.budget_blocked = held_back.held_back
             self.outcome.budget_needed = held_back.needed
         return self.outcome
+
+    async def _outage_loop(self) -> None:
+        """End the run when the API has answered nothing usable for `outage_timeout`:
+        every loop would otherwise retry forever, and tomorrow's run would find the lock."""
+        timeout = self.settings.outage_timeout
+        if timeout is None:
+            return
+        watch = OutageWatch(timeout)
+        watch.observe(self.clock(), self.client.answers_ok, self.client.answers_failed)
+        step = min(1.0, max(0.02, timeout / 20))
+        while True:
+            await asyncio.sleep(step)
+            now = self.clock()
+            if watch.observe(now, self.client.answers_ok, self.client.answers_failed):
+                since = now - (watch.since if watch.since is not None else now)
+                self.outcome.outage = f"no usable answer from the API for {since:.0f} s"
+                self.emit(JobEvent(EventKind.NOTICE, "", f"{self.outcome.outage}: stopping; "
+                                   "the state is saved and nothing is lost"))
+                self.stop()
+                return
 
     # -- loading -----------------------------------------------------------------------
 
@@ -854,8 +886,15 @@ class Runner:
             except FatalApiError as exc:
                 self._fail(job_id, JobState.FAILED, f"download failed: {exc}")
                 return
-            except (RetryableApiError, DownloadError) as exc:
+            except (_BadBody, DownloadError) as exc:
                 self._fail(job_id, JobState.FAILED, f"download failed after retries: {exc}")
+                return
+            except RetryableApiError as exc:
+                # the host could not be reached: the video is still there, and the next
+                # run fetches it (state stays `ready`): an outage never fails paid work
+                self.outcome.kept_ready += 1
+                self.emit(JobEvent(EventKind.NOTICE, job_id,
+                                   f"download unavailable ({exc}); kept for the next run"))
                 return
             break
         done_at = self.now_iso()
@@ -872,7 +911,7 @@ class Runner:
             return await fetch_to(self.client, url, target)
         except DownloadError as exc:
             # a truncated or garbled body may well arrive whole next time
-            raise RetryableApiError(str(exc)) from None
+            raise _BadBody(str(exc)) from None
 
     async def _fresh_url(self, row: JobRow) -> str | None:
         task_id = row.final_task_id

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -42,6 +43,9 @@ ENV_CLIENT_SECRET = "AKOOL_CLIENT_SECRET"
 ENV_API_BASE = "BATCHGEN_API_BASE"
 ENV_RETRY = "BATCHGEN_RETRY_"
 ENV_MAX_VIDEO = "BATCHGEN_MAX_VIDEO_BYTES"
+ENV_OUTAGE = "BATCHGEN_OUTAGE_TIMEOUT"
+#: seconds with no usable answer from the API before a run saves its state and ends
+DEFAULT_OUTAGE_TIMEOUT = 600.0
 SANDBOX_KEY = "sandbox-key"
 
 
@@ -136,6 +140,20 @@ def retry_policy_from_env(env: Mapping[str, str]) -> RetryPolicy:
             raise UsageError(f"{var} must be positive")
         values[attr] = value
     return RetryPolicy(**values)
+
+
+def outage_timeout_from_env(env: Mapping[str, str]) -> float:
+    """BATCHGEN_OUTAGE_TIMEOUT (seconds), else the default of 10 minutes."""
+    text = env.get(ENV_OUTAGE, "").strip()
+    if not text:
+        return DEFAULT_OUTAGE_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{ENV_OUTAGE}={text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"{ENV_OUTAGE} must be a positive number of seconds")
+    return value
 
 
 def limits_from_env(env: Mapping[str, str]) -> Limits:
@@ -279,6 +297,7 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
                   retry_failed: bool = False, resubmit_unknown: bool = False,
                   retry: RetryPolicy | None = None, limits: Limits | None = None,
                   sandbox_config: SandboxConfig | None = None,
+                  outage_timeout: float | None = DEFAULT_OUTAGE_TIMEOUT,
                   on_event: Callable[[JobEvent], None] | None = None,
                   on_started: Callable[[Started], None] | None = None,
                   on_running: Callable[[RunControl], None] | None = None) -> Finished:
@@ -325,7 +344,7 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
             max_credits=resolved.max_credits,
             download_workers=max(2, min(32, resolved.concurrency // 3)),
             retry=retry or RetryPolicy(),
-            delete_remote=manifest.output.delete_remote)
+            delete_remote=manifest.output.delete_remote, outage_timeout=outage_timeout)
         async with api_root(resolved.api_base, sandbox, sandbox_config,
                             resolved.output_dir) as base, \
                 AkoolClient.open(base, creds, max_connections=min(100, resolved.concurrency * 2

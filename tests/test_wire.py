@@ -512,3 +512,82 @@ def _report(out: Path) -> list[dict[str, str]]:
     import csv
     with open(out / "report.csv", newline="") as f:
         return list(csv.DictReader(f))
+
+
+# -- an outage ends the run, never hangs ------------------------------------------------
+
+
+async def test_an_outage_mid_run_saves_state_and_exits_75_instead_of_hanging(sandbox, tmp_path):
+    import asyncio
+    import time
+
+    from cli_helpers import start_cli
+
+    sb = await sandbox(processing_time=60)  # tasks stay in flight while the API goes away
+    manifest = write_manifest(tmp_path, 4, base_url=sb.url, concurrency=4)
+    env = cli_env(BATCHGEN_OUTAGE_TIMEOUT="2", BATCHGEN_RETRY_BASE="0.01",
+                  BATCHGEN_RETRY_CAP="0.2", BATCHGEN_RETRY_ATTEMPTS="1000")
+    proc = await start_cli("run", str(manifest), "--no-progress", cwd=tmp_path, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while sb.stats()["tasks_created"] < 4:
+            assert time.monotonic() < deadline, "the run never submitted"
+            await asyncio.sleep(0.05)
+        await sb.close()  # the API is gone mid-run
+        stopped = time.monotonic()
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:  # it hung: do not leave it polling forever
+            proc.kill()
+            await proc.wait()
+    text = err.decode()
+    assert proc.returncode == 75, text
+    assert time.monotonic() - stopped < 30
+    assert "the API is unavailable" in text and "nothing is lost" in text
+    assert ": : " not in text  # run-wide notices name no empty job id
+    assert "Traceback" not in text
+    with sqlite3.connect(next((tmp_path / "out" / ".batchgen").glob("*.db"))) as conn:
+        kept = conn.execute("SELECT state, task_id FROM jobs").fetchall()
+    assert len(kept) == 4 and all(s == "running" and t for s, t in kept), kept
+
+
+async def test_the_outage_timeout_is_a_documented_run_option(tmp_path):
+    result = await run_cli("run", "--help", cwd=tmp_path)
+    assert "--outage-timeout" in result.out
+    bad = await run_cli("run", "m.yaml", "--outage-timeout", "nan", cwd=tmp_path)
+    assert bad.code == 2 and "seconds" in bad.err
+
+
+def test_outage_watch_needs_a_failure_past_the_timeout_with_no_success_between():
+    from batchgen.retry import OutageWatch
+
+    watch = OutageWatch(timeout=10)
+    assert not watch.observe(0, ok=0, failed=1)      # failures begin
+    assert not watch.observe(5, ok=0, failed=2)
+    assert not watch.observe(30, ok=0, failed=2)     # quiet: nothing asked, no verdict
+    assert watch.observe(31, ok=0, failed=3)         # still failing, 31 s on
+    again = OutageWatch(timeout=10)
+    again.observe(0, ok=0, failed=1)
+    again.observe(8, ok=1, failed=1)                 # a usable answer resets the clock
+    assert not again.observe(12, ok=1, failed=2)
+    assert again.observe(22, ok=1, failed=3)
+
+
+async def test_a_video_host_that_cannot_be_reached_keeps_the_job_for_the_next_run(
+        sandbox, tamper, tmp_path):
+    def dead_host(path: str, sent: Any, answer: Any) -> Any:
+        if path.endswith("resultsByIds"):
+            for record in answer["data"]["result"]:
+                if record.get("video_url"):
+                    record["video_url"] = "http://127.0.0.1:9/gone.mp4"  # nothing listens
+        return answer
+
+    sb = await sandbox()
+    base = await tamper(sb, dead_host)
+    manifest = write_manifest(tmp_path, 2, base_url=base)
+    result = await run_cli("run", str(manifest), "--no-progress", cwd=tmp_path,
+                           env=cli_env(**FAST_RETRY))
+    assert result.code == 1, result.err
+    assert "kept and the next run fetches them" in result.err
+    assert [r["status"] for r in _report(tmp_path / "out")] == ["pending", "pending"]
+    assert sb.stats()["tasks_created"] == 2

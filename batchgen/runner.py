@@ -668,6 +668,26 @@ class Runner:
             row = self._replace(j, state=JobState.FAILED, error=error)
             self._set_committed(j, row.committed_credits)
             self.emit(JobEvent(EventKind.FAILED, j, error))
+        if len(records) > len(members):
+            self._hold_surplus(job_id, records[len(members):])
+
+    def _hold_surplus(self, job_id: str, surplus: list[TaskRecord]) -> None:
+        """The API made more videos than asked: they were charged, so the job holds them
+        (the API's figure where usable, else the estimate) and their ids are recorded."""
+        row = self._rows[job_id]
+        estimate = budget.video_estimate(row)
+        charged = [budget.charge(r.raw.get("deduction_credit"), estimate).credits
+                   for r in surplus]
+        prior = sum(c for c in charged if c is not None)
+        lost = estimate * sum(1 for c in charged if c is None)
+        ids = ", ".join(r.task_id for r in surplus)
+        note = (f"the batch create made {len(surplus)} video(s) more than asked ({ids}); "
+                f"they are held against the budget ({prior + lost} credits)")
+        self.store.hold(job_id, prior=prior, lost=lost, note=note)
+        row = self._replace(job_id, credits_prior=row.credits_prior + prior,
+                            credits_lost=row.credits_lost + lost, credits_note=note)
+        self._set_committed(job_id, row.committed_credits)
+        self.emit(JobEvent(EventKind.NOTICE, job_id, note))
 
     def _back_to_queue(self, job_id: str, audio: bool) -> None:
         if audio:

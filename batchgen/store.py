@@ -556,6 +556,14 @@ class Store:
             self._conn.executemany("UPDATE jobs SET state=?, error=? WHERE job_id=?",
                                    [(JobState.FAILED, error, j) for j in missing])
 
+    def hold(self, job_id: str, *, prior: int, lost: int, note: str) -> None:
+        """Add charges (`prior`) and possible charges (`lost`) of tasks the job does not
+        keep to what it holds against the budget, with a note saying why (durably)."""
+        with self._tx(durable=True):
+            self._conn.execute(
+                "UPDATE jobs SET credits_prior=credits_prior+?, credits_lost=credits_lost+?, "
+                "credits_note=? WHERE job_id=?", (prior, lost, note, job_id))
+
     def mark_unsent(self, job_id: str, *, audio: bool = False) -> None:
         """A create that provably made no task (refused before or by the API): undo."""
         with self._tx(durable=True):

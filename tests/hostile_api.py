@@ -1,5 +1,7 @@
 """A small, misbehaving Akool API for tests: creates, results and downloads only.
 
+A batch create can make more videos than asked (`surplus`).
+
 Each create answers with a task id and whatever `deduction_credit` the test chose (NaN,
 -5, "20", ...); every task is done at the first poll. Video URLs carry a version: each
 resultsByIds answer issues a new one, and only the newest works once `serving` is set
@@ -25,10 +27,12 @@ class HostileApi:
     """Start with `await HostileApi(...).start()`; `close()` at the end."""
 
     def __init__(self, charge: Callable[[dict[str, Any]], Any] = lambda body: 20, *,
-                 versioned_urls: bool = False) -> None:
+                 versioned_urls: bool = False, surplus: int = 0) -> None:
         #: body of a create -> the deduction_credit to answer with (any JSON value)
         self.charge = charge
         self.versioned_urls = versioned_urls
+        #: a batch create makes this many videos more than its `count` asked for
+        self.surplus = surplus
         #: with versioned URLs: downloads answer 403 until this is set
         self.serving = not versioned_urls
         self.requests: Counter[str] = Counter()
@@ -46,6 +50,7 @@ class HostileApi:
     async def start(self) -> HostileApi:
         app = web.Application()
         app.router.add_post(f"{I2V}/createBySourcePrompt", self._create)
+        app.router.add_post(f"{I2V}/createBySourcePrompt/batch", self._create_batch)
         app.router.add_post(f"{I2V}/resultsByIds", self._results)
         app.router.add_get("/v/{task_id}.mp4", self._download)
         self._server = TestServer(app, host="127.0.0.1", port=0)
@@ -70,6 +75,17 @@ class HostileApi:
         self.created.append(body)
         return self._answer({"_id": task_id, "status": 1,
                              "deduction_credit": self.tasks[task_id]})
+
+    async def _create_batch(self, request: web.Request) -> web.Response:
+        self.requests["create_batch"] += 1
+        body = await request.json()
+        made = []
+        for _ in range(int(body.get("count", 1)) + self.surplus):
+            task_id = f"t{len(self.tasks) + 1:04d}"
+            self.tasks[task_id] = self.charge(body)
+            made.append({"_id": task_id, "status": 1, "deduction_credit": self.tasks[task_id]})
+        self.created.append(body)
+        return self._answer({"successList": made, "errorList": []})
 
     async def _results(self, request: web.Request) -> web.Response:
         self.requests["results"] += 1

@@ -202,3 +202,22 @@ async def test_retry_failed_download_asks_for_a_fresh_url_first(tmp_path):
         assert api.requests["create"] == 2
     finally:
         await api.close()
+
+
+async def test_videos_a_batch_create_made_beyond_its_count_are_held(tmp_path):
+    api = await HostileApi(lambda body: 20, surplus=1).start()
+    try:
+        manifest = write_manifest(tmp_path, 2, base_url=api.url, concurrency=1,
+                                  job_extra={"model_name": "AkoolImage2VideoFastV1",
+                                             "count": 2},
+                                  extra={"budget": {"max_credits": 80}})
+        result = await run_cli("run", str(manifest), "--no-progress", cwd=tmp_path)
+        # job000 asked for 2 videos and got 3, all charged: 60 held; job001's 40 waits
+        assert api.requests["create_batch"] == 1 and len(api.tasks) == 3
+        assert result.code == 3, result.err
+        assert "more than asked" in result.err
+        assert await committed(manifest, tmp_path) == 60
+        with Store.open(tmp_path / "out") as store:
+            assert "t0003" in (store.get("job000").credits_note or "")
+    finally:
+        await api.close()

@@ -9,7 +9,9 @@ The public Python API (SPEC §7; README "Python API")::
 
 This module holds only the public names. They are imported on first use, so
 `batchgen validate` (which imports this package) does not pay for the run's machinery.
-Errors are the exceptions of `batchgen.errors`.
+Errors are the exceptions of `batchgen.errors`. No submodule may be called `run`, `arun`
+or `plan`: importing it would replace the function of that name on this package (hence
+`batchgen.planning`; tests/test_api.py checks).
 """
 
 from __future__ import annotations

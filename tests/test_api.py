@@ -247,8 +247,60 @@ def test_public_names_are_typed_documented_and_import_lazily():
     import sys
     for name in ("run", "arun", "plan"):
         assert getattr(batchgen, name).__doc__
-    assert (Path(batchgen.__file__).parent / "py.typed").exists()
+    package = Path(batchgen.__file__).parent
+    assert (package / "py.typed").exists()
+    for name in ("run", "arun", "plan"):  # a submodule would shadow the function once imported
+        assert not (package / f"{name}.py").exists() and not (package / name).exists()
     probe = ("import sys, batchgen; assert 'batchgen.api' not in sys.modules; "
              "assert 'batchgen.runner' not in sys.modules; batchgen.run; "
              "assert 'batchgen.api' in sys.modules")
     subprocess.run([sys.executable, "-c", probe], check=True)
+
+
+SCRIPT = """
+import sys, batchgen
+manifest = {"version": 1, "name": "sig", "api": {"concurrency": 2, "poll_interval": 0.1},
+            "output": {"dir": "out"},
+            "defaults": {"resolution": "720p", "video_length": 5, "audio_type": 3,
+                         "negative_prompt": "blurry"},
+            "jobs": [{"id": f"j{i}", "image_url": f"https://example.com/{i}.jpg",
+                      "prompt": f"p {i}"} for i in range(20)]}
+try:
+    report = batchgen.run(manifest, api_base=sys.argv[1], api_key="test-key",
+                          on_event=lambda ev: print(ev.kind, ev.job_id, flush=True))
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", flush=True)
+    raise SystemExit(130)
+print("outcome", report.outcome, report.counts["completed"], flush=True)
+"""
+
+
+async def test_ctrl_c_in_a_script_calling_run_stops_gracefully_then_raises(sandbox, tmp_path):
+    """README: Ctrl-C during batchgen.run() in the main thread stops as the CLI does on
+    SIGINT (no new submissions, state saved), then KeyboardInterrupt; a re-run resumes."""
+    import signal
+    import sys
+    sb = await sandbox(processing_time=1.0)
+    (tmp_path / "script.py").write_text(SCRIPT)
+
+    async def start() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "script.py", sb.url, cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+    proc = await start()
+    assert proc.stdout is not None
+    while b"submitted" not in await asyncio.wait_for(proc.stdout.readline(), 20):
+        pass
+    proc.send_signal(signal.SIGINT)
+    rest, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 130, err.decode()
+    assert rest.decode().splitlines()[-1] == "KeyboardInterrupt"
+    assert err == b""                                    # nothing printed by batchgen
+    created = sb.stats()["tasks_created"]
+    assert 0 < created < 20
+    assert (tmp_path / "out" / "report.csv").exists()
+    again = await start()
+    out, err = await asyncio.wait_for(again.communicate(), 60)
+    assert out.decode().splitlines()[-1] == "outcome completed 20", err.decode()
+    assert sb.stats()["tasks_created"] == 20             # resumed; nothing paid twice

@@ -115,7 +115,19 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 print(str(problem), file=err)
             print(f"{path}: {len(exc.problems)} problem(s); nothing was sent", file=err)
             continue
-        warnings = _online_warnings(args, manifest) if args.online else []
+        errors, warnings = _online_checks(args, manifest) if args.online else ([], [])
+        if errors:
+            worst = EXIT_USAGE
+            if as_json:
+                docs.append({"manifest": path, "ok": False, "jobs": len(manifest.jobs),
+                             "errors": [_problem_dict(p) for p in errors],
+                             "warnings": [_problem_dict(w) for w in warnings]})
+                continue
+            for problem in (*errors, *warnings):
+                print(str(problem), file=err)
+            print(f"{path}: {len(errors)} problem(s) with the API's lists; nothing was sent",
+                  file=err)
+            continue
         if as_json:
             docs.append({"manifest": path, "ok": True, "jobs": len(manifest.jobs),
                          "errors": [], "warnings": [_problem_dict(w) for w in warnings]})
@@ -136,34 +148,51 @@ def _problem_dict(problem: Problem) -> dict[str, Any]:
             "message": problem.what, "fix": problem.fix or None}
 
 
-def _online_warnings(args: argparse.Namespace, manifest: Manifest) -> list[Problem]:
-    """Effect codes and model names the API does not list: they would fail at create."""
+def _model_checks(manifest: Manifest, records: Sequence[Mapping[str, Any]]
+                  ) -> tuple[list[Problem], list[Problem]]:
+    """(errors, warnings) of the manifest's model jobs against the API's model list."""
+    from batchgen.models import model_problems, parse_models
+    errors, warnings = model_problems(manifest.jobs, parse_models(records))
+    return [p.problem() for p in errors], [p.problem() for p in warnings]
+
+
+def _online_checks(args: argparse.Namespace, manifest: Manifest
+                   ) -> tuple[list[Problem], list[Problem]]:
+    """(errors, warnings) against the API's lists: a model that cannot make a job's
+    resolution or length is an error (the create would be refused); effect codes and model
+    names the lists do not name are warnings."""
     catalog = _catalog(args, effects=True, models=True, base=manifest.api.base_url)
-    effects = {e.get("effect_code") for e in catalog["effects"]}
-    models = {m.get("value") for m in catalog["models"]}
-    warnings = []
+    effects = {e.get("effect_code") for e in catalog["effects"] if isinstance(e, Mapping)}
+    errors, warnings = _model_checks(manifest, catalog["models"])
+    from batchgen.models import ModelProblem
     for job in manifest.jobs:
-        file, _, line = job.source.rpartition(":")
-        where = f"job {job.id}"
-        at = int(line) if line.isdigit() else 1
         if job.effect_code and job.effect_code not in effects:
-            warnings.append(Problem(file, at, where, f"effect_code {job.effect_code!r} is not "
-                                    "in the API's effect list",
-                                    "pick one from `batchgen effects`"))
-        if job.model_name and job.model_name not in models:
-            warnings.append(Problem(file, at, where, f"model_name {job.model_name!r} is not "
-                                    "in the API's model list", "pick one from `batchgen models`"))
-    return warnings
+            warnings.append(ModelProblem(job, "effect_code", f"effect_code {job.effect_code!r} "
+                                         "is not in the API's effect list",
+                                         "pick one from `batchgen effects`").problem())
+    return errors, warnings
 
 
 def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from batchgen.api import plan_resolved
     from batchgen.planning import render_plan
     resolved = _resolve(args, os.environ)
+    online = None
+    if getattr(args, "online", False):
+        from dataclasses import replace
+
+        from batchgen.pricing import with_models
+        manifest = resolved.manifest
+        records = _catalog(args, models=True, base=manifest.api.base_url)["models"]
+        errors, warnings = _model_checks(manifest, records)
+        if errors:
+            raise ManifestError(errors + warnings)
+        online = _online_prices(records, manifest)
+        # the totals and the budget use the model list's prices for model jobs
+        budget = replace(manifest.budget, prices=with_models(manifest.budget.prices, records))
+        resolved = replace(resolved, manifest=replace(manifest, budget=budget))
     result = plan_resolved(resolved, retry_failed=getattr(args, "retry_failed", False),
                            resubmit_unknown=getattr(args, "resubmit_unknown", False))
-    online = (_online_prices(args, resolved.manifest) if getattr(args, "online", False)
-              else None)
     if getattr(args, "json", False):
         doc = result.to_dict()
         if online is not None:
@@ -179,17 +208,17 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                   f"deducted by the API against {charged.estimated} estimated{note}",
                   file=out)
         if online is not None:
-            print(f"\nmodel jobs priced from the API's model list (aigModel/list): "
-                  f"{online['jobs']} jobs, {online['credits']} credits (the table above "
-                  f"estimates them at {online['table_credits']})"
+            print(f"\nmodel jobs priced from the API's model list (aigModel/list), in the "
+                  f"totals and budget above: {online['jobs']} jobs, {online['credits']} "
+                  f"credits (the published table would say {online['table_credits']})"
                   + (f"; not in the list: {', '.join(online['unlisted'])}"
                      if online["unlisted"] else ""), file=out)
     return EXIT_OK
 
 
-def _online_prices(args: argparse.Namespace, manifest: Manifest) -> dict[str, Any]:
+def _online_prices(models: Sequence[Mapping[str, Any]], manifest: Manifest
+                   ) -> dict[str, Any]:
     from batchgen.pricing import model_credits, video_credits
-    models = _catalog(args, models=True, base=manifest.api.base_url)["models"]
     model_jobs = [j for j in manifest.jobs if j.model_name]
     priced = {j.id: model_credits(models, j) for j in model_jobs}
     return {

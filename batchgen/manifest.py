@@ -50,6 +50,7 @@ from batchgen.manifest_rows import (
 from batchgen.manifest_schema import (
     ID_PATTERN,
     INT_FIELDS,
+    SINGLE_RESOLUTIONS,
     Validators,
     explain,
     job_is_valid,
@@ -278,6 +279,7 @@ def rule_problems(job: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
             yield (name, f"{name} {value!r} is not an http(s) URL",
                    "use a public http:// or https:// URL the API can fetch")
     yield from _audio_rule("", job.get("audio_type"), job.get("audio_url"), "1 (AI) or 3 (none)")
+    yield from _batch_rules(job)
     add_audio = job.get("add_audio")
     if add_audio is not None:
         url = add_audio.get("audio_url")
@@ -287,8 +289,43 @@ def rule_problems(job: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
         yield from _audio_rule("add_audio.", add_audio.get("audio_type"), url, "1 (AI)")
 
 
+def _batch_rules(job: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """Fields the endpoint a job goes to cannot take (akool-api.md E1/E2).
+
+    A job with `model_name` or `count` goes to the batch endpoint, which takes no audio
+    and no effect: sent anyway they were silently dropped and the video paid for without
+    them. 480p exists only for some models, never at the single create endpoint.
+    """
+    uses = [k for k in ("model_name", "count") if job.get(k) is not None]
+    if not uses:
+        if job.get("resolution") not in SINGLE_RESOLUTIONS:
+            yield ("resolution", f"resolution {job.get('resolution')} is offered only by "
+                   "some models, not by the standard create endpoint",
+                   "use 720p, 1080p or 4k, or set model_name to a model that lists it "
+                   "(batchgen models)")
+        return
+    why = (f"a job with {' and '.join(uses)} goes through the batch endpoint, which takes "
+           "no audio and no effect (the video would be made, and paid, without it)")
+    if job.get("audio_type") in (1, 2):
+        yield ("audio_type", f"audio_type {job['audio_type']} cannot be used here: {why}",
+               "set audio_type: 3 and add sound as a second step with add_audio: "
+               "{audio_type: 1} (or {audio_type: 2, audio_url: https://...})")
+    if job.get("audio_url") is not None:
+        yield ("audio_url", f"audio_url cannot be used here: {why}",
+               "remove it and use add_audio: {audio_type: 2, audio_url: https://...}")
+    if job.get("effect_code") is not None:
+        yield ("effect_code", f"effect_code cannot be used here: {why}",
+               "remove effect_code, or remove model_name and count to use the effect")
+
+
 def quick_rule_check(job: Mapping[str, Any]) -> bool:
     """True when `rule_problems` would find something; cheap enough for every job."""
+    if job.get("model_name") is not None or job.get("count") is not None:
+        if job["audio_type"] != 3 or job.get("audio_url") is not None \
+                or job.get("effect_code") is not None:
+            return True
+    elif job["resolution"] not in SINGLE_RESOLUTIONS:
+        return True
     if "image_url" not in job or not is_http_url(job["image_url"]):
         return True
     if job.get("prompt") is None and job.get("effect_code") is None:

@@ -25,7 +25,9 @@ from batchgen.manifest_yaml import JsonPath
 
 SCHEMA_NAME = "manifest.schema.json"
 
-RESOLUTIONS = ("720p", "1080p", "4k")
+RESOLUTIONS = ("480p", "720p", "1080p", "4k")
+#: what the single create endpoint takes; 480p exists only for some models (batch endpoint)
+SINGLE_RESOLUTIONS = ("720p", "1080p", "4k")
 VIDEO_LENGTHS = (5, 10)
 AUDIO_TYPES = (1, 2, 3)
 ADD_AUDIO_TYPES = (1, 2)

@@ -19,7 +19,15 @@ from typing import Any
 
 from batchgen import budget
 from batchgen.manifest import Manifest
-from batchgen.pricing import PUBLISHED_VIDEO, add_audio_credits, price_key, video_credits
+from batchgen.pricing import (
+    FALLBACK_RESOLUTION,
+    PUBLISHED_VIDEO,
+    PriceTable,
+    add_audio_credits,
+    model_video_credits,
+    price_key,
+    video_credits,
+)
 
 #: Job states a plan splits jobs into, in display order. "to_submit" is what a run
 #: would pay for now; the others come from the local state of earlier runs.
@@ -42,6 +50,8 @@ class PlanLine:
     credits: int
     to_submit_jobs: int
     to_submit_credits: int
+    #: the model whose listed price priced these jobs (`plan --online`); "" for the table
+    model: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +141,9 @@ def build_plan(manifest: Manifest, states: Mapping[str, str] | None = None, *,
     """
     table = manifest.budget.prices
     states = states or {}
-    video: dict[tuple[str, int], list[int]] = {}   # (row, length) -> [jobs, videos, credits,
-    audio: dict[tuple[str, int], list[int]] = {}   #  to-submit jobs, to-submit credits]
+    # (row, length, model) -> [jobs, videos, credits, to-submit jobs, to-submit credits]
+    video: dict[tuple[str, int, str], list[int]] = {}
+    audio: dict[tuple[str, int, str], list[int]] = {}
     buckets = {s: [0, 0] for s in STATES}
     max_credits = manifest.budget.max_credits
     needs: dict[str, int] = {}
@@ -147,11 +158,12 @@ def build_plan(manifest: Manifest, states: Mapping[str, str] | None = None, *,
         count = job.count or 1
         submit = state == "to_submit"
         v = video_credits(table, job)
-        _add(video, (job.resolution, job.video_length), count, v, submit)
+        by_model = job.model_name if model_video_credits(table, job) is not None else ""
+        _add(video, (job.resolution, job.video_length, by_model or ""), count, v, submit)
         a = 0
         if job.add_audio is not None:
             a = add_audio_credits(table, job)
-            _add(audio, (ADD_AUDIO, job.video_length), count, a, submit)
+            _add(audio, (ADD_AUDIO, job.video_length, ""), count, a, submit)
         bucket = buckets[state]
         bucket[0] += 1
         if submit and sends is not None:
@@ -165,8 +177,8 @@ def build_plan(manifest: Manifest, states: Mapping[str, str] | None = None, *,
         admitted = budget.admit(max_credits, spent_credits, (n for _, n in order)).admitted
         stopped = {j for j, _ in order[admitted:]}
         within = len({j for j, _ in order[:admitted]} - stopped)
-    video_lines = _lines(video, table.video, table.overridden)
-    audio_lines = _lines(audio, {ADD_AUDIO: table.add_audio}, table.overridden)
+    video_lines = _lines(video, table.video, table.overridden, table)
+    audio_lines = _lines(audio, {ADD_AUDIO: table.add_audio}, table.overridden, table)
     video_total = sum(line.credits for line in video_lines)
     audio_total = sum(line.credits for line in audio_lines)
     return Plan(
@@ -182,7 +194,7 @@ def build_plan(manifest: Manifest, states: Mapping[str, str] | None = None, *,
         spent_credits=spent_credits, jobs_within_budget=within)
 
 
-def _add(cells: dict[tuple[str, int], list[int]], key: tuple[str, int], count: int,
+def _add(cells: dict[tuple[str, int, str], list[int]], key: tuple[str, int, str], count: int,
          credits: int, submit: bool) -> None:
     cell = cells.get(key)
     if cell is None:
@@ -195,15 +207,25 @@ def _add(cells: dict[tuple[str, int], list[int]], key: tuple[str, int], count: i
         cell[4] += credits
 
 
-def _lines(cells: dict[tuple[str, int], list[int]], prices: Mapping[str, Mapping[int, int]],
-           overridden: frozenset[str]) -> tuple[PlanLine, ...]:
-    order = {row: i for i, row in enumerate((*PUBLISHED_VIDEO, ADD_AUDIO))}
-    keys = sorted(cells, key=lambda k: (order.get(k[0], len(order)), k[0], k[1]))
+def _lines(cells: dict[tuple[str, int, str], list[int]],
+           prices: Mapping[str, Mapping[int, int]], overridden: frozenset[str],
+           table: PriceTable) -> tuple[PlanLine, ...]:
+    order = {row: i for i, row in enumerate(("480p", *PUBLISHED_VIDEO, ADD_AUDIO))}
+    keys = sorted(cells, key=lambda k: (order.get(k[0], len(order)), k[0], k[1], k[2]))
+
+    def unit(row: str, length: int, model: str) -> int:
+        listed = table.models.get(model) if model else None
+        price = None if listed is None else listed.credits(row, length)
+        if price is not None:
+            return price
+        return (prices.get(row) or prices[FALLBACK_RESOLUTION])[length]
+
     return tuple(
-        PlanLine(row=row, video_length=length, unit_credits=prices[row][length],
-                 overridden=price_key(row, length) in overridden, jobs=c[0], videos=c[1],
-                 credits=c[2], to_submit_jobs=c[3], to_submit_credits=c[4])
-        for row, length in keys for c in [cells[(row, length)]])
+        PlanLine(row=row, video_length=length, unit_credits=unit(row, length, model),
+                 overridden=not model and price_key(row, length) in overridden, jobs=c[0],
+                 videos=c[1], credits=c[2], to_submit_jobs=c[3], to_submit_credits=c[4],
+                 model=model)
+        for row, length, model in keys for c in [cells[(row, length, model)]])
 
 
 # --- output ------------------------------------------------------------------------------
@@ -211,7 +233,9 @@ def _lines(cells: dict[tuple[str, int], list[int]], prices: Mapping[str, Mapping
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     """The plan as one JSON-ready document (`plan --json`); same content as the table."""
     def line(item: PlanLine) -> dict[str, Any]:
-        out = {"resolution": item.row} if item.row != ADD_AUDIO else {}
+        out: dict[str, Any] = {"resolution": item.row} if item.row != ADD_AUDIO else {}
+        if item.model:
+            out["model"] = item.model  # priced from the API's model list (--online)
         return {**out, "video_length": item.video_length, "price": item.unit_credits,
                 "price_overridden": item.overridden, "jobs": item.jobs, "videos": item.videos,
                 "credits": item.credits, "to_submit_jobs": item.to_submit_jobs,
@@ -256,6 +280,8 @@ def render_plan(plan: Plan) -> str:
     out.append(_row(tuple(c[0] for c in _COLUMNS)))
     for item in (*plan.video_lines, *plan.add_audio_lines):
         label = "add audio" if item.row == ADD_AUDIO else item.row
+        if item.model:
+            label = f"{label} {item.model}"
         price = f"{item.unit_credits}*" if item.overridden else str(item.unit_credits)
         out.append(_row((label, f"{item.video_length} s", price, f"{item.jobs:,}",
                          f"{item.videos:,}", f"{item.credits:,}", f"{item.to_submit_jobs:,}",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchgen.jobs import Job
+from batchgen.models import ModelInfo, parse_models
 
 #: Credits per video by resolution and length (akool-api.md §8.1).
 PUBLISHED_VIDEO: Mapping[str, Mapping[int, int]] = {
@@ -30,11 +31,34 @@ class PriceTable:
     add_audio: Mapping[int, int] = field(default_factory=lambda: PUBLISHED_ADD_AUDIO)
     #: keys like "720p/5" or "add_audio/10" whose price came from the manifest
     overridden: frozenset[str] = frozenset()
+    #: the API's model list, when fetched (`plan --online`): a model job is priced by it
+    models: Mapping[str, ModelInfo] = field(default_factory=dict)
+
+
+#: 480p has no published price (only some models make it): it is estimated as 720p, an
+#: upper bound, unless budget.prices or the model list says otherwise
+FALLBACK_RESOLUTION = "720p"
+
+
+def model_video_credits(table: PriceTable, job: Job) -> int | None:
+    """Credits of one video of a model job from the model list; None when not listed."""
+    model = table.models.get(job.model_name) if job.model_name else None
+    return None if model is None else model.credits(job.resolution, job.video_length)
 
 
 def video_credits(table: PriceTable, job: Job) -> int:
     """Estimated credits of the job's generation step (all `count` videos)."""
-    return table.video[job.resolution][job.video_length] * (job.count or 1)
+    unit = model_video_credits(table, job)
+    if unit is None:
+        row = table.video.get(job.resolution) or table.video[FALLBACK_RESOLUTION]
+        unit = row[job.video_length]
+    return unit * (job.count or 1)
+
+
+def with_models(table: PriceTable, records: Sequence[Mapping[str, Any]]) -> PriceTable:
+    """The table with the API's model list laid over it for model jobs."""
+    from dataclasses import replace
+    return replace(table, models=parse_models(records))
 
 
 def add_audio_credits(table: PriceTable, job: Job) -> int:
@@ -85,13 +109,6 @@ def model_credits(models: Sequence[Mapping[str, Any]], job: Job) -> int | None:
     leaves the scaling unknown, so `plan --online` says it is an estimate). None when the
     list does not price this model and resolution.
     """
-    model = next((m for m in models if m.get("value") == job.model_name), None)
-    if model is None:
-        return None
-    unit = next((r.get("unit_credit") for r in model.get("resolutionList") or []
-                 if r.get("value") == job.resolution), None)
-    if not isinstance(unit, int | float):
-        return None
-    durations = sorted(d for d in model.get("durationList") or [] if isinstance(d, int))
-    base = durations[0] if durations else 5
-    return int(unit * max(1, job.video_length // base) * (job.count or 1))
+    model = parse_models(models).get(job.model_name or "")
+    unit = None if model is None else model.credits(job.resolution, job.video_length)
+    return None if unit is None else unit * (job.count or 1)

@@ -121,20 +121,25 @@ def add_history(summary: dict[str, Any], history: Mapping[str, Any]) -> dict[str
     (`batchgen report`) takes the latest run's wall time, requests and budget, so
     rewriting the report never blanks them.
     """
-    last = history.get("last") if isinstance(history.get("last"), Mapping) else {}
-    every = history.get("all") if isinstance(history.get("all"), Mapping) else {}
+    last = _as_mapping(history.get("last"))
+    every = _as_mapping(history.get("all"))
     if summary.get("wall_seconds") is None and last:
-        requests = last.get("requests") if isinstance(last.get("requests"), Mapping) else {}
+        requests = {k: v for k, v in _as_mapping(last.get("requests")).items()
+                    if isinstance(v, int)}
         summary["wall_seconds"] = last.get("wall_seconds")
-        summary["requests"] = dict(requests)
-        summary["requests_total"] = sum(v for v in requests.values() if isinstance(v, int))
+        summary["requests"] = requests
+        summary["requests_total"] = sum(requests.values())
         summary.setdefault("budget", last.get("budget"))
     summary["all_runs"] = {"runs": every.get("runs", 0),
                            "wall_seconds": every.get("wall_seconds", 0),
-                           "requests": dict(every.get("requests") or {}),
+                           "requests": dict(_as_mapping(every.get("requests"))),
                            "requests_total": every.get("requests_total", 0)}
     summary["last_run_finished_at"] = last.get("finished_at")
     return summary
+
+
+def _as_mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -21,7 +21,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -293,6 +293,33 @@ class RunControl:
         self._runner.stop()
 
 
+async def check_models(client: AkoolClient, policy: RetryPolicy, manifest: Manifest,
+                       rows: Sequence[JobRow]) -> None:
+    """Before anything is spent: a model job the model cannot make stops the run (exit 2).
+
+    The model list decides which resolutions and lengths a model makes (the batch endpoint
+    refuses the others). Only jobs still to be sent are checked; when the list cannot be
+    read, the run goes on and the API itself refuses what it cannot make (at no charge).
+    """
+    import random
+
+    from batchgen.errors import ApiError, ManifestError
+    from batchgen.models import model_problems, parse_models
+    from batchgen.store import JobState
+    pending = {r.parent or r.job_id for r in rows if r.state is JobState.PENDING}
+    jobs = [j for j in manifest.jobs if j.model_name and j.id in pending]
+    if not jobs:
+        return
+    try:
+        records = await policy.run(client.models, sleep=asyncio.sleep, clock=time.monotonic,
+                                   rng=random.Random())
+    except ApiError:
+        return
+    errors, _ = model_problems(jobs, parse_models(records))
+    if errors:
+        raise ManifestError([p.problem() for p in errors])
+
+
 async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = False,
                   retry_failed: bool = False, resubmit_unknown: bool = False,
                   retry: RetryPolicy | None = None, limits: Limits | None = None,
@@ -351,6 +378,7 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
                                                                    + 8),
                                  limits=limits) as client:
             await authenticate(client, settings.retry)
+            await check_models(client, settings.retry, manifest, rows)
 
             def forward(ev: JobEvent) -> None:
                 if on_event is not None:

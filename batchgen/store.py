@@ -486,20 +486,18 @@ class Store:
                    budget: int | None, finished_at: str) -> dict[str, Any]:
         """Add one run's figures to the history (one transaction); return the new history."""
         with self._tx():
-            history = self.run_history()
-            before = history.get("all") if isinstance(history.get("all"), dict) else {}
-            old_requests = before.get("requests") if isinstance(before.get("requests"),
-                                                                dict) else {}
-            total = {k: int(v) for k, v in old_requests.items() if isinstance(v, int)}
+            before = _as_mapping(self.run_history().get("all"))
+            total = {k: v for k, v in _as_mapping(before.get("requests")).items()
+                     if isinstance(v, int)}
             for name, n in requests.items():
                 total[name] = total.get(name, 0) + int(n)
-            runs = before.get("runs") if isinstance(before.get("runs"), int) else 0
+            runs = before.get("runs")
             wall = before.get("wall_seconds")
             history = {
                 "last": {"wall_seconds": round(wall_seconds, 3),
                          "requests": dict(sorted(requests.items())), "budget": budget,
                          "finished_at": finished_at},
-                "all": {"runs": runs + 1,
+                "all": {"runs": (runs if isinstance(runs, int) else 0) + 1,
                         "wall_seconds": round((wall if isinstance(wall, int | float) else 0)
                                               + wall_seconds, 3),
                         "requests": dict(sorted(total.items())),
@@ -603,3 +601,8 @@ def _take_lock(path: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _as_mapping(value: object) -> Mapping[str, Any]:
+    """`value` when it is a mapping (state written by an older or broken run may not be)."""
+    return value if isinstance(value, Mapping) else {}

@@ -57,7 +57,7 @@ def test_plan_online_prices_model_jobs_from_the_model_list(tmp_path):
                                                   "count": 2})
     code, out, _ = cli("plan", "--online", "--sandbox", str(path))
     assert code == 0
-    assert "2 jobs, 20 credits" in out and "estimates them at 80" in out
+    assert "2 jobs, 20 credits" in out and "the published table would say 80" in out
     code, out, _ = cli("plan", "--online", "--sandbox", "--json", str(path))
     assert json.loads(out)["model_prices"]["credits"] == 20
 

@@ -225,7 +225,7 @@ def plan_now(resolved: Resolved, *, retry_failed: bool = False, resubmit_unknown
     from batchgen import budget
     from batchgen.planning import bucket, build_plan
     from batchgen.report import charges
-    from batchgen.store import Store
+    from batchgen.store import DB_NAME, STATE_DIR, Store
 
     manifest = resolved.manifest
     if resolved.max_credits != manifest.budget.max_credits:
@@ -237,7 +237,8 @@ def plan_now(resolved: Resolved, *, retry_failed: bool = False, resubmit_unknown
     try:
         store = Store.preview(resolved.output_dir)
     except StateError:
-        pass
+        if (resolved.output_dir / STATE_DIR / DB_NAME).exists():
+            raise  # a state that cannot be read is not "nothing run yet": never plan as if
     else:
         with store:
             store.recover()

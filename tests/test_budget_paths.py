@@ -221,3 +221,13 @@ async def test_videos_a_batch_create_made_beyond_its_count_are_held(tmp_path):
             assert "t0003" in (store.get("job000").credits_note or "")
     finally:
         await api.close()
+
+
+async def test_plan_never_reads_an_unreadable_state_as_nothing_spent(tmp_path):
+    manifest = write_manifest(tmp_path, 2, extra={"budget": {"max_credits": 20}})
+    state = tmp_path / "out" / ".batchgen"
+    state.mkdir(parents=True)
+    (state / "state.db").write_bytes(b"not a database, but money was spent" * 100)
+    result = await run_cli("plan", str(manifest), "--json", cwd=tmp_path)
+    assert result.code == 2 and "unusable state database" in result.err
+    assert result.out == ""  # no plan that would send both jobs again

@@ -284,7 +284,10 @@ def _job_dict(row: JobRow) -> dict[str, Any]:
     return {"id": row.job_id, "status": report_status(row.state), "state": row.state.value,
             "task_id": row.task_id, "file": row.file,
             "credits_estimated": row.credits_estimated,
-            "credits_deducted": row.credits_deducted, "error": row.error}
+            "credits_deducted": row.credits_deducted, "error": row.error,
+            # what the job holds against the budget (budget.held), and what the API said
+            # about a charge the budget could not use (budget.charge)
+            "credits_held": row.committed_credits, "credits_note": row.credits_note}
 
 
 def cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

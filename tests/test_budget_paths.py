@@ -142,6 +142,10 @@ async def test_unusable_charges_keep_the_estimate_and_every_task_id(tmp_path):
         assert all(note and "estimate 20 is held" in note for note in notes.values())
         assert "negative" in notes["job002"] and "not finite" in notes["job000"]
         assert await committed(manifest, tmp_path) == 20 * len(BAD_CHARGES)
+        status = await run_cli("status", str(manifest), "--json", cwd=tmp_path)
+        listed = {j["id"]: j for j in json.loads(status.out)["job_list"]}
+        assert listed["job002"]["credits_held"] == 20
+        assert "negative (-5)" in listed["job002"]["credits_note"]
         again = await run_cli("run", str(manifest), cwd=tmp_path)
         assert again.code == 0 and api.requests["create"] == len(BAD_CHARGES)
     finally:

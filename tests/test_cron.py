@@ -133,7 +133,8 @@ def test_status_json_lists_every_job_before_the_first_run(tmp_path, monkeypatch)
     assert set(jobs) == {"fam", "fam#2", "job000", "job001"}
     assert jobs["job000"] == {"id": "job000", "status": "pending", "state": "pending",
                               "task_id": None, "file": None, "credits_estimated": 20,
-                              "credits_deducted": None, "error": None}
+                              "credits_deducted": None, "error": None,
+                              "credits_held": 0, "credits_note": None}
     code, out, _ = cli("status", str(path))
     assert code == 0 and "not run yet" in out and "pending" in out
 

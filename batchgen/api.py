@@ -136,6 +136,7 @@ def run(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = N
         retry_failed: bool = False, resubmit_unknown: bool = False,
         on_event: Callable[[JobEvent], None] | None = None, api_key: str | None = None,
         client_id: str | None = None, client_secret: str | None = None,
+        outage_timeout: float | None = None,
         env: Mapping[str, str] | None = None) -> RunReport:
     """Run a manifest to the end, as `batchgen run` does, and return its report.
 
@@ -144,8 +145,10 @@ def run(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = N
     directory; a file's are taken from its folder). The keyword options are those of
     `batchgen run`: `output` (relative to the current directory), `concurrency`,
     `max_credits`, `api_base`, `sandbox` (an emulator in-process, no account needed),
-    `retry_failed`, `resubmit_unknown`. `on_event` receives every `JobEvent` (submitted,
-    task_done, downloaded, failed, ...) in the run's thread; keep it quick.
+    `retry_failed`, `resubmit_unknown`, `outage_timeout` (seconds; default
+    BATCHGEN_OUTAGE_TIMEOUT or 600). `on_event` receives every `JobEvent` (submitted,
+    task_done, downloaded, failed, ...) in the run's thread; keep it quick. If it raises,
+    the run stops as on a cancel (state saved) and its exception is raised from here.
 
     Credentials: `client_id` + `client_secret`, else `api_key`, else the environment's
     AKOOL_CLIENT_ID/AKOOL_CLIENT_SECRET/AKOOL_API_KEY (`env` replaces `os.environ` for
@@ -170,7 +173,8 @@ def run(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = N
         manifest, base_dir=base_dir, output=output, concurrency=concurrency,
         max_credits=max_credits, api_base=api_base, sandbox=sandbox,
         retry_failed=retry_failed, resubmit_unknown=resubmit_unknown, on_event=on_event,
-        api_key=api_key, client_id=client_id, client_secret=client_secret, env=env))
+        api_key=api_key, client_id=client_id, client_secret=client_secret,
+        outage_timeout=outage_timeout, env=env))
 
 
 async def arun(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = None,
@@ -180,7 +184,7 @@ async def arun(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | N
                resubmit_unknown: bool = False,
                on_event: Callable[[JobEvent], None] | None = None,
                api_key: str | None = None, client_id: str | None = None,
-               client_secret: str | None = None,
+               client_secret: str | None = None, outage_timeout: float | None = None,
                env: Mapping[str, str] | None = None) -> RunReport:
     """`run` inside a running event loop (same arguments, same report).
 
@@ -199,17 +203,27 @@ async def arun(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | N
     )
     environ = os.environ if env is None else env
     _check_options(concurrency, max_credits)
+    if outage_timeout is not None and (isinstance(outage_timeout, bool)
+                                       or not isinstance(outage_timeout, int | float)
+                                       or not outage_timeout > 0):
+        raise UsageError(f"outage_timeout must be a positive number of seconds, not "
+                         f"{outage_timeout!r}")
     resolved = resolve(load(manifest, base_dir), environ, output=output, api_base=api_base,
                        concurrency=concurrency, max_credits=max_credits)
     creds = None if sandbox else _credentials(api_key, client_id, client_secret)
     if creds is None:
         creds = require_credentials(environ, sandbox)
-    return await run_resolved(resolved, creds, sandbox=sandbox, retry_failed=retry_failed,
-                              resubmit_unknown=resubmit_unknown,
-                              retry=retry_policy_from_env(environ),
-                              limits=limits_from_env(environ),
-                              outage_timeout=outage_timeout_from_env(environ),
-                              on_event=on_event)
+    guard = _CallbackGuard(on_event)
+    report = await run_resolved(
+        resolved, creds, sandbox=sandbox, retry_failed=retry_failed,
+        resubmit_unknown=resubmit_unknown, retry=retry_policy_from_env(environ),
+        limits=limits_from_env(environ),
+        outage_timeout=(outage_timeout if outage_timeout is not None
+                        else outage_timeout_from_env(environ)),
+        on_event=guard.event if on_event is not None else None, on_running=guard.running)
+    if guard.error is not None:
+        raise guard.error
+    return report
 
 
 def plan(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = None,
@@ -308,6 +322,33 @@ def job_result(row: JobRow, output_dir: Path) -> JobResult:
         file=(output_dir / row.file).absolute() if row.file else None, bytes=row.bytes,
         sha256=row.sha256, credits_estimated=row.credits_estimated,
         credits_deducted=row.credits_deducted, error=row.error, state=row.state.value)
+
+
+class _CallbackGuard:
+    """Keeps the caller's `on_event` from raising into the runner.
+
+    The runner emits events between state changes; an exception there must not cut a
+    money path in half. The first one stops the run gracefully (as a cancel does) and is
+    raised to the caller once state and reports are saved; later events are not passed on.
+    """
+
+    def __init__(self, on_event: Callable[[JobEvent], None] | None) -> None:
+        self._on_event = on_event
+        self._control: RunControl | None = None
+        self.error: Exception | None = None
+
+    def running(self, control: RunControl) -> None:
+        self._control = control
+
+    def event(self, ev: JobEvent) -> None:
+        if self.error is not None or self._on_event is None:
+            return
+        try:
+            self._on_event(ev)
+        except Exception as exc:
+            self.error = exc
+            if self._control is not None:
+                self._control.stop()
 
 
 def _credentials(api_key: str | None, client_id: str | None, client_secret: str | None

@@ -304,3 +304,38 @@ async def test_ctrl_c_in_a_script_calling_run_stops_gracefully_then_raises(sandb
     out, err = await asyncio.wait_for(again.communicate(), 60)
     assert out.decode().splitlines()[-1] == "outcome completed 20", err.decode()
     assert sb.stats()["tasks_created"] == 20             # resumed; nothing paid twice
+
+
+async def test_an_on_event_that_raises_stops_the_run_safely_and_is_raised(sandbox, tmp_path):
+    """A buggy callback must not cut a money path in half: the run stops gracefully,
+    state is saved, the caller gets the callback's exception, a re-run completes."""
+    sb = await sandbox(processing_time=0.3)
+
+    class Boom(Exception):
+        pass
+
+    def explode(ev: JobEvent) -> None:
+        if ev.kind is EventKind.SUBMITTED:
+            raise Boom(ev.job_id)
+
+    manifest = mapping(8, api={"concurrency": 2, "poll_interval": 0.05})
+    with pytest.raises(Boom):
+        await batchgen.arun(manifest, base_dir=tmp_path, api_base=sb.url,
+                            api_key="test-key", env={}, on_event=explode)
+    created = sb.stats()["tasks_created"]
+    assert 0 < created < 8                                # it stopped submitting
+    report = await batchgen.arun(manifest, base_dir=tmp_path, api_base=sb.url,
+                                 api_key="test-key", env={})
+    assert report.ok and report.counts["unknown"] == 0
+    assert sb.stats()["tasks_created"] == 8               # nothing made twice
+
+
+async def test_run_works_from_a_worker_thread_without_a_loop(sandbox, tmp_path):
+    sb = await sandbox()
+    report = await asyncio.to_thread(batchgen.run, mapping(2), base_dir=tmp_path,
+                                     api_base=sb.url, api_key="test-key", env={})
+    assert report.ok and sb.stats()["tasks_created"] == 2
+    with pytest.raises(UsageError, match="outage_timeout"):
+        await asyncio.to_thread(batchgen.run, mapping(2), base_dir=tmp_path,
+                                api_base=sb.url, api_key="test-key", env={},
+                                outage_timeout=0)

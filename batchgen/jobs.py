@@ -80,6 +80,9 @@ class Job:
     explicit_id: bool = False
     source: str = ""                 #: "FILE:LINE" where the job was defined
     fingerprint: str = field(default="", compare=False)
+    #: the user's own spreadsheet columns (jobs_file extra_columns: keep), in header
+    #: order: carried to report.csv, never sent to the API, not part of the id
+    extra: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def request_fields(self) -> dict[str, Any]:
         """The set job fields that map to the create request (manifest names)."""

@@ -17,6 +17,7 @@ belong in a `jobs_file`, which may be up to 256 MB); a manifest expands to at mo
 
 from __future__ import annotations
 
+import difflib
 import gc
 import hashlib
 import itertools
@@ -50,6 +51,7 @@ from batchgen.manifest_rows import (
 from batchgen.manifest_schema import (
     ID_PATTERN,
     INT_FIELDS,
+    JOB_KEYS,
     SINGLE_RESOLUTIONS,
     Validators,
     explain,
@@ -373,6 +375,13 @@ class _Loader:
         self.validators = validators
         self.problems = problems
         self.bad_sections: set[str] = set()
+        #: paths the document schema found wrong (to salvage what `defaults` got right)
+        self.bad_paths: list[JsonPath] = []
+        #: keys left out of `defaults` because they broke the schema (and the fields typos
+        #: there probably meant): a job missing them is not news
+        self.defaults_dropped: frozenset[str] = frozenset()
+        #: jobs_file: {extra_columns: keep}: columns/keys that are no job field are kept
+        self.keep_extra = False
         self.jobs: list[Job] = []
         self.count = 0                 # job entries seen, valid or not: the next index
         #: first job per request digest / per id: (index, explicit id?, "FILE:LINE")
@@ -393,8 +402,9 @@ class _Loader:
         name = self.name()
         settings = self.api(), self.budget(), self.output(name)
         self.defaults = self.section("defaults") or {}
-        self.builtin_and_defaults = {**BUILTIN_DEFAULTS, **self.defaults}
         self.expand = "defaults" not in self.bad_sections
+        self.salvage_defaults()
+        self.builtin_and_defaults = {**BUILTIN_DEFAULTS, **self.defaults}
         self.check_defaults()
         self.add_inline_jobs()
         self.add_matrix()
@@ -412,7 +422,23 @@ class _Loader:
     def check_document(self) -> None:
         for path, what, fix in explain(self.validators.document, self.doc):
             self.bad_sections.add(str(path[0]) if path else "")
+            self.bad_paths.append(path)
             self.problem(path, what, fix)
+
+    def salvage_defaults(self) -> None:
+        """Keep the good keys of a `defaults` whose other keys break the schema.
+
+        So that its errors do not hide the jobs' own: the jobs are still checked, with the
+        broken keys left out, and a rule about a left-out key is not reported again.
+        """
+        doc = self.doc.get("defaults")
+        bad = [p for p in self.bad_paths if p and p[0] == "defaults"]
+        if not bad or not isinstance(doc, dict) or any(len(p) < 2 for p in bad):
+            return
+        dropped = {str(p[1]) for p in bad}
+        self.defaults = {k: v for k, v in doc.items() if k not in dropped}
+        self.defaults_dropped = frozenset(dropped | _meant(dropped))
+        self.expand = True
 
     def section(self, key: str) -> Any:
         """A top-level value, or None when absent or broken (already reported)."""
@@ -486,20 +512,23 @@ class _Loader:
         for i, item in enumerate(jobs):
             index = self.next_index()
             where = _where(index, item)
-            if not job_is_valid(item):
-                before = len(self.problems)
-                explained = explain(self.validators.job, item, "the job", self.suggestions)
-                for sub, what, fix in explained:
-                    self.problem(("jobs", i, *sub), what, fix, where)
-                if len(self.problems) == before:  # pragma: no cover - fast check disagrees
-                    self.problem(("jobs", i), "not a valid job", "see manifests/example.yaml",
-                                 where)
-                continue
             line = self.parsed.line_of(("jobs", i))
 
             def locate(key: str, i: int = i, line: int = line) -> int:
                 return self.parsed.lines.get(("jobs", i, key), line)
 
+            if not job_is_valid(item):
+                before = len(self.problems)
+                paths = []
+                for sub, what, fix in explain(self.validators.job, item, "the job",
+                                              self.suggestions):
+                    self.problem(("jobs", i, *sub), what, fix, where)
+                    paths.append(sub)
+                if len(self.problems) == before:  # pragma: no cover - fast check disagrees
+                    self.problem(("jobs", i), "not a valid job", "see manifests/example.yaml",
+                                 where)
+                self.rules_despite_schema(item, paths, index, self.file, line, locate)
+                continue
             self.add_job(item, index, self.file, line, locate)
 
     def add_matrix(self) -> None:
@@ -527,7 +556,10 @@ class _Loader:
         jobs_file = self.section("jobs_file")
         if jobs_file is None:
             return
-        where = ("jobs_file",)
+        where: JsonPath = ("jobs_file",)
+        if isinstance(jobs_file, dict):  # {path: ..., extra_columns: keep}
+            self.keep_extra = jobs_file.get("extra_columns") == "keep"
+            where, jobs_file = ("jobs_file", "path"), jobs_file["path"]
         data_path = self.path.parent / jobs_file
         display = str(data_path)
         if not jobs_file.lower().endswith(CSV_EXTENSIONS + JSONL_EXTENSIONS):
@@ -546,7 +578,7 @@ class _Loader:
         if isinstance(text, Problem):
             self.problems.append(text)
             return
-        for row in iter_rows(text, display):
+        for row in iter_rows(text, display, self.keep_extra):
             if isinstance(row, Problem):
                 self.problems.append(row)
                 continue
@@ -559,18 +591,44 @@ class _Loader:
 
     def add_row(self, row: Row, display: str) -> None:
         index = self.next_index()
-        item = row.fields
+        item, extra = row.fields, row.extra
+        if self.keep_extra and extra is None and not JOB_KEYS.issuperset(item):
+            # JSONL keys that are no job field: the user's own, kept as text for the report
+            extra = {str(k): v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+                     for k, v in item.items() if k not in JOB_KEYS}
+            item = {k: v for k, v in item.items() if k in JOB_KEYS}
         if not job_is_valid(item):
             where = _where(index, item)
-            explained = False
-            for _, what, fix in explain(self.validators.job, item, "the job", self.suggestions):
+            paths = []
+            for sub, what, fix in explain(self.validators.job, item, "the job",
+                                          self.suggestions):
                 self.problems.append(Problem(display, row.line, where, what, fix))
-                explained = True
-            if not explained:  # pragma: no cover - job_is_valid and the schema disagree
+                paths.append(sub)
+            if not paths:  # pragma: no cover - job_is_valid and the schema disagree
                 self.problems.append(Problem(display, row.line, where, "not a valid job",
                                              "see schemas/manifest.schema.json"))
+            self.rules_despite_schema(item, paths, index, display, row.line, None,
+                                      skip=row.unsure)
             return
-        self.add_job(item, index, display, row.line, None)
+        self.add_job(item, index, display, row.line, None, extra=extra, skip=row.unsure)
+
+    def rules_despite_schema(self, item: Any, paths: list[JsonPath], index: int, file: str,
+                             line: int, locate: Callable[[str], int] | None,
+                             skip: frozenset[str] = frozenset()) -> None:
+        """Check the rules of a job that breaks the schema, without the keys that do.
+
+        One pass then shows every error of the job: a wrong resolution no longer hides a
+        missing prompt. Rules about a broken key (or the field a typo probably meant)
+        are left out: the schema's message already covers them.
+        """
+        if not isinstance(item, dict) or not self.expand or any(not p for p in paths):
+            return
+        broken = {str(p[0]) for p in paths}
+        broken |= _meant(broken - JOB_KEYS) | skip
+        clean = {k: v for k, v in item.items() if k not in broken}
+        eff, explicit = self.effective(clean)
+        self.rule_failures(eff, clean, explicit, index, file, line, locate, False,
+                           skip=frozenset(broken))
 
     def next_index(self) -> int:
         self.count += 1
@@ -578,15 +636,8 @@ class _Loader:
 
     # -- one job ---------------------------------------------------------------------
 
-    def add_job(self, item: dict[str, Any], index: int, file: str, line: int,
-                locate: Callable[[str], int] | None, *, matrix: bool = False) -> None:
-        """Merge defaults under a schema-valid job, check the rules, record the Job.
-
-        This runs once per job (100,000 times for a large jobs_file), so it avoids
-        work on the happy path: messages and locations are built only for problems.
-        """
-        if not self.expand:
-            return
+    def effective(self, item: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """The job with defaults merged under it (numbers made whole), and its explicit id."""
         eff = {**self.builtin_and_defaults, **item}
         explicit = eff.pop("id", None)
         if None in eff.values():  # null drops a value inherited from defaults
@@ -597,10 +648,28 @@ class _Loader:
                 eff[key] = int(value)
         add_audio = eff.get("add_audio")
         if add_audio is not None and add_audio["audio_type"].__class__ is float:
-            add_audio = eff["add_audio"] = {**add_audio, "audio_type": int(add_audio["audio_type"])}
+            eff["add_audio"] = {**add_audio, "audio_type": int(add_audio["audio_type"])}
+        return eff, explicit
+
+    def add_job(self, item: dict[str, Any], index: int, file: str, line: int,
+                locate: Callable[[str], int] | None, *, matrix: bool = False,
+                extra: dict[str, str] | None = None, skip: frozenset[str] = frozenset()
+                ) -> None:
+        """Merge defaults under a schema-valid job, check the rules, record the Job.
+
+        This runs once per job (100,000 times for a large jobs_file), so it avoids
+        work on the happy path: messages and locations are built only for problems.
+        `extra` is the user's own columns (never sent); `skip` names fields whose
+        absence is already explained (a header typo).
+        """
+        if not self.expand:
+            return
+        eff, explicit = self.effective(item)
+        add_audio = eff.get("add_audio")
         bad = quick_rule_check(eff)
         if bad or (explicit is not None and explicit in (".", "..")):
-            self.rule_failures(eff, item, explicit, index, file, line, locate, matrix)
+            self.rule_failures(eff, item, explicit, index, file, line, locate, matrix,
+                               skip=skip)
             return
         fields = {k: eff[k] for k in REQUEST_FIELDS if k in eff}
         canon = self.encode(generation_request(fields, add_audio))
@@ -621,16 +690,19 @@ class _Loader:
             is_premium_model=get("is_premium_model"), effect_code=get("effect_code"),
             webhook_url=get("webhook_url"), model_name=get("model_name"), count=get("count"),
             add_audio=None if add_audio is None else AddAudio(**add_audio),
-            explicit_id=explicit is not None, source=source, fingerprint=fingerprint))
+            explicit_id=explicit is not None, source=source, fingerprint=fingerprint,
+            extra=tuple(extra.items()) if extra else ()))
 
     def rule_failures(self, eff: dict[str, Any], item: dict[str, Any], explicit: Any,
                       index: int, file: str, line: int, locate: Callable[[str], int] | None,
-                      matrix: bool) -> None:
+                      matrix: bool, skip: frozenset[str] = frozenset()) -> None:
         """Report why a job breaks the SPEC §3 rules (the slow, explaining path)."""
         where = _where(index, item)
         for key, what, fix in rule_problems(eff):
             if key in self.defaults and key not in item and key in _URL_FIELDS:
                 continue  # reported once by check_defaults
+            if key in skip or (key in self.defaults_dropped and key not in item):
+                continue  # the schema's message about that key covers it
             at = locate(key) if locate is not None else line
             self.job_problem(file, at, where, what, fix, index, matrix)
         if explicit is not None and explicit in (".", ".."):
@@ -673,6 +745,14 @@ class _Loader:
             more = f" and {len(indexes) - 1} more" if len(indexes) > 1 else ""
             self.problems.append(Problem(self.file, line, f"matrix, jobs[{indexes[0]}]{more}",
                                          what, fix))
+
+
+def _meant(keys: set[str] | frozenset[str]) -> set[str]:
+    """Job fields that unknown keys are probably typos of (`promt` -> `prompt`)."""
+    out: set[str] = set()
+    for key in keys:
+        out.update(difflib.get_close_matches(key, JOB_KEYS, n=1, cutoff=0.6))
+    return out
 
 
 def _where(index: int, item: Any) -> str:

@@ -1,17 +1,22 @@
 """Job rows from a `jobs_file`: CSV or JSON Lines in, (line, fields) out.
 
-Owns the data-file formats. CSV: the header row names job fields (an unknown or
-repeated column is an error); `add_audio` is written as two columns,
+Owns the data-file formats. CSV: the header row names job fields, matched without regard
+to case (an unknown or repeated column is an error, unless the manifest keeps extra
+columns: then a column that is no job field is carried along as text, for the report
+only); `add_audio` is written as two columns,
 `add_audio.audio_type` and `add_audio.audio_url`; cells are trimmed; an empty cell leaves
 the field unset (so `defaults` apply); integer and boolean fields are converted (`5`,
 `true`/`false`/`yes`/`no`/`1`/`0`), other cells stay text. JSONL (`.jsonl`, `.ndjson`):
-one JSON object per line; blank lines are skipped. Deliberately does not validate the
-fields (the schema does) and reads no YAML.
+one JSON object per line; blank lines are skipped. A bad header does not hide the rows:
+its problems come first, then every row is still read with the good columns (rows are
+meaningless only when no column names a job field, or the file is semicolon-separated).
+Deliberately does not validate the fields (the schema does) and reads no YAML.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 import re
@@ -20,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchgen.errors import Problem
-from batchgen.manifest_schema import BOOL_FIELDS, INT_FIELDS, JOB_FIELDS, suggest
+from batchgen.manifest_schema import BOOL_FIELDS, INT_FIELDS, JOB_FIELDS
 
 #: Largest data file read; the manifest itself has a smaller limit (manifest.py).
 MAX_DATA_BYTES = 256 * 1024 * 1024
@@ -44,6 +49,10 @@ class Row:
 
     line: int
     fields: dict[str, Any]
+    #: the user's own columns (extra_columns: keep), by header name, as text
+    extra: dict[str, str] | None = None
+    #: fields a bad header column probably meant (a typo): "missing" them is not news
+    unsure: frozenset[str] = frozenset()
 
 
 def decode(data: bytes, file: str) -> str | Problem:
@@ -63,10 +72,14 @@ def decode(data: bytes, file: str) -> str | Problem:
                        "save the file as UTF-8")
 
 
-def iter_rows(text: str, file: str) -> Iterator[Row | Problem]:
-    """Rows of a data file by its extension (`file` is also the name used in problems)."""
+def iter_rows(text: str, file: str, keep_extra: bool = False) -> Iterator[Row | Problem]:
+    """Rows of a data file by its extension (`file` is also the name used in problems).
+
+    `keep_extra`: CSV columns that name no job field are carried in `Row.extra` instead of
+    being errors (JSONL keys are sorted out by the loader, which knows the schema).
+    """
     if file.lower().endswith(CSV_EXTENSIONS):
-        return _csv_rows(text, file)
+        return _csv_rows(text, file, keep_extra)
     return _jsonl_rows(text, file)
 
 
@@ -125,7 +138,7 @@ def _json_kind(value: Any) -> str:
         type(value), "number")
 
 
-def _csv_rows(text: str, file: str) -> Iterator[Row | Problem]:
+def _csv_rows(text: str, file: str, keep_extra: bool) -> Iterator[Row | Problem]:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
@@ -137,10 +150,14 @@ def _csv_rows(text: str, file: str) -> Iterator[Row | Problem]:
                       "start with a header naming the fields, e.g. image_url,prompt")
         return
     names = [h.strip() for h in header]
-    bad = _header_problems(names, file)
-    if bad:
-        yield from bad
+    semicolons = _semicolon_problem(names, file)
+    if semicolons is not None:
+        yield semicolons  # every row would be one cell: nothing more to say about them
         return
+    columns, problems, unsure = _header(names, file, keep_extra)
+    yield from problems
+    if not any(kind == "field" for kind, _ in columns):
+        return  # no column names a job field: each row would only repeat that
     width = len(names)
     last = reader.line_num
     while True:
@@ -162,33 +179,72 @@ def _csv_rows(text: str, file: str) -> Iterator[Row | Problem]:
                           "put cells that contain commas in double quotes, and give every "
                           "row one cell per column (empty cells are fine)")
             continue
-        yield Row(start, _convert(names, cells))
+        fields, extra = _convert(columns, cells)
+        yield Row(start, fields, extra if keep_extra else None, unsure)
 
 
-def _header_problems(names: list[str], file: str) -> list[Problem]:
+def _semicolon_problem(names: list[str], file: str) -> Problem | None:
+    """A header like `image_url;prompt`: the file was saved with semicolons (Excel does, in
+    many countries), so every row would arrive as one cell."""
+    for name in names:
+        parts = [p.strip().lower() for p in name.split(";")]
+        if len(parts) > 1 and any(p in CSV_COLUMNS for p in parts):
+            return Problem(file, 1, "", f"the header {name!r} is separated by semicolons, "
+                           "not commas", "save the file as comma-separated CSV (in Excel: "
+                           "Save As > CSV UTF-8 (Comma delimited)), or as .jsonl")
+    return None
+
+
+#: a header column: ("field", job field name), ("extra", the user's name) or ("skip", "")
+Column = tuple[str, str]
+
+
+def _header(names: list[str], file: str, keep_extra: bool
+            ) -> tuple[list[Column], list[Problem], frozenset[str]]:
+    """What each column holds, the header's problems, and the fields typos probably meant."""
+    columns: list[Column] = []
     problems = []
+    unsure: set[str] = set()
     seen: set[str] = set()
     for position, name in enumerate(names, start=1):
-        if name in seen:
+        key = name.lower()
+        if key in seen:
             problems.append(Problem(file, 1, "", f"column {name!r} appears twice",
                                     "keep one of them"))
-        elif name not in CSV_COLUMNS:
+            columns.append(("skip", ""))
+            continue
+        seen.add(key)
+        if key in CSV_COLUMNS:
+            columns.append(("field", key))
+        elif keep_extra and name:
+            columns.append(("extra", name))
+        else:
+            columns.append(("skip", ""))
             label = repr(name) if name else f"number {position} (empty name)"
-            hint = suggest(name, CSV_COLUMNS) if name else ""
-            if name == "add_audio":
+            match = difflib.get_close_matches(key, CSV_COLUMNS, n=1, cutoff=0.6) if name else []
+            hint = f"did you mean {match[0]!r}?" if match else ""
+            unsure.update(m.split(".")[0] for m in match)
+            if key == "add_audio":
                 hint = "write add_audio as two columns: add_audio.audio_type, add_audio.audio_url"
+            elif not hint and name:
+                hint = ("columns may be: " + ", ".join(CSV_COLUMNS) + "; to keep columns of "
+                        "your own, write jobs_file: {path: ..., extra_columns: keep}")
             problems.append(Problem(file, 1, "", f"unknown column {label}",
                                     hint or f"columns may be: {', '.join(CSV_COLUMNS)}"))
-        seen.add(name)
-    return problems
+    return columns, problems, frozenset(unsure)
 
 
-def _convert(names: list[str], cells: list[str]) -> dict[str, Any]:
+def _convert(columns: list[Column], cells: list[str]
+             ) -> tuple[dict[str, Any], dict[str, str]]:
     fields: dict[str, Any] = {}
+    extra: dict[str, str] = {}
     add_audio: dict[str, Any] = {}
-    for name, raw in zip(names, cells, strict=True):
+    for (kind, name), raw in zip(columns, cells, strict=True):
         cell = raw.strip()
-        if not cell:
+        if kind == "extra":
+            extra[name] = cell
+            continue
+        if kind == "skip" or not cell:
             continue
         value: Any = cell
         if name in _INT_COLUMNS:
@@ -203,4 +259,4 @@ def _convert(names: list[str], cells: list[str]) -> dict[str, Any]:
             fields[name] = value
     if add_audio:
         fields["add_audio"] = add_audio
-    return fields
+    return fields, extra

@@ -268,6 +268,18 @@ def _explain_one(validator: Draft202012Validator, error: ValidationError, subjec
     elif kind == "anyOf" and not path and not subject:
         yield (path, "nothing to run: the manifest has no jobs, matrix or jobs_file",
                "add at least one of them; see manifests/example.yaml")
+    elif kind == "anyOf" and path == ("jobs_file",):
+        # a path, or {path, extra_columns}: explain the mapping branch when it is one
+        branch = [e for e in error.context or () if e.schema_path and e.schema_path[0] == 1]
+        if isinstance(v, dict) and branch:
+            for sub in branch:
+                yield from _explain_one(validator, sub, subject, memo)
+        elif isinstance(v, str):
+            yield path, "jobs_file is empty", "name a .csv or .jsonl file, or remove the key"
+        else:
+            yield (path, f"jobs_file must be a file path or a mapping, not {kind_of(v)}",
+                   "write jobs_file: products.csv, or jobs_file: {path: products.csv, "
+                   "extra_columns: keep}")
     elif kind == "anyOf":
         # add_audio: a mapping or null; explain the mapping branch when it is one.
         branch = [e for e in error.context or () if e.schema_path and e.schema_path[0] == 0]

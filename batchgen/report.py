@@ -73,13 +73,35 @@ def report_row(row: JobRow) -> dict[str, Any]:
     return {k: _cell(v) for k, v in values.items()}
 
 
+def user_columns(rows: Sequence[JobRow]) -> dict[str, str]:
+    """The user's own spreadsheet columns (jobs_file extra_columns: keep), in order of
+    first appearance: header name -> report column. A name the report already uses gets
+    the prefix `extra.` so that no column of SPEC §4 is ever shadowed."""
+    taken = {c.lower() for c in (*COLUMNS, *EXTRA_COLUMNS)}
+    out: dict[str, str] = {}
+    for row in rows:
+        extra = row.request.get("_extra")
+        if not isinstance(extra, dict):
+            continue
+        for name in extra:
+            if name not in out:
+                out[name] = f"extra.{name}" if str(name).lower() in taken else str(name)
+    return out
+
+
 def render_csv(rows: Sequence[JobRow]) -> str:
-    """The whole report as CSV text."""
+    """The whole report as CSV text: SPEC columns, ours, then the user's own."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, *EXTRA_COLUMNS], lineterminator="\n")
+    users = user_columns(rows)
+    writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, *EXTRA_COLUMNS, *users.values()],
+                            lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow(report_row(row))
+        values = report_row(row)
+        extra = row.request.get("_extra")
+        if users and isinstance(extra, dict):
+            values.update({users[k]: _cell(v) for k, v in extra.items() if k in users})
+        writer.writerow(values)
     return buf.getvalue()
 
 

@@ -192,6 +192,8 @@ def job_request(job: Job, audio_estimate: int) -> dict[str, Any]:
         req["add_audio"] = job.add_audio.as_dict()
         req["_audio_estimate"] = audio_estimate
     req["_source"] = job.source
+    if job.extra:
+        req["_extra"] = dict(job.extra)  # for report.csv only; "_" keys are never sent
     return req
 
 

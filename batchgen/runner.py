@@ -269,9 +269,9 @@ class Runner:
         if self._fatal is not None:
             raise self._fatal
         if self._stalled and self._pending:
-            held_back = budget.admit(0, 0, (self._need(self._rows[j]) for j in self._pending))
-            self.outcome.budget_blocked = held_back.held_back
-            self.outcome.budget_needed = held_back.needed
+            # the head did not fit, so under the rule every admission after it waits too
+            self.outcome.budget_blocked = len(self._pending)
+            self.outcome.budget_needed = sum(self._need(self._rows[j]) for j in self._pending)
         return self.outcome
 
     async def _outage_loop(self) -> None:

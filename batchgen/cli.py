@@ -230,6 +230,7 @@ def _online_prices(models: Sequence[Mapping[str, Any]], manifest: Manifest
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from batchgen.audit import ISO, not_downloaded, utc_now
     from batchgen.report import summarize
     from batchgen.store import STATE_DIR, Store
     resolved = _resolve(args, os.environ)
@@ -242,8 +243,12 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             raise  # a state folder that cannot be read is not "never run"
         rows, spent, ran = _manifest_rows(resolved.manifest), 0, False
     summary = summarize(rows)
+    waiting = not_downloaded(rows)
     if getattr(args, "json", False):
         print(json.dumps({**summary, "credits_committed": spent, "ran": ran,
+                          "not_downloaded": len(waiting),
+                          "first_expires_at": (waiting[0].expires_at.strftime(ISO)
+                                               if waiting else None),
                           "job_list": [_job_dict(r) for r in rows]}, indent=2), file=out)
         return EXIT_OK
     where = resolved.output_dir if ran else f"{resolved.output_dir} (not run yet)"
@@ -257,6 +262,12 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if summary["manifest_changed"]:
         print(f"{summary['manifest_changed']} job(s) changed in the manifest after they were "
               "submitted (kept as sent; see report.csv column manifest_changed)", file=out)
+    if waiting:
+        first = waiting[0]
+        print(f"warning: {len(waiting)} video(s) finished at the API but not downloaded; the "
+              f"API keeps them 7 days: the oldest, {first.job_id}, expires "
+              f"{first.expires_at:%Y-%m-%d %H:%M} UTC ({first.left(utc_now())}); run "
+              "`batchgen run` again to download them", file=out)
     return EXIT_OK
 
 
@@ -292,18 +303,22 @@ def _job_dict(row: JobRow) -> dict[str, Any]:
 
 def cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from batchgen.report import add_history, summarize, write_reports
+    from batchgen.report_html import write_html
     from batchgen.store import Store
     resolved = _resolve(args, os.environ)
     with Store.open(resolved.output_dir, create=False) as store:
         rows, committed = store.rows_and_committed()
         history = store.run_history()
+        abandoned = store.abandoned()
     summary = summarize(rows)
     summary["credits_committed"] = committed
     add_history(summary, history)  # the last run's budget, wall time and requests stay
     summary.setdefault("budget", resolved.max_credits)
     report, _ = write_reports(resolved.output_dir, resolved.manifest.output.report, rows,
                               summary)
-    print(f"wrote {report} ({len(rows)} jobs)", file=out)
+    html = write_html(resolved.output_dir, rows, name=resolved.manifest.name, summary=summary,
+                      abandoned=abandoned, budget=summary["budget"], committed=committed)
+    print(f"wrote {report} and {html.name} ({len(rows)} jobs)", file=out)
     return EXIT_OK
 
 

@@ -49,6 +49,7 @@ from batchgen.errors import (
     UsageError,
 )
 from batchgen.polling import PollClock
+from batchgen.posters import PosterMaker
 from batchgen.retry import OutageWatch, RetryPolicy
 from batchgen.store import IN_FLIGHT, JobRow, JobState, Store
 
@@ -196,6 +197,7 @@ class Runner:
         self._wake = _Wakeup()
         self._stop = asyncio.Event()
         self._rows: dict[str, JobRow] = {}
+        self._posters = PosterMaker(settings.output_dir)
         #: admissions (budget.py): jobs whose next create starts new spending, in order
         self._pending: deque[str] = deque()
         #: the head of `_pending` does not fit the budget: admissions wait (budget rule)
@@ -266,6 +268,7 @@ class Runner:
             for task in [*loops, *self._creating]:
                 task.cancel()
             await asyncio.gather(everything, *self._creating, return_exceptions=True)
+            await self._posters.finish(drop_waiting=self.outcome.interrupted)
         if self._fatal is not None:
             raise self._fatal
         if self._stalled and self._pending:
@@ -329,6 +332,8 @@ class Runner:
                   and self.settings.delete_remote):
                 self._schedule_deletion(row, now)
         self._check_filenames()
+        self._posters.backfill((r.file, r.sha256) for r in self._rows.values()
+                               if r.state is JobState.COMPLETED and r.file and r.sha256)
 
     def _check_filenames(self) -> None:
         """Refuse a run that would give two jobs one file: a finished video would be lost.
@@ -811,6 +816,8 @@ class Runner:
         if credits is not None and getattr(row, credit_col) != credits:
             cols[credit_col] = credits
         self._note_charge(row, record, flight.audio)
+        if record.status in (TaskStatus.DONE, TaskStatus.FAILED):
+            cols["finished_at"] = self.now_iso()  # the timeline; a URL expires 7 days on
         if record.status is TaskStatus.DONE:
             del self._flights[task_id]
             # timed by the API's clock when the record says when it finished; else only
@@ -925,6 +932,7 @@ class Runner:
         self.emit(JobEvent(EventKind.DOWNLOADED, job_id, got.path.name))
         if self.settings.delete_remote:
             self._schedule_deletion(row, self.clock())
+        self._posters.add(got.path, got.sha256)  # report.html's, made once, in the background
 
     async def _fetch_once(self, url: str, target: Path) -> Downloaded:
         try:

@@ -340,6 +340,7 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
     from batchgen.client import AkoolClient
     from batchgen.download import clean_partials
     from batchgen.report import add_history, summarize, write_reports
+    from batchgen.report_html import write_html
     from batchgen.retry import RetryPolicy
     from batchgen.runner import Runner, RunSettings, utc_now_iso
     from batchgen.store import JobState, Store
@@ -402,6 +403,9 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
                 add_history(summary, history)
                 report, _ = write_reports(resolved.output_dir, manifest.output.report,
                                           final_rows, summary)
+                write_html(resolved.output_dir, final_rows, name=manifest.name,
+                           summary=summary, abandoned=store.abandoned(),
+                           budget=resolved.max_credits, committed=runner.committed_credits)
     return Finished(outcome=outcome, summary=summary, rows=tuple(final_rows),
                     committed=runner.committed_credits, report=report)
 

@@ -27,6 +27,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,8 @@ class JobRow:
     audio_held: bool = True
     #: what the API said about a charge when its figure could not be used (see budget.charge)
     credits_note: str | None = None
+    #: when the job's last task reached status 3 or 4 at the API (its clock where it said)
+    finished_at: str | None = None
 
     @property
     def credits_deducted(self) -> int | None:
@@ -119,7 +122,7 @@ _COLUMNS = (
     "job_id, idx, fingerprint, request, state, credits_estimated, task_id, audio_task_id, "
     "credits_video, credits_audio, video_url, file, bytes, sha256, submitted_at, "
     "completed_at, attempts, error, changed, active, unknown_step, remote_deleted, parent, "
-    "credits_prior, credits_lost, audio_held, credits_note"
+    "credits_prior, credits_lost, audio_held, credits_note, finished_at"
 )
 
 _MIGRATIONS: tuple[tuple[str, str], ...] = (
@@ -170,6 +173,22 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE jobs ADD COLUMN audio_held INTEGER NOT NULL DEFAULT 1;
         ALTER TABLE jobs ADD COLUMN credits_note TEXT
     """),
+    # report.html: when a task finished at the API (timeline, 7-day URL expiry), and the
+    # tasks --retry-failed abandoned, with what they cost and why (the money audit)
+    ("0005_report_audit", """
+        ALTER TABLE jobs ADD COLUMN finished_at TEXT;
+        CREATE TABLE abandoned_tasks (
+            job_id TEXT NOT NULL,
+            step TEXT NOT NULL,
+            task_id TEXT,
+            credits INTEGER,
+            error TEXT,
+            submitted_at TEXT,
+            finished_at TEXT,
+            abandoned_at TEXT NOT NULL
+        );
+        CREATE INDEX abandoned_job ON abandoned_tasks(job_id)
+    """),
 )
 
 
@@ -181,7 +200,7 @@ def _row(r: sqlite3.Row | tuple[Any, ...]) -> JobRow:
         submitted_at=r[14], completed_at=r[15], attempts=r[16], error=r[17],
         changed=bool(r[18]), active=bool(r[19]), unknown_step=r[20], remote_deleted=bool(r[21]),
         parent=r[22], credits_prior=r[23], credits_lost=r[24], audio_held=bool(r[25]),
-        credits_note=r[26],
+        credits_note=r[26], finished_at=r[27],
     )
 
 
@@ -439,13 +458,45 @@ class Store:
                 changes = budget.reopened(row, unknown=unknown, failed=failed)
                 if changes is None:
                     continue
+                self._record_abandoned(row, changes)
                 names = ", ".join(f"{k}=?" for k in changes)
                 self._conn.execute(f"UPDATE jobs SET {names} WHERE job_id=?",
                                    (*changes.values(), row.job_id))
                 n += 1
         return n
 
+    def _record_abandoned(self, row: JobRow, changes: dict[str, Any]) -> None:
+        """Keep the tasks a reopen abandons: their ids, charges and the error that ended them.
+
+        Kept: each task the reopen drops (its id is cleared) that exists — it has an id or
+        a charge — and an unknown create of the step repeated, which may have been charged.
+        The job's row forgets them; the report's money audit lists them.
+        """
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        unknown = row.state is JobState.UNKNOWN
+        steps = (("video", "task_id", row.task_id, row.credits_video),
+                 ("add_audio", "audio_task_id", row.audio_task_id, row.credits_audio))
+        for step, column, task_id, credits in steps:
+            if column not in changes or (changes[column] == task_id and task_id is not None):
+                continue  # this step's task is kept
+            lost = unknown and (row.unknown_step or "video") == step
+            if task_id is None and credits is None and not lost:
+                continue
+            self._conn.execute(
+                "INSERT INTO abandoned_tasks (job_id, step, task_id, credits, error, "
+                "submitted_at, finished_at, abandoned_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (row.job_id, step, task_id, credits, row.error, row.submitted_at,
+                 row.finished_at, now))
+
     # -- reads -------------------------------------------------------------------------
+
+    def abandoned(self) -> list[dict[str, Any]]:
+        """Tasks that --retry-failed/--resubmit-unknown abandoned, oldest first (the audit)."""
+        cur = self._conn.execute(
+            "SELECT job_id, step, task_id, credits, error, submitted_at, finished_at, "
+            "abandoned_at FROM abandoned_tasks ORDER BY rowid")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur]
 
     def rows(self, *, active_only: bool = True) -> list[JobRow]:
         """Every job row in manifest order."""
@@ -578,7 +629,7 @@ class Store:
         """
         allowed = {"state", "video_url", "file", "bytes", "sha256", "completed_at", "error",
                    "credits_video", "credits_audio", "unknown_step", "remote_deleted",
-                   "credits_note"}
+                   "credits_note", "finished_at"}
         with self._tx():
             for job_id, cols in changes:
                 bad = cols.keys() - allowed

@@ -29,7 +29,7 @@ VENV_BIN = Path(sys.executable).parent
 BATCHGEN = str(VENV_BIN / "batchgen") if (VENV_BIN / "batchgen").exists() else (
     shutil.which("batchgen") or "batchgen")
 ADMIN = "/__sandbox__"
-API_KEY = "bench"
+API_KEY = "bench-api-key"  # the CLI refuses keys shorter than 8 characters
 
 
 def cores() -> str:

@@ -78,6 +78,20 @@ HISTORY: tuple[tuple[str, str], ...] = (
         ALTER TABLE jobs ADD COLUMN audio_held INTEGER NOT NULL DEFAULT 1;
         ALTER TABLE jobs ADD COLUMN credits_note TEXT
     """),
+    ("0005_report_audit", """
+        ALTER TABLE jobs ADD COLUMN finished_at TEXT;
+        CREATE TABLE abandoned_tasks (
+            job_id TEXT NOT NULL,
+            step TEXT NOT NULL,
+            task_id TEXT,
+            credits INTEGER,
+            error TEXT,
+            submitted_at TEXT,
+            finished_at TEXT,
+            abandoned_at TEXT NOT NULL
+        );
+        CREATE INDEX abandoned_job ON abandoned_tasks(job_id)
+    """),
 )
 
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -159,15 +173,26 @@ ROWS_V4: tuple[dict[str, Any], ...] = (
      "credits_estimated": 25, "task_id": "t-na", "credits_video": 20, "audio_held": 0,
      "credits_note": "credit '' is not a number", "attempts": 1, "sent": 1},
 )
-ROWS_BY_VERSION = (ROWS_V1, ROWS_V2, ROWS_V3, ROWS_V4)
+#: rows schema 5 added: a video finished at the API (when: the timeline, the URL's expiry)
+#: and waiting for its download
+ROWS_V5: tuple[dict[str, Any], ...] = (
+    {"job_id": "ready", "idx": 11, "fingerprint": "fp-ready", "state": "ready",
+     "request": _req("ready", "m.yaml:31"), "credits_estimated": 20, "task_id": "t-rd",
+     "credits_video": 20, "video_url": "https://cdn.example.com/t-rd.mp4",
+     "submitted_at": "2025-01-01T00:00:00Z", "finished_at": "2025-01-01T00:01:30Z",
+     "attempts": 1, "sent": 1},
+)
+ROWS_BY_VERSION = (ROWS_V1, ROWS_V2, ROWS_V3, ROWS_V4, ROWS_V5)
 #: what the budget holds for each version's rows (see budget.held):
 #: done 20+5, lost 20 (estimate), bad 20, old 20, edit 40, flying 20; cnt family 3x20;
-#: again 15 charged before its retry; resent 20+20, noaudio 20 (its audio not reserved)
-COMMITTED = (145, 145 + 60, 145 + 60 + 15, 145 + 60 + 15 + 60)
+#: again 15 charged before its retry; resent 20+20, noaudio 20 (its audio not reserved);
+#: ready 20
+COMMITTED = (145, 145 + 60, 145 + 60 + 15, 145 + 60 + 15 + 60, 145 + 60 + 15 + 60 + 20)
 
 #: defaults of columns a version did not have yet, as the upgrade must fill them
 NEW_COLUMN_DEFAULTS: dict[str, Any] = {"parent": None, "credits_prior": 0, "credits_lost": 0,
-                                       "audio_held": 1, "credits_note": None}
+                                       "audio_held": 1, "credits_note": None,
+                                       "finished_at": None}
 #: 0001's column defaults, for the columns a fixture row leaves out
 V1_DEFAULTS: dict[str, Any] = {
     "task_id": None, "audio_task_id": None, "credits_video": None, "credits_audio": None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from types import SimpleNamespace
 
 import aioresponses.core as aioresponses_core
@@ -29,8 +30,12 @@ class _Response(ClientResponse):
     shim the test double instead of pinning aiohttp below it."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+        if _TAKES_STREAM_WRITER:  # older aiohttp (the declared minimum) has no such argument
+            kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
         super().__init__(*args, **kwargs)
+
+
+_TAKES_STREAM_WRITER = "stream_writer" in inspect.signature(ClientResponse.__init__).parameters
 
 
 @pytest.fixture(autouse=True)

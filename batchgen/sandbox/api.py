@@ -133,7 +133,7 @@ class AkoolApi:
             return fail(CODE_PARAM, f"Parameter error: no price for {body['resolution']}/{length}")
         now = time.monotonic()
         refused = self._limit_error(now, 1, credits)
-        if refused:
+        if refused is not None:  # a web.Response is falsy before aiohttp 3.12
             return refused
         task = self.state.create_task(
             now=now, create_ms=_now_ms(), video_length=length, credits=credits,
@@ -154,7 +154,7 @@ class AkoolApi:
         count = fields["batch_count"]
         now = time.monotonic()
         refused = self._limit_error(now, count, unit * count)
-        if refused:
+        if refused is not None:  # a web.Response is falsy before aiohttp 3.12
             return refused
         create_ms = _now_ms()
         batch_id = f"{create_ms}_{UID}"
@@ -187,7 +187,7 @@ class AkoolApi:
         if credits is None:
             return fail(CODE_PARAM, f"Parameter error: no audio price for {source.video_length}")
         refused = self._limit_error(now, 1, credits)
-        if refused:
+        if refused is not None:  # a web.Response is falsy before aiohttp 3.12
             return refused
         src = source.fields
         fields = {

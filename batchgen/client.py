@@ -148,12 +148,16 @@ class TaskRecord:
     status: TaskStatus
     credits: int | None
     video_url: str | None
+    #: the record as the API sent it, for diagnostics only: callers use the checked fields
     raw: dict[str, Any]
     #: why the API failed the task (status 4), when it said
     reason: str | None = None
     #: the API's own clock, Unix ms (akool-api.md E3), when given as sane numbers
     create_time: int | None = None
     update_time: int | None = None
+    #: `deduction_credit` exactly as the API sent it: `budget.charge` judges whether it can
+    #: be a real charge (`credits` above is only its finite number, for display)
+    charged: object = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +351,7 @@ def _task(record: dict[str, Any]) -> TaskRecord | None:
         reason=clean_text(reason) if reason else None,
         create_time=_millis(record.get("create_time")),
         update_time=_millis(record.get("update_time")),
+        charged=record.get("deduction_credit"),
     )
 
 

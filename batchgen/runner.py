@@ -621,13 +621,13 @@ class Runner:
     def _charge(self, row: JobRow, record: TaskRecord, audio: bool) -> int | None:
         """The API's `deduction_credit` for one task, if the budget may use it."""
         estimate = budget.audio_estimate(row) if audio else budget.video_estimate(row)
-        return budget.charge(record.raw.get("deduction_credit"), estimate).credits
+        return budget.charge(record.charged, estimate).credits
 
     def _note_charge(self, row: JobRow, record: TaskRecord, audio: bool) -> None:
         """Record an unusable charge as the API said it (state column `credits_note`) and
         tell the user once per run; the estimate stays held (see `budget.charge`)."""
         estimate = budget.audio_estimate(row) if audio else budget.video_estimate(row)
-        value = record.raw.get("deduction_credit")
+        value = record.charged
         problem = budget.charge(value, estimate).problem
         if problem is None:
             return
@@ -681,7 +681,7 @@ class Runner:
         (the API's figure where usable, else the estimate) and their ids are recorded."""
         row = self._rows[job_id]
         estimate = budget.video_estimate(row)
-        charged = [budget.charge(r.raw.get("deduction_credit"), estimate).credits
+        charged = [budget.charge(r.charged, estimate).credits
                    for r in surplus]
         prior = sum(c for c in charged if c is not None)
         lost = estimate * sum(1 for c in charged if c is None)

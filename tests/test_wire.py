@@ -591,3 +591,20 @@ async def test_a_video_host_that_cannot_be_reached_keeps_the_job_for_the_next_ru
     assert "kept and the next run fetches them" in result.err
     assert [r["status"] for r in _report(tmp_path / "out")] == ["pending", "pending"]
     assert sb.stats()["tasks_created"] == 2
+
+
+def test_the_wire_stays_in_client_py():
+    # STYLE.md: only client.py knows aiohttp, codes, HTTP statuses and JSON keys; the
+    # scheduler sees TaskStatus, TaskRecord fields and typed errors
+    import re
+
+    import batchgen
+
+    wire_words = re.compile(r'\.raw\b|http_status|\.code\b|\b(?:1005|1101|1006)\b|"error_msg"'
+                            r'|"_id"|"deduction_credit"|aiohttp|status == [34]')
+    root = Path(batchgen.__file__).parent
+    for name in ("runner.py", "session.py", "api.py", "download.py"):
+        code = [line for line in (root / name).read_text().splitlines()
+                if not line.lstrip().startswith("#")]
+        found = [line.strip() for line in code if wire_words.search(line)]
+        assert found == [], f"{name} knows the wire: {found}"

@@ -58,12 +58,17 @@ async def test_kill_9_between_video_and_audio_steps_pays_for_nothing_twice(sandb
     final = await run_cli("run", str(manifest), cwd=tmp_path)
     stats = sb.stats()
     assert stats["duplicate_fingerprints"] == 0
-    assert stats["requests"]["createBySourcePrompt"] == n  # no video made twice
+    # no video made twice; a create killed half-written (headers out, body not) reaches the
+    # emulator as a broken request and its job stays unknown, so fewer than n is possible
+    # (aiohttp 3.10, the declared minimum, writes headers and body separately)
+    assert stats["requests"]["createBySourcePrompt"] <= n
     rows = rows_of(tmp_path / "out")
     assert {r["status"] for r in rows} <= {"completed", "unknown"}, final.err
     for row in rows:
         if row["status"] == "unknown":
-            assert row["state"] == "unknown" and row["task_id"]  # the video exists
+            # cut off by a kill: an add-audio step (its video exists) or, with 4 in flight,
+            # a video create on the wire at that instant (no task id); never sent again
+            assert row["state"] == "unknown"
         else:
             assert row["file_task_id"] == row["audio_task_id"]
 

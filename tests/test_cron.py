@@ -14,6 +14,7 @@ import json
 import os
 import pty
 import re
+import signal
 import struct
 import sys
 import termios
@@ -198,19 +199,19 @@ def test_emulator_settings_need_the_sandbox(tmp_path):
     assert code == 2 and "--failure-rate" in err and "Traceback" not in err
 
 
-async def test_bars_show_failed_and_unknown_jobs(sandbox, tmp_path):
-    """On a terminal: the bars say why they end short of 100 %."""
-    sb = await sandbox(fail_prompts=["explode"])
-    manifest = write_manifest(tmp_path, 3, base_url=sb.url)
-    manifest.write_text(manifest.read_text().replace("prompt 0", "explode 0"))
+async def _run_on_a_terminal(manifest: Path, cwd: Path, *, interrupt_when: bytes = b""
+                             ) -> tuple[int, bytes]:
+    """`batchgen run` with stderr on a pseudo-terminal (bars on); SIGINT once the output
+    holds `interrupt_when`. Returns the exit code and everything the terminal received."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "batchgen", "run", str(manifest), cwd=tmp_path,
+        sys.executable, "-m", "batchgen", "run", str(manifest), cwd=cwd,
         env=cli_env(), stdout=asyncio.subprocess.PIPE, stderr=slave)
     os.close(slave)
     chunks: list[bytes] = []
     loop = asyncio.get_running_loop()
+    seen = asyncio.Event()
 
     def read() -> None:
         while True:
@@ -221,14 +222,38 @@ async def test_bars_show_failed_and_unknown_jobs(sandbox, tmp_path):
             if not data:
                 return
             chunks.append(data)
+            if interrupt_when and interrupt_when in b"".join(chunks):
+                loop.call_soon_threadsafe(seen.set)
 
     reader = loop.run_in_executor(None, read)
+    if interrupt_when:
+        await asyncio.wait_for(seen.wait(), 60)
+        proc.send_signal(signal.SIGINT)
     await asyncio.wait_for(proc.wait(), 60)
     await asyncio.wait_for(reader, 10)
     os.close(master)
-    screen = b"".join(chunks).decode(errors="replace")
-    assert proc.returncode == 1
-    assert "failed 1, unknown 0" in screen
+    return proc.returncode or 0, b"".join(chunks)
+
+
+async def test_bars_show_failed_and_unknown_jobs(sandbox, tmp_path):
+    """On a terminal: the bars say why they end short of 100 %."""
+    sb = await sandbox(fail_prompts=["explode"])
+    manifest = write_manifest(tmp_path, 3, base_url=sb.url)
+    manifest.write_text(manifest.read_text().replace("prompt 0", "explode 0"))
+    code, raw = await _run_on_a_terminal(manifest, tmp_path)
+    assert code == 1
+    assert b"failed 1, unknown 0" in raw
+
+
+async def test_stopping_is_written_above_the_bars_not_over_them(sandbox, tmp_path):
+    sb = await sandbox(processing_time=5)
+    manifest = write_manifest(tmp_path, 3, base_url=sb.url)
+    code, raw = await _run_on_a_terminal(manifest, tmp_path, interrupt_when=b"credits   :")
+    assert code == 130
+    at = raw.index(b"stopping: no new submissions")
+    # the bars were cleared first (tqdm.write): a blanked line, then the cursor moved up;
+    # printed straight away the line landed in the middle of a bar, and bars were drawn twice
+    assert re.search(rb"\r +\r(\x1b\[A)*$", raw[:at]), raw[at - 200:at]
 
 
 def test_count_videos_get_file_names_without_a_hash(tmp_path, monkeypatch):

@@ -100,6 +100,8 @@ def test_the_journal_keeps_tasks_across_emulators(tmp_path):
     first.delete_task(gone.id)
     first.close()
     with journal.open("a") as f:
+        f.write(json.dumps({**json.loads(journal.read_text().splitlines()[0]),
+                            "id": "odd", "queue_s": "soon"}) + "\n")  # not ours: ignored
         f.write('{"id": "cut-short-by-a-ki')  # a kill in the middle of a line
     second = SandboxState(SandboxConfig.from_dict({"balance": 100}), journal=journal)
     assert set(second.tasks) == {kept.id}

@@ -145,6 +145,16 @@ class Task:
         )
 
 
+def _well_formed(task: Task) -> bool:
+    """A task read back from a journal has the types an emulator wrote."""
+    numbers = (task.created, task.queue_s, task.processing_s, task.duration)
+    whole = (task.create_ms, task.video_length, task.deduction_credit)
+    return (isinstance(task.id, str) and isinstance(task.static_json, str)
+            and isinstance(task.only_add_audio, bool) and task.outcome in (3, 4)
+            and all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers)
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in whole))
+
+
 def encode_fields(fields: dict[str, Any]) -> str:
     """JSON object text of `fields` without the outer braces, for `Task.static_json`."""
     return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))[1:-1]
@@ -225,6 +235,8 @@ class SandboxState:
                 values = {k: v for k, v in entry.items() if k in names}
                 values["created"] = mono - (wall - float(entry["created_wall"]))
                 task = Task(**values)
+                if not _well_formed(task):
+                    continue  # not a line an emulator wrote: ignored, never a crash
             except (ValueError, TypeError, KeyError, AttributeError):
                 continue  # a line cut short by a kill: that create was never answered
             tasks[task.id] = task

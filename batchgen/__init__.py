@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from batchgen import errors
     from batchgen.api import (
         Charges,
         JobResult,
@@ -43,6 +44,7 @@ __all__ = [
     "RunReport",
     "__version__",
     "arun",
+    "errors",
     "plan",
     "run",
 ]
@@ -55,10 +57,13 @@ def __getattr__(name: str) -> Any:
     if name not in __all__:
         raise AttributeError(f"module 'batchgen' has no attribute {name!r}")
     import importlib
+    if name == "errors":  # the module: `batchgen.errors.ManifestError` after `import batchgen`
+        return importlib.import_module("batchgen.errors")
     value = getattr(importlib.import_module(_HOMES.get(name, "batchgen.api")), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    """The public names only (what `help(batchgen)` and completion should offer)."""
+    return sorted(__all__)

@@ -253,7 +253,8 @@ def test_public_names_are_typed_documented_and_import_lazily():
         assert not (package / f"{name}.py").exists() and not (package / name).exists()
     probe = ("import sys, batchgen; assert 'batchgen.api' not in sys.modules; "
              "assert 'batchgen.runner' not in sys.modules; batchgen.run; "
-             "assert 'batchgen.api' in sys.modules")
+             "assert 'batchgen.api' in sys.modules; "
+             "assert issubclass(batchgen.errors.ManifestError, batchgen.errors.BatchgenError)")
     subprocess.run([sys.executable, "-c", probe], check=True)
 
 
@@ -264,7 +265,7 @@ manifest = {"version": 1, "name": "sig", "api": {"concurrency": 2, "poll_interva
             "defaults": {"resolution": "720p", "video_length": 5, "audio_type": 3,
                          "negative_prompt": "blurry"},
             "jobs": [{"id": f"j{i}", "image_url": f"https://example.com/{i}.jpg",
-                      "prompt": f"p {i}"} for i in range(20)]}
+                      "prompt": f"p {i}"} for i in range(8)]}
 try:
     report = batchgen.run(manifest, api_base=sys.argv[1], api_key="test-key",
                           on_event=lambda ev: print(ev.kind, ev.job_id, flush=True))
@@ -280,7 +281,7 @@ async def test_ctrl_c_in_a_script_calling_run_stops_gracefully_then_raises(sandb
     SIGINT (no new submissions, state saved), then KeyboardInterrupt; a re-run resumes."""
     import signal
     import sys
-    sb = await sandbox(processing_time=1.0)
+    sb = await sandbox(processing_time=0.5)
     (tmp_path / "script.py").write_text(SCRIPT)
 
     async def start() -> asyncio.subprocess.Process:
@@ -298,12 +299,12 @@ async def test_ctrl_c_in_a_script_calling_run_stops_gracefully_then_raises(sandb
     assert rest.decode().splitlines()[-1] == "KeyboardInterrupt"
     assert err == b""                                    # nothing printed by batchgen
     created = sb.stats()["tasks_created"]
-    assert 0 < created < 20
+    assert 0 < created < 8
     assert (tmp_path / "out" / "report.csv").exists()
     again = await start()
     out, err = await asyncio.wait_for(again.communicate(), 60)
-    assert out.decode().splitlines()[-1] == "outcome completed 20", err.decode()
-    assert sb.stats()["tasks_created"] == 20             # resumed; nothing paid twice
+    assert out.decode().splitlines()[-1] == "outcome completed 8", err.decode()
+    assert sb.stats()["tasks_created"] == 8              # resumed; nothing paid twice
 
 
 async def test_an_on_event_that_raises_stops_the_run_safely_and_is_raised(sandbox, tmp_path):

@@ -149,3 +149,83 @@ class JobState(StrEnum):
     FAILED = "failed"
     #: a create was sent but its answer was lost: it may exist and be charged
     UNKNOWN = "unknown"
+
+
+#: states in which a task of the job occupies a slot at the API
+IN_FLIGHT = frozenset({JobState.RUNNING, JobState.AUDIO_RUNNING})
+#: states that mean "sent and maybe charged"
+SUBMITTED = frozenset(JobState) - {JobState.PENDING}
+
+#: report status for each state (SPEC §4: completed, failed, pending, unknown)
+REPORT_STATUS = {
+    JobState.COMPLETED: "completed",
+    JobState.FAILED: "failed",
+    JobState.UNKNOWN: "unknown",
+}
+
+
+def report_status(state: JobState) -> str:
+    """The SPEC §4 status of a job state."""
+    return REPORT_STATUS.get(state, "pending")
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """One job as the store knows it: a snapshot, never mutated."""
+
+    job_id: str
+    idx: int
+    fingerprint: str
+    request: dict[str, Any]
+    state: JobState
+    credits_estimated: int
+    task_id: str | None = None
+    audio_task_id: str | None = None
+    credits_video: int | None = None
+    credits_audio: int | None = None
+    video_url: str | None = None
+    file: str | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    submitted_at: str | None = None
+    completed_at: str | None = None
+    attempts: int = 0
+    error: str | None = None
+    changed: bool = False
+    active: bool = True
+    unknown_step: str | None = None
+    remote_deleted: bool = False
+    #: for video k>1 of a `count` job: the job row whose create made it
+    parent: str | None = None
+    #: credits the API charged for tasks this job abandoned on --retry-failed
+    credits_prior: int = 0
+    #: estimates of creates this job abandoned whose charge is unknown (a lost answer
+    #: resubmitted with --resubmit-unknown): they may have been charged, so they stay held
+    credits_lost: int = 0
+    #: the job's add-audio step is reserved against the budget (with its video, or when
+    #: a repeated step was admitted); False after --retry-failed reopened the step
+    audio_held: bool = True
+    #: what the API said about a charge when its figure could not be used (see budget.charge)
+    credits_note: str | None = None
+    #: when the job's last task reached status 3 or 4 at the API (its clock where it said)
+    finished_at: str | None = None
+
+    @property
+    def credits_deducted(self) -> int | None:
+        """What the API charged for this job so far (None when nothing is known)."""
+        parts = [c for c in (self.credits_video, self.credits_audio) if c is not None]
+        if self.credits_prior:
+            parts.append(self.credits_prior)
+        return sum(parts) if parts else None
+
+    @property
+    def committed_credits(self) -> int:
+        """Credits this job holds against the budget (the one rule: `budget.held`)."""
+        from batchgen import budget  # budget imports this module: import when used
+
+        return budget.held(self)
+
+    @property
+    def final_task_id(self) -> str | None:
+        """The task whose video becomes the job's file."""
+        return self.audio_task_id if self.request.get("add_audio") else self.task_id

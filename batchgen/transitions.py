@@ -130,6 +130,8 @@ class TaskDone:
     task_id: str
     video_url: str | None
     audio: bool = False
+    #: when it finished (ISO UTC), for the report's timeline
+    finished_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,8 @@ class TaskFailed:
 
     error: str
     audio: bool = False
+    #: when the API said it failed (ISO UTC); None for a task that vanished
+    finished_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,18 +285,24 @@ def _held(row: JobRow, e: Held) -> Changes:
 def _task_done(row: JobRow, e: TaskDone) -> Changes:
     if row.state is not _step_state(e.audio, S.RUNNING, S.AUDIO_RUNNING):
         return None
+    done = _finished(e.finished_at)
     if not e.audio and row.request.get("add_audio"):
-        return {"state": S.AUDIO_PENDING}
+        return {"state": S.AUDIO_PENDING, **done}
     if e.video_url:
-        return {"state": S.READY, "video_url": e.video_url}
-    return {"state": S.FAILED, "error": f"task {e.task_id} completed without a usable video_url"}
+        return {"state": S.READY, "video_url": e.video_url, **done}
+    return {"state": S.FAILED, "error": f"task {e.task_id} completed without a usable video_url",
+            **done}
 
 
 def _task_failed(row: JobRow, e: TaskFailed) -> Changes:
     if row.state is not _step_state(e.audio, S.RUNNING, S.AUDIO_RUNNING):
         return None
-    return {"state": S.FAILED, "error": e.error, **({"unknown_step": AUDIO_STEP} if e.audio
-                                                    else {})}
+    return {"state": S.FAILED, "error": e.error, **_finished(e.finished_at),
+            **({"unknown_step": AUDIO_STEP} if e.audio else {})}
+
+
+def _finished(at: str | None) -> dict[str, Any]:
+    return {} if at is None else {"finished_at": at}
 
 
 def _downloaded(row: JobRow, e: Downloaded) -> Changes:

@@ -119,6 +119,14 @@ def test_a_finished_video_is_ready_or_waits_for_its_add_audio_step():
     assert (final.state, final.video_url) == (S.READY, "http://w")
 
 
+def test_a_finished_or_failed_task_records_when():
+    done = t.advance(row(S.RUNNING), t.TaskDone("t", "http://v", finished_at="T9"))
+    assert (done.state, done.finished_at) == (S.READY, "T9")
+    failed = t.advance(row(S.RUNNING), t.TaskFailed("x", finished_at="T8"))
+    assert (failed.state, failed.finished_at) == (S.FAILED, "T8")
+    assert t.advance(row(S.RUNNING), t.TaskFailed("gone")).finished_at is None
+
+
 def test_a_finished_task_without_a_url_fails():
     got = t.advance(row(S.RUNNING), t.TaskDone("t9", ""))
     assert (got.state, got.error) == (S.FAILED, "task t9 completed without a usable video_url")

@@ -380,7 +380,10 @@ def test_a_database_from_a_newer_batchgen_is_refused_with_a_clear_error(tmp_path
         Store.open(out, lock=False, create=False)
 
 
-def test_status_on_a_newer_database_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("command", ["status", "plan", "report"])
+def test_commands_on_a_newer_database_say_so_in_one_line_and_exit_2(tmp_path, monkeypatch,
+                                                                    capsys, command):
+    """`plan` must not price the manifest as if nothing had been spent yet."""
     manifest = tmp_path / "m.yaml"
     manifest.write_text(
         "version: 1\noutput: {dir: out}\n"
@@ -388,7 +391,7 @@ def test_status_on_a_newer_database_is_one_line_and_exit_2(tmp_path, monkeypatch
         " video_length: 5, audio_type: 3}\n")
     monkeypatch.chdir(tmp_path)
     newer_database(tmp_path / "out")
-    code = main(["status", str(manifest)], out=io.StringIO())
+    code = main([command, str(manifest)], out=io.StringIO())
     err = capsys.readouterr().err
     assert code == 2
     lines = err.strip().splitlines()

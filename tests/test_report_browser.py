@@ -144,6 +144,7 @@ async def test_example_manifest_report_in_chromium_with_screenshot(browser, tmp_
     ARTIFACTS.mkdir(exist_ok=True)
     await page.page.reload()  # the page as a user first sees it (no video touched)
     await page.page.wait_for_selector("#job-rows tr")
+    await page.page.wait_for_timeout(1000)  # the players' brief start-up spinner is gone
     await page.page.screenshot(path=str(ARTIFACTS / "report-example.png"), full_page=True)
     assert page.errors == []
     phone = await open_report(browser, report, width=390)

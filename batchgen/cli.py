@@ -653,7 +653,8 @@ def build_parser(sandbox_flags: bool = True) -> argparse.ArgumentParser:
         p.add_argument("--api-base", metavar="URL", help=f"API root (over {ENV_API_BASE})")
 
     p = sub.add_parser("validate", help="check manifests; print 'ok: N jobs' or every error")
-    p.add_argument("manifests", nargs="+", metavar="MANIFEST")
+    p.add_argument("manifests", nargs="+", metavar="MANIFEST",
+                   help="manifest files (YAML) to check")
     p.add_argument("--json", action="store_true",
                    help="one JSON document: per manifest, ok and the job count or every "
                         "error as {file, line, job, message, fix}")
@@ -661,7 +662,7 @@ def build_parser(sandbox_flags: bool = True) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("manifest", metavar="MANIFEST")
+        p.add_argument("manifest", metavar="MANIFEST", help="the manifest file (YAML)")
         p.add_argument("--output", metavar="DIR", help="overrides output.dir")
 
     p = sub.add_parser("plan", help="what a run would do now, and what it would cost")

@@ -187,8 +187,8 @@ def test_every_option_says_what_it_does():
     for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
         for name, sub in action.choices.items():
             for option in sub._actions:
-                if option.option_strings and option.dest != "help":
-                    assert option.help, f"batchgen {name} {option.option_strings[0]}"
+                if option.dest != "help":
+                    assert option.help, f"batchgen {name} {option.option_strings or option.dest}"
 
 
 def test_emulator_settings_need_the_sandbox(tmp_path):

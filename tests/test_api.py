@@ -11,11 +11,12 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import write_manifest
+from cli_helpers import cli_env, write_manifest
 
 import batchgen
 from batchgen.cli import main
@@ -37,6 +38,15 @@ def mapping(n: int, **extra: Any) -> dict[str, Any]:
                   "prompt": f"prompt {i}"} for i in range(n)],
         **extra,
     }
+
+
+async def until(condition: Callable[[], bool], task: asyncio.Task[Any]) -> None:
+    """Wait for `condition`; fail at once if the run it waits on ended first."""
+    while not condition():
+        if task.done():
+            task.result()
+            pytest.fail("the run ended before the condition held")
+        await asyncio.sleep(0.01)
 
 
 async def test_arun_completes_in_process_with_typed_results_and_prints_nothing(
@@ -135,8 +145,8 @@ async def test_cancelling_arun_stops_like_sigint_and_the_same_call_resumes(sandb
     manifest = mapping(12, api={"concurrency": 4, "poll_interval": 0.05})
     task = asyncio.create_task(batchgen.arun(manifest, base_dir=tmp_path, api_base=sb.url,
                                              api_key="test-key", env={}))
-    while sb.stats()["requests"].get("createBySourcePrompt", 0) < 4:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(until(lambda: sb.stats()["requests"].get(
+        "createBySourcePrompt", 0) >= 4, task), 30)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 10)
@@ -159,8 +169,7 @@ async def test_a_second_run_on_the_same_output_dir_is_locked_out(sandbox, tmp_pa
     sb = await sandbox(processing_time=0.5)
     first = asyncio.create_task(batchgen.arun(mapping(2), base_dir=tmp_path,
                                               api_base=sb.url, api_key="test-key", env={}))
-    while sb.stats()["tasks_created"] < 1:
-        await asyncio.sleep(0.02)
+    await asyncio.wait_for(until(lambda: sb.stats()["tasks_created"] >= 1, first), 30)
     with pytest.raises(OutputDirLocked):
         await batchgen.arun(mapping(2), base_dir=tmp_path, api_base=sb.url, api_key="test-key",
                             env={})
@@ -291,8 +300,11 @@ async def test_ctrl_c_in_a_script_calling_run_stops_gracefully_then_raises(sandb
 
     proc = await start()
     assert proc.stdout is not None
-    while b"submitted" not in await asyncio.wait_for(proc.stdout.readline(), 20):
-        pass
+    while True:
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        assert line, "the script ended before submitting anything"
+        if b"submitted" in line:
+            break
     proc.send_signal(signal.SIGINT)
     rest, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 130, err.decode()
@@ -340,3 +352,45 @@ async def test_run_works_from_a_worker_thread_without_a_loop(sandbox, tmp_path):
         await asyncio.to_thread(batchgen.run, mapping(2), base_dir=tmp_path,
                                 api_base=sb.url, api_key="test-key", env={},
                                 outage_timeout=0)
+
+
+async def test_readme_sigterm_recipe_stops_an_arun_like_the_cli(sandbox, tmp_path):
+    """README, 'Stopping a run': the arun + add_signal_handler recipe, as written."""
+    import signal
+    import sys
+    import textwrap
+    sb = await sandbox(processing_time=0.5)
+    section = README.read_text(encoding="utf-8").split("## Python API", 1)[1]
+    recipe = re.search(r"  ```python\n(.*?)  ```", section, re.S)
+    assert recipe is not None
+    (tmp_path / "manifests").mkdir()
+    write_manifest(tmp_path / "manifests", 8, name="spring", base_url=sb.url,
+                   concurrency=2).rename(tmp_path / "manifests" / "spring.yaml")
+    (tmp_path / "pipeline.py").write_text(
+        "import asyncio, signal, sys\nimport batchgen\n\n"
+        + textwrap.dedent(recipe.group(1))
+        + "\ntry:\n    print('outcome', asyncio.run(main()).outcome, flush=True)\n"
+        "except asyncio.CancelledError:\n    print('cancelled', flush=True)\n"
+        "    raise SystemExit(130)\n")
+
+    async def start() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "pipeline.py", cwd=tmp_path,
+            env={**cli_env(), "AKOOL_API_KEY": "test-key"},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+    async def first_create() -> None:
+        while sb.stats()["tasks_created"] < 1:
+            await asyncio.sleep(0.02)
+
+    proc = await start()
+    await asyncio.wait_for(first_create(), 30)
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert (proc.returncode, out.decode().split()) == (130, ["cancelled"]), err.decode()
+    created = sb.stats()["tasks_created"]
+    assert created < 8
+    again = await start()
+    out, err = await asyncio.wait_for(again.communicate(), 60)
+    assert out.decode().split() == ["outcome", "completed"], err.decode()
+    assert sb.stats()["tasks_created"] == 8              # resumed; nothing paid twice

@@ -27,7 +27,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -52,6 +52,25 @@ from batchgen.polling import PollClock
 from batchgen.posters import PosterMaker
 from batchgen.retry import OutageWatch, RetryPolicy
 from batchgen.store import IN_FLIGHT, JobRow, JobState, Store
+from batchgen.transitions import (
+    Accepted,
+    AnswerLost,
+    Charged,
+    ChargeNoted,
+    Claimed,
+    CreateRefused,
+    DownloadFailed,
+    Event,
+    FamilyAccepted,
+    Held,
+    RemoteDeleted,
+    RemoteKept,
+    TaskDone,
+    TaskFailed,
+    TaskLost,
+    Unsent,
+)
+from batchgen.transitions import Downloaded as Done
 
 #: fields the batch endpoint takes (akool-api.md E2); audio and effects do not apply there
 BATCH_FIELDS = frozenset({"image_url", "prompt", "model_name", "negative_prompt",
@@ -366,11 +385,13 @@ class Runner:
             self._stalled = False
             self._wake.notify()
 
-    def _replace(self, job_id: str, **changes: Any) -> JobRow:
-        """Update the in-memory mirror of a row (the store was written already)."""
-        row = replace(self._rows[job_id], **changes)
-        self._rows[job_id] = row
-        return row
+    def _apply(self, steps: list[tuple[str, Event]], *, durable: bool = False) -> list[JobRow]:
+        """The one write path: the store applies the transitions and the in-memory view
+        keeps the very rows it wrote (one per step; a job's later steps chain)."""
+        rows = self.store.apply_many([(self._rows[j], e) for j, e in steps], durable=durable)
+        for row in rows:
+            self._rows[row.job_id] = row
+        return rows
 
     # -- submission --------------------------------------------------------------------
 
@@ -455,16 +476,11 @@ class Runner:
         if not batch:
             return batch
         now = self.now_iso()
-        for audio in (False, True):
-            ids = [j for j, a in batch if a is audio]
-            if ids:
-                self.store.begin_submit(ids, now, audio=audio)
-        for job_id, audio in batch:
-            row = self._rows[job_id]
-            need = self._need(row)
-            state = JobState.AUDIO_SUBMITTING if audio else JobState.SUBMITTING
-            row = self._replace(job_id, state=state, attempts=row.attempts + 1,
-                                submitted_at=row.submitted_at or now, audio_held=True)
+        needs = {j: self._need(self._rows[j]) for j, _ in batch}
+        claimed_rows = self._apply([(j, Claimed(now, audio)) for j, audio in batch],
+                                   durable=True)
+        for (job_id, audio), row in zip(batch, claimed_rows, strict=True):
+            need = needs[job_id]
             # the job now holds what it held before plus what this create reserved (for a
             # video: the whole family at the learned price, its add-audio step included)
             self._set_committed(job_id, row.committed_credits if audio else
@@ -542,29 +558,25 @@ class Runner:
                 on_retry=on_retry)
         except asyncio.CancelledError:
             if not sent:  # stopped before this attempt left: provably nothing made
-                self.store.mark_unsent(job_id, audio=audio)
+                self._apply([(job_id, Unsent(audio))], durable=True)
             raise
         except OutcomeUnknown as exc:
-            self._fail(job_id, JobState.UNKNOWN,
-                       f"{exc}: the task may exist and be charged; not sent again "
-                       "(re-run with --resubmit-unknown to send it anyway)",
-                       unknown_step="add_audio" if audio else "video")
+            self._fail(job_id, AnswerLost(
+                f"{exc}: the task may exist and be charged; not sent again "
+                "(re-run with --resubmit-unknown to send it anyway)", audio))
             self.emit(JobEvent(EventKind.UNKNOWN, job_id, str(exc)))
             return
         except InsufficientCredits as exc:
-            self.store.mark_unsent(job_id, audio=audio)
             self._back_to_queue(job_id, audio)
             self.outcome.out_of_credit = str(exc)
             self.emit(JobEvent(EventKind.NOTICE, job_id, f"{exc}: no more jobs will be sent"))
             return
         except CredentialsError:
-            self.store.mark_unsent(job_id, audio=audio)
             self._back_to_queue(job_id, audio)
             raise
         except AccountBusy as exc:
             if self._flights:
                 # the account is at its limit of tasks in flight: wait for a slot instead
-                self.store.mark_unsent(job_id, audio=audio)
                 self._back_to_queue(job_id, audio)
                 self._limit = max(1, min(self._limit, len(self._flights)))
                 self.emit(JobEvent(EventKind.NOTICE, job_id,
@@ -577,15 +589,13 @@ class Runner:
             self._give_up_sending(job_id, audio, exc)
             return
         except FatalApiError as exc:
-            self._fail(job_id, JobState.FAILED, str(exc),
-                       **({"unknown_step": "add_audio"} if audio else {}))
+            self._fail(job_id, CreateRefused(str(exc), audio))
             return
         self._accepted(job_id, audio, records)
 
     def _give_up_sending(self, job_id: str, audio: bool, exc: RetryableApiError) -> None:
         # the API kept refusing or could not be reached: nothing was made, so the job
         # waits for a later run instead of failing, and no more jobs are sent now
-        self.store.mark_unsent(job_id, audio=audio)
         self._back_to_queue(job_id, audio)
         if self.outcome.api_unavailable is None:
             self.outcome.api_unavailable = str(exc)
@@ -602,16 +612,13 @@ class Runner:
         (record,) = records
         # the task id is recorded whatever else the answer says: it is paid work
         credits = self._charge(row, record, audio)
-        self.store.mark_accepted(job_id, record.task_id, credits, audio=audio)
-        if audio:
-            row = self._replace(job_id, state=JobState.AUDIO_RUNNING,
-                                audio_task_id=record.task_id, credits_audio=credits)
-        else:
-            row = self._replace(job_id, state=JobState.RUNNING, task_id=record.task_id,
-                                credits_video=credits)
+        (row,) = self._apply([(job_id, Accepted(record.task_id, credits, audio))], durable=True)
+        if not audio:
             self._learn(row, credits)
         self._set_committed(job_id, row.committed_credits)
-        self._note_charge(row, record, audio)
+        note = self._note_charge(row, record, audio)
+        if note is not None:
+            (row,) = self._apply([(job_id, note)])
         now = self.clock()
         self._flights[record.task_id] = _Flight(job_id, audio, sent=now)
         self.polls.track(record.task_id, self._poll_kind(row, audio), now)
@@ -623,25 +630,23 @@ class Runner:
         estimate = budget.audio_estimate(row) if audio else budget.video_estimate(row)
         return budget.charge(record.charged, estimate).credits
 
-    def _note_charge(self, row: JobRow, record: TaskRecord, audio: bool) -> None:
-        """Record an unusable charge as the API said it (state column `credits_note`) and
-        tell the user once per run; the estimate stays held (see `budget.charge`)."""
+    def _note_charge(self, row: JobRow, record: TaskRecord, audio: bool) -> ChargeNoted | None:
+        """An unusable charge, as the API said it, to record (state column `credits_note`);
+        told to the user once per run. The estimate stays held (see `budget.charge`)."""
         estimate = budget.audio_estimate(row) if audio else budget.video_estimate(row)
         value = record.charged
         problem = budget.charge(value, estimate).problem
         if problem is None:
-            return
+            return None
         step = "add-audio task" if audio else "task"
         note = (f"{step} {record.task_id}: the API's deduction_credit is unusable "
                 f"({problem}); the estimate {estimate} is held instead")
-        if row.credits_note != note:
-            self.store.update([(row.job_id, {"credits_note": note})])
-            self._replace(row.job_id, credits_note=note)
         if not self._bad_charge_noticed:
             self._bad_charge_noticed = True
             self.emit(JobEvent(EventKind.NOTICE, row.job_id,
                                f"{note} (any further such answers are recorded in the state "
                                "without another notice)"))
+        return ChargeNoted(note) if row.credits_note != note else None
 
     def _learn(self, row: JobRow, credits: int | None) -> None:
         """Keep the highest price the API charged for a video of this kind."""
@@ -656,21 +661,26 @@ class Runner:
         missing = members[len(assigned):]
         error = f"the batch create returned {len(records)} of {len(members)} videos"
         charged = [self._charge(self._rows[j], r, False) for j, r in assigned]
-        self.store.mark_accepted_family(
-            [(j, r.task_id, c) for (j, r), c in zip(assigned, charged, strict=True)],
-            missing, error, self.now_iso())
+        at = self.now_iso()
+        steps: list[tuple[str, Event]] = [
+            (j, FamilyAccepted(r.task_id, c, at)) for (j, r), c in zip(assigned, charged,
+                                                                        strict=True)]
+        steps += [(j, CreateRefused(error)) for j in missing]
+        rows = self._apply(steps, durable=True)
         now = self.clock()
-        for (j, record), credits in zip(assigned, charged, strict=True):
-            row = self._replace(j, state=JobState.RUNNING, task_id=record.task_id,
-                                credits_video=credits, attempts=1, error=None)
+        notes: list[tuple[str, Event]] = []
+        for (j, record), credits, row in zip(assigned, charged, rows, strict=False):
             self._set_committed(j, row.committed_credits)
-            self._note_charge(row, record, False)
+            note = self._note_charge(row, record, False)
+            if note is not None:
+                notes.append((j, note))
             self._learn(row, credits)
             self._flights[record.task_id] = _Flight(j, False, sent=now)
             self.polls.track(record.task_id, self._poll_kind(row, False), now)
             self.emit(JobEvent(EventKind.SUBMITTED, j, record.task_id, credits=credits or 0))
-        for j in missing:
-            row = self._replace(j, state=JobState.FAILED, error=error)
+        if notes:
+            self._apply(notes)
+        for j, row in zip(missing, rows[len(assigned):], strict=True):
             self._set_committed(j, row.committed_credits)
             self.emit(JobEvent(EventKind.FAILED, j, error))
         if len(records) > len(members):
@@ -688,32 +698,28 @@ class Runner:
         ids = ", ".join(r.task_id for r in surplus)
         note = (f"the batch create made {len(surplus)} video(s) more than asked ({ids}); "
                 f"they are held against the budget ({prior + lost} credits)")
-        self.store.hold(job_id, prior=prior, lost=lost, note=note)
-        row = self._replace(job_id, credits_prior=row.credits_prior + prior,
-                            credits_lost=row.credits_lost + lost, credits_note=note)
+        (row,) = self._apply([(job_id, Held(prior, lost, note))], durable=True)
         self._set_committed(job_id, row.committed_credits)
         self.emit(JobEvent(EventKind.NOTICE, job_id, note))
 
     def _back_to_queue(self, job_id: str, audio: bool) -> None:
+        """A create that provably made no task (refused before or by the API): undone
+        (durably) and queued again at the front."""
+        (row,) = self._apply([(job_id, Unsent(audio))], durable=True)
         if audio:
-            self._replace(job_id, state=JobState.AUDIO_PENDING)
             self._audio_pending.appendleft(job_id)
         else:
-            row = self._replace(job_id, state=JobState.PENDING)
             self._set_committed(job_id, row.committed_credits)
             self._pending.appendleft(job_id)
 
-    def _fail(self, job_id: str, state: JobState, error: str, **extra: Any) -> None:
-        changes: dict[str, Any] = {"state": state, "error": error, **extra}
+    def _fail(self, job_id: str, event: AnswerLost | CreateRefused | DownloadFailed) -> None:
         # the videos of a count job still to make share the fate of its one create
-        audio_step = changes.get("unknown_step") == "add_audio"
+        audio_step = not isinstance(event, DownloadFailed) and event.audio
         family = [job_id] if audio_step or self._rows[job_id].task_id else self._family(job_id)
-        self.store.update([(j, changes) for j in family])
-        for j in family:
-            row = self._replace(j, **changes)
-            self._set_committed(j, row.committed_credits)
-        if state is JobState.FAILED:
-            self.emit(JobEvent(EventKind.FAILED, job_id, error))
+        for row in self._apply([(j, event) for j in family]):
+            self._set_committed(row.job_id, row.committed_credits)
+        if not isinstance(event, AnswerLost):
+            self.emit(JobEvent(EventKind.FAILED, job_id, event.error))
         self._wake.notify()
 
     # -- polling -----------------------------------------------------------------------
@@ -751,7 +757,7 @@ class Runner:
         chunks = [ids[i:i + batch_size] for i in range(0, len(ids), batch_size)]
         answers = await asyncio.gather(*(self._results(c) for c in chunks),
                                        return_exceptions=True)
-        changes: list[tuple[str, dict[str, Any]]] = []
+        changes: list[tuple[str, Event]] = []
         after = self.clock()
         for chunk, records in zip(chunks, answers, strict=True):
             if isinstance(records, RetryableApiError):
@@ -776,15 +782,13 @@ class Runner:
                 record = seen.get(task_id)
                 if record is None and task_id not in due:
                     continue  # rode along in a request it was not due for: no verdict
-                change = self._observe(task_id, flight, record, after)
-                if change:
-                    changes.append(change)
+                changes += self._observe(task_id, flight, record, after)
         if changes:
-            self.store.update(changes)
-            for job_id, cols in changes:
-                self._replace(job_id, **cols)
-                if cols.get("state") is JobState.READY:
-                    self._downloads.put_nowait(job_id)
+            for (_, event), row in zip(changes, self._apply(changes), strict=True):
+                if isinstance(event, Charged):
+                    self._set_committed(row.job_id, row.committed_credits)
+                elif isinstance(event, TaskDone) and row.state is JobState.READY:
+                    self._downloads.put_nowait(row.job_id)
             self._wake.notify()
 
     async def _results(self, ids: list[str]) -> list[TaskRecord]:
@@ -793,8 +797,8 @@ class Runner:
             on_retry=lambda n, e, w: self.emit(JobEvent(EventKind.RETRY, "", str(e))))
 
     def _observe(self, task_id: str, flight: _Flight, record: TaskRecord | None,
-                 now: float) -> tuple[str, dict[str, Any]] | None:
-        """Fold one answer about one task into its flight; return a store change, if any."""
+                 now: float) -> list[tuple[str, Event]]:
+        """Fold one answer about one task into its flight; return the job's transitions."""
         job_id = flight.job_id
         if record is None:
             flight.missing += 1
@@ -802,22 +806,22 @@ class Runner:
             # minutes, is taken to be gone
             if flight.missing < MISSING_LIMIT or now - flight.sent < MISSING_MIN_AGE:
                 self.polls.unanswered(task_id, now)
-                return None
+                return []
             del self._flights[task_id]
             self.polls.forget(task_id)
             error = f"task {task_id} is no longer known to the API"
             self.emit(JobEvent(EventKind.FAILED, job_id, error))
-            return job_id, {"state": JobState.FAILED, "error": error}
+            return [(job_id, TaskLost(error))]
         flight.missing = 0
-        cols: dict[str, Any] = {}
+        events: list[Event] = []
         row = self._rows[job_id]
-        credit_col = "credits_audio" if flight.audio else "credits_video"
         credits = self._charge(row, record, flight.audio)
-        if credits is not None and getattr(row, credit_col) != credits:
-            cols[credit_col] = credits
-        self._note_charge(row, record, flight.audio)
-        if record.status in (TaskStatus.DONE, TaskStatus.FAILED):
-            cols["finished_at"] = self.now_iso()  # the timeline; a URL expires 7 days on
+        if credits is not None and (row.credits_audio if flight.audio
+                                    else row.credits_video) != credits:
+            events.append(Charged(credits, flight.audio))
+        note = self._note_charge(row, record, flight.audio)
+        if note is not None:
+            events.append(note)
         if record.status is TaskStatus.DONE:
             del self._flights[task_id]
             # timed by the API's clock when the record says when it finished; else only
@@ -825,23 +829,18 @@ class Runner:
             self.polls.finished(task_id, now, record.create_time, record.update_time)
             self.emit(JobEvent(EventKind.TASK_DONE, job_id, task_id))
             if not flight.audio and row.request.get("add_audio"):
-                cols["state"] = JobState.AUDIO_PENDING
                 self._audio_pending.append(job_id)
-            elif record.video_url:
-                cols.update(state=JobState.READY, video_url=record.video_url)
-            else:
-                cols.update(state=JobState.FAILED,
-                            error=f"task {task_id} completed without a usable video_url")
+            # finished_at: the report's timeline (a URL expires 7 days on)
+            events.append(TaskDone(task_id, record.video_url, flight.audio, self.now_iso()))
         elif record.status is TaskStatus.FAILED:
             del self._flights[task_id]
             self.polls.forget(task_id)
             step = "add-audio task" if flight.audio else "task"
             msg = record.reason or "check the image URL, prompt and options"
-            cols.update(state=JobState.FAILED, error=f"{step} {task_id} failed at the API "
-                                                     f"(status {record.status:d}): {msg}")
-            if flight.audio:  # --retry-failed repeats only this step, on the same video
-                cols["unknown_step"] = "add_audio"
-            self.emit(JobEvent(EventKind.FAILED, job_id, cols["error"]))
+            error = f"{step} {task_id} failed at the API (status {record.status:d}): {msg}"
+            # an add-audio step is marked so that --retry-failed repeats only it
+            events.append(TaskFailed(error, flight.audio, self.now_iso()))
+            self.emit(JobEvent(EventKind.FAILED, job_id, error))
         elif now - flight.sent > self.settings.max_task_age:
             # stuck at the API: stop polling so the run can end; the job stays in flight
             # in the state and the next run picks it up again
@@ -853,10 +852,7 @@ class Runner:
                                f"{self.settings.max_task_age:.0f}s; left for the next run"))
         else:
             self.polls.not_yet(task_id, now)
-        if credit_col in cols:
-            merged = self._replace(job_id, **{credit_col: cols[credit_col]})
-            self._set_committed(job_id, merged.committed_credits)
-        return (job_id, cols) if cols else None
+        return [(job_id, e) for e in events]
 
     # -- downloading -------------------------------------------------------------------
 
@@ -908,13 +904,13 @@ class Runner:
                     if fresh:
                         url = fresh
                         continue
-                self._fail(job_id, JobState.FAILED, f"download failed: {exc}")
+                self._fail(job_id, DownloadFailed(f"download failed: {exc}"))
                 return
             except FatalApiError as exc:
-                self._fail(job_id, JobState.FAILED, f"download failed: {exc}")
+                self._fail(job_id, DownloadFailed(f"download failed: {exc}"))
                 return
             except (_BadBody, DownloadError) as exc:
-                self._fail(job_id, JobState.FAILED, f"download failed after retries: {exc}")
+                self._fail(job_id, DownloadFailed(f"download failed after retries: {exc}"))
                 return
             except RetryableApiError as exc:
                 # the host could not be reached: the video is still there, and the next
@@ -925,10 +921,8 @@ class Runner:
                 return
             break
         done_at = self.now_iso()
-        cols = {"state": JobState.COMPLETED, "file": got.path.name, "bytes": got.bytes,
-                "sha256": got.sha256, "completed_at": done_at, "video_url": url, "error": None}
-        self.store.update([(job_id, cols)])
-        row = self._replace(job_id, **cols)
+        (row,) = self._apply([(job_id, Done(got.path.name, got.bytes, got.sha256, done_at,
+                                            url))])
         self.emit(JobEvent(EventKind.DOWNLOADED, job_id, got.path.name))
         if self.settings.delete_remote:
             self._schedule_deletion(row, self.clock())
@@ -996,7 +990,7 @@ class Runner:
         except ApiError as exc:
             deleted, refused = [], {d.task_id: str(exc) for d in batch}
         gone = set(deleted)
-        changes: list[tuple[str, dict[str, Any]]] = []
+        changes: list[tuple[str, Event]] = []
         now = self.clock()
         for d in batch:
             left = self._undeleted.get(d.job_id)
@@ -1006,7 +1000,7 @@ class Runner:
                 left.discard(d.task_id)
                 if not left:
                     del self._undeleted[d.job_id]
-                    changes.append((d.job_id, {"remote_deleted": True}))
+                    changes.append((d.job_id, RemoteDeleted()))
                 continue
             d.tries += 1
             d.reason = refused.get(d.task_id) or "not deleted by the API"
@@ -1016,9 +1010,7 @@ class Runner:
             else:
                 del self._undeleted[d.job_id]
                 msg = f"remote copy not deleted after {d.tries} tries: {d.reason}"
-                changes.append((d.job_id, {"error": msg}))
+                changes.append((d.job_id, RemoteKept(msg)))
                 self.emit(JobEvent(EventKind.NOTICE, d.job_id, msg))
         if changes:
-            self.store.update(changes)
-            for job_id, cols in changes:
-                self._replace(job_id, **cols)
+            self._apply(changes)

@@ -39,6 +39,7 @@ from batchgen.jobs import SUBMITTED as SUBMITTED
 from batchgen.jobs import Job, JobState
 from batchgen.jobs import JobRow as JobRow
 from batchgen.jobs import report_status as report_status
+from batchgen.transitions import Accepted, Claimed, Event, Unsent, advance, changed_columns
 
 STATE_DIR = ".batchgen"
 DB_NAME = "state.db"
@@ -489,14 +490,49 @@ class Store:
 
     # -- transitions -------------------------------------------------------------------
 
+    def apply(self, row: JobRow, event: Event, *, durable: bool = False) -> JobRow:
+        """Apply one transition to `row` (see `apply_many`) and return the row written."""
+        return self.apply_many([(row, event)], durable=durable)[-1]
+
+    def apply_many(self, steps: Sequence[tuple[JobRow, Event]], *,
+                   durable: bool = False) -> list[JobRow]:
+        """The one write path of the run: apply transitions, in one transaction.
+
+        Each new row is `transitions.advance(row, event)` (an illegal event raises
+        `IllegalTransition` before anything is written); events for one job chain in order.
+        Exactly the columns that changed are written, and the rows returned (one per step)
+        are the values written, so the caller's in-memory view is the store's. `durable`
+        fsyncs at commit: the records that guard money (a claim, an accepted create,
+        a hold, an undone create) use it. A claim also clears the job's `sent` mark (the
+        journal's "the request has left", not part of the row).
+        """
+        first: dict[str, JobRow] = {}
+        latest: dict[str, JobRow] = {}
+        claimed: set[str] = set()
+        out: list[JobRow] = []
+        for row, event in steps:
+            current = latest.get(row.job_id, row)
+            first.setdefault(row.job_id, current)
+            latest[row.job_id] = new = advance(current, event)
+            if isinstance(event, Claimed):
+                claimed.add(row.job_id)
+            out.append(new)
+        with self._tx(durable=durable):
+            for job_id, new in latest.items():
+                cols = changed_columns(first[job_id], new)
+                if "request" in cols:
+                    cols["request"] = json.dumps(cols["request"], sort_keys=True)
+                if job_id in claimed:
+                    cols["sent"] = 0
+                if cols:
+                    names = ", ".join(f"{k}=?" for k in cols)
+                    self._conn.execute(f"UPDATE jobs SET {names} WHERE job_id=?",
+                                       (*cols.values(), job_id))
+        return out
+
     def begin_submit(self, job_ids: Iterable[str], now: str, *, audio: bool = False) -> None:
         """Journal creates about to be sent (durably): the evidence against paying twice."""
-        state = JobState.AUDIO_SUBMITTING if audio else JobState.SUBMITTING
-        with self._tx(durable=True):
-            self._conn.executemany(
-                "UPDATE jobs SET state=?, attempts=attempts+1, sent=0, "
-                "submitted_at=COALESCE(submitted_at, ?), audio_held=1 WHERE job_id=?",
-                [(state, now, j) for j in job_ids])
+        self.apply_many([(self.get(j), Claimed(now, audio)) for j in job_ids], durable=True)
 
     def mark_sent(self, job_id: str, sent: bool = True) -> None:
         """A journaled create is about to leave: from now on it may exist (durably).
@@ -510,49 +546,17 @@ class Store:
     def mark_accepted(self, job_id: str, task_id: str, credits: int | None, *,
                       audio: bool = False) -> None:
         """The API accepted a create: record its task id and charge at once (durably)."""
-        with self._tx(durable=True):
-            if audio:
-                self._conn.execute(
-                    "UPDATE jobs SET state=?, audio_task_id=?, credits_audio=? WHERE job_id=?",
-                    (JobState.AUDIO_RUNNING, task_id, credits, job_id))
-            else:
-                self._conn.execute(
-                    "UPDATE jobs SET state=?, task_id=?, credits_video=?, error=NULL "
-                    "WHERE job_id=?", (JobState.RUNNING, task_id, credits, job_id))
-
-    def mark_accepted_family(self, rows: Sequence[tuple[str, str, int | None]],
-                             missing: Sequence[str], error: str, now: str) -> None:
-        """A batch create made several tasks: give each row its task (durably, at once).
-
-        `rows` is [(job_id, task_id, credits)] in video order; `missing` rows got no task.
-        """
-        with self._tx(durable=True):
-            self._conn.executemany(
-                "UPDATE jobs SET state=?, task_id=?, credits_video=?, error=NULL, attempts=?, "
-                "submitted_at=COALESCE(submitted_at, ?) WHERE job_id=?",
-                [(JobState.RUNNING, t, c, 1, now, j) for j, t, c in rows])
-            self._conn.executemany("UPDATE jobs SET state=?, error=? WHERE job_id=?",
-                                   [(JobState.FAILED, error, j) for j in missing])
-
-    def hold(self, job_id: str, *, prior: int, lost: int, note: str) -> None:
-        """Add charges (`prior`) and possible charges (`lost`) of tasks the job does not
-        keep to what it holds against the budget, with a note saying why (durably)."""
-        with self._tx(durable=True):
-            self._conn.execute(
-                "UPDATE jobs SET credits_prior=credits_prior+?, credits_lost=credits_lost+?, "
-                "credits_note=? WHERE job_id=?", (prior, lost, note, job_id))
+        self.apply(self.get(job_id), Accepted(task_id, credits, audio), durable=True)
 
     def mark_unsent(self, job_id: str, *, audio: bool = False) -> None:
         """A create that provably made no task (refused before or by the API): undo."""
-        with self._tx(durable=True):
-            self._conn.execute(
-                "UPDATE jobs SET state=? WHERE job_id=?",
-                (JobState.AUDIO_PENDING if audio else JobState.PENDING, job_id))
+        self.apply(self.get(job_id), Unsent(audio), durable=True)
 
     def update(self, changes: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        """Apply several column changes in one transaction: [(job_id, {column: value})].
+        """Write column values as given, in one transaction: [(job_id, {column: value})].
 
-        Used for poll results, downloads and failures, which the runner batches.
+        No transition is checked: for tests and repairs that set up a state directly.
+        The run writes through `apply`.
         """
         allowed = {"state", "video_url", "file", "bytes", "sha256", "completed_at", "error",
                    "credits_video", "credits_audio", "unknown_step", "remote_deleted",

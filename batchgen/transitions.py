@@ -11,7 +11,7 @@ The path (SPEC §5, jobs.JobState), each arrow an event:
     pending -Claimed-> submitting -Accepted-> running -TaskDone-> ready -Downloaded-> completed
     submitting -Unsent-> pending | -AnswerLost-> unknown | -CreateRefused-> failed
     running -TaskDone-> audio_pending -Claimed-> audio_submitting -Accepted-> audio_running
-    running, audio_running -TaskFailed-> failed;  ready -DownloadFailed-> failed
+    running, audio_running -TaskFailed/TaskLost-> failed;  ready -DownloadFailed-> failed
     unknown, failed -Reopened-> pending | audio_pending | ready  (budget.reopened decides)
 
 Pure: no clock (times come in the events), no network, no disk. Deliberately not here:
@@ -145,6 +145,13 @@ class TaskFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskLost:
+    """The job's task in flight is no longer known to the API (missing, again and again)."""
+
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class Downloaded:
     """The final video is on disk, verified, under its final name."""
 
@@ -183,7 +190,7 @@ class Reopened:
 
 
 Event = (Claimed | Unsent | Accepted | FamilyAccepted | AnswerLost | CreateRefused | Charged
-         | ChargeNoted | Held | TaskDone | TaskFailed | Downloaded | DownloadFailed
+         | ChargeNoted | Held | TaskDone | TaskFailed | TaskLost | Downloaded | DownloadFailed
          | RemoteDeleted | RemoteKept | Reopened)
 
 SENDING = frozenset({S.SUBMITTING, S.AUDIO_SUBMITTING})
@@ -301,6 +308,10 @@ def _task_failed(row: JobRow, e: TaskFailed) -> Changes:
             **({"unknown_step": AUDIO_STEP} if e.audio else {})}
 
 
+def _task_lost(row: JobRow, e: TaskLost) -> Changes:
+    return {"state": S.FAILED, "error": e.error} if row.state in RUNNING else None
+
+
 def _finished(at: str | None) -> dict[str, Any]:
     return {} if at is None else {"finished_at": at}
 
@@ -332,6 +343,7 @@ _RULES: dict[type[Any], Callable[[JobRow, Any], Changes]] = {
     Claimed: _claimed, Unsent: _unsent, Accepted: _accepted, FamilyAccepted: _family_accepted,
     AnswerLost: _answer_lost, CreateRefused: _create_refused, Charged: _charged,
     ChargeNoted: _charge_noted, Held: _held, TaskDone: _task_done, TaskFailed: _task_failed,
+    TaskLost: _task_lost,
     Downloaded: _downloaded, DownloadFailed: _download_failed, RemoteDeleted: _remote_deleted,
     RemoteKept: _remote_kept, Reopened: _reopened,
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from batchgen.errors import OutputDirLocked
@@ -77,3 +79,65 @@ def test_the_lock_keeps_a_second_run_out_and_dies_with_its_holder(tmp_path):
     first.close()
     Store.open(tmp_path).close()  # released
     Store.open(tmp_path, lock=False).close()  # readers never need it
+
+
+# -- one write path: store.apply -----------------------------------------------------------
+
+
+def _column(store: Store, job_id: str, name: str):
+    return store._conn.execute(f"SELECT {name} FROM jobs WHERE job_id=?", (job_id,)).fetchone()[0]
+
+
+def test_apply_writes_exactly_the_changed_columns_and_returns_the_row_written(tmp_path):
+    from batchgen.transitions import Accepted, Claimed
+
+    with fresh(tmp_path) as store:
+        row = store.get("j0")
+        # a column the transition does not touch, changed behind the row's back, stays
+        store.update([("j0", {"error": "written elsewhere"})])
+        claimed = store.apply(row, Claimed("T1"), durable=True)
+        assert (claimed.state, claimed.attempts, claimed.submitted_at) == (
+            JobState.SUBMITTING, 1, "T1")
+        assert _column(store, "j0", "error") == "written elsewhere"
+        accepted = store.apply(claimed, Accepted("task0", 20), durable=True)
+        # only what changed between the rows is written: the stale error is still there
+        assert store.get("j0") == replace(accepted, error="written elsewhere")
+        assert (accepted.state, accepted.task_id, accepted.credits_video) == (
+            JobState.RUNNING, "task0", 20)
+
+
+def test_apply_refuses_an_illegal_transition_and_writes_nothing(tmp_path):
+    from batchgen.transitions import Accepted, Claimed, IllegalTransition
+
+    with fresh(tmp_path) as store:
+        before = [store.get(j) for j in ("j0", "j1")]
+        with pytest.raises(IllegalTransition):  # j1 was never claimed
+            store.apply_many([(before[0], Claimed("T")), (before[1], Accepted("t", 1))])
+        assert [store.get(j) for j in ("j0", "j1")] == before
+
+
+def test_a_claim_clears_the_sent_mark_so_an_unsent_retry_is_never_unknown(tmp_path):
+    from batchgen.transitions import Claimed, Unsent
+
+    with fresh(tmp_path) as store:
+        row = store.apply(store.get("j0"), Claimed("T"), durable=True)
+        store.mark_sent("j0")
+        row = store.apply(row, Unsent(), durable=True)
+        store.apply(row, Claimed("T2"), durable=True)  # sent again later: not yet left
+        assert _column(store, "j0", "sent") == 0
+    with Store.open(tmp_path) as store:
+        assert store.recover() == 0
+        assert store.get("j0").state is JobState.PENDING
+
+
+def test_events_for_one_job_chain_in_one_write(tmp_path):
+    from batchgen.transitions import Accepted, Charged, Claimed, TaskDone
+
+    with fresh(tmp_path) as store:
+        row = store.get("j0")
+        rows = store.apply_many([(row, Claimed("T")), (row, Accepted("task0", None)),
+                                 (row, Charged(18)), (row, TaskDone("task0", "http://v"))])
+        assert [r.state for r in rows] == [JobState.SUBMITTING, JobState.RUNNING,
+                                           JobState.RUNNING, JobState.READY]
+        assert rows[2].credits_video == 18
+        assert store.get("j0") == rows[-1]

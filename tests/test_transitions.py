@@ -35,6 +35,7 @@ LEGAL: list[tuple[t.Event, frozenset[JobState]]] = [
     (t.TaskDone("atask", "http://v", audio=True), frozenset({S.AUDIO_RUNNING})),
     (t.TaskFailed("failed"), frozenset({S.RUNNING})),
     (t.TaskFailed("failed", audio=True), frozenset({S.AUDIO_RUNNING})),
+    (t.TaskLost("gone"), frozenset({S.RUNNING, S.AUDIO_RUNNING})),
     (t.Downloaded("a.mp4", 10, "ab", "T", "http://v"), frozenset({S.READY})),
     (t.DownloadFailed("gone"), frozenset({S.READY})),
     (t.RemoteDeleted(), frozenset({S.COMPLETED})),
@@ -136,6 +137,12 @@ def test_a_failed_task_fails_the_job_and_names_the_step():
     assert t.advance(row(S.RUNNING), t.TaskFailed("x")).unknown_step is None
     step = t.advance(row(S.AUDIO_RUNNING), t.TaskFailed("x", audio=True))
     assert (step.state, step.error, step.unknown_step) == (S.FAILED, "x", "add_audio")
+
+
+def test_a_vanished_task_fails_the_job_without_naming_a_step():
+    got = t.advance(row(S.AUDIO_RUNNING), t.TaskLost("task a is no longer known to the API"))
+    assert (got.state, got.error, got.unknown_step) == (
+        S.FAILED, "task a is no longer known to the API", None)
 
 
 def test_downloaded_records_the_file_and_clears_the_error():

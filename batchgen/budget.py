@@ -79,6 +79,8 @@ class Row(Protocol):
     def active(self) -> bool: ...
     @property
     def changed(self) -> bool: ...
+    @property
+    def audio_estimate(self) -> int: ...
 
 
 # -- what a job holds ---------------------------------------------------------------------
@@ -88,7 +90,7 @@ def audio_estimate(row: Row) -> int:
     """Estimated credits of the job's add-audio step (per video); 0 without one."""
     if not row.request.get("add_audio"):
         return 0
-    return int(row.request.get("_audio_estimate", 0))
+    return row.audio_estimate
 
 
 def video_estimate(row: Row) -> int:

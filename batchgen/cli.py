@@ -274,16 +274,16 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _manifest_rows(manifest: Manifest) -> list[JobRow]:
     """The jobs of a manifest never run: all pending, one row per video (as `sync` makes)."""
     from batchgen.pricing import add_audio_credits, job_credits
-    from batchgen.store import JobRow, JobState, job_request
+    from batchgen.store import JobRow, JobState, stored_fields
     prices = manifest.budget.prices
     rows = []
     for job in manifest.jobs:
         count = job.count or 1
         video = job_credits(prices, job) // count
-        request = job_request(job, add_audio_credits(prices, job) // count)
+        stored = stored_fields(job, add_audio_credits(prices, job) // count)
         for k in range(1, count + 1):
             rows.append(JobRow(job_id=job.id if k == 1 else f"{job.id}#{k}", idx=job.index,
-                               fingerprint=job.fingerprint, request=request,
+                               fingerprint=job.fingerprint, **stored,
                                state=JobState.PENDING, credits_estimated=video,
                                parent=None if k == 1 else job.id))
     return rows

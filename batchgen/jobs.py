@@ -209,6 +209,12 @@ class JobRow:
     credits_note: str | None = None
     #: when the job's last task reached status 3 or 4 at the API (its clock where it said)
     finished_at: str | None = None
+    #: where the manifest defines the job ("FILE:LINE"), for the report
+    source: str = ""
+    #: estimated credits of the add-audio step, per video (0 without one)
+    audio_estimate: int = 0
+    #: the user's own spreadsheet columns (jobs_file extra_columns: keep), for report.csv
+    extra: dict[str, Any] | None = None
 
     @property
     def credits_deducted(self) -> int | None:

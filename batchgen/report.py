@@ -68,7 +68,7 @@ def report_row(row: JobRow) -> dict[str, Any]:
         "credits_audio": row.credits_audio,
         "manifest_changed": row.changed,
         "remote_deleted": row.remote_deleted,
-        "source": req.get("_source"),
+        "source": row.source,
     }
     return {k: _cell(v) for k, v in values.items()}
 
@@ -80,7 +80,7 @@ def user_columns(rows: Sequence[JobRow]) -> dict[str, str]:
     taken = {c.lower() for c in (*COLUMNS, *EXTRA_COLUMNS)}
     out: dict[str, str] = {}
     for row in rows:
-        extra = row.request.get("_extra")
+        extra = row.extra
         if not isinstance(extra, dict):
             continue
         for name in extra:
@@ -98,7 +98,7 @@ def render_csv(rows: Sequence[JobRow]) -> str:
     writer.writeheader()
     for row in rows:
         values = report_row(row)
-        extra = row.request.get("_extra")
+        extra = row.extra
         if users and isinstance(extra, dict):
             values.update({users[k]: _cell(v) for k, v in extra.items() if k in users})
         writer.writerow(values)

@@ -122,7 +122,7 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
 
 def _row(r: sqlite3.Row | tuple[Any, ...]) -> JobRow:
     return JobRow(
-        job_id=r[0], idx=r[1], fingerprint=r[2], request=json.loads(r[3]), state=JobState(r[4]),
+        job_id=r[0], idx=r[1], fingerprint=r[2], **_decode(json.loads(r[3])), state=JobState(r[4]),
         credits_estimated=r[5], task_id=r[6], audio_task_id=r[7], credits_video=r[8],
         credits_audio=r[9], video_url=r[10], file=r[11], bytes=r[12], sha256=r[13],
         submitted_at=r[14], completed_at=r[15], attempts=r[16], error=r[17],
@@ -132,8 +132,43 @@ def _row(r: sqlite3.Row | tuple[Any, ...]) -> JobRow:
     )
 
 
+#: what the stored request JSON carries beside the job's fields, and the typed `JobRow`
+#: field each becomes on reading: only this module sees these keys
+_HIDDEN = {"_audio_estimate": "audio_estimate", "_source": "source", "_extra": "extra"}
+
+
+def _decode(stored: dict[str, Any]) -> dict[str, Any]:
+    """The stored request JSON as `JobRow` fields: the request (only what the API is
+    sent) and the typed values the store keeps beside it."""
+    fields: dict[str, Any] = {"request": {k: v for k, v in stored.items() if k not in _HIDDEN}}
+    estimate = stored.get("_audio_estimate", 0)
+    fields["audio_estimate"] = estimate if isinstance(estimate, int) else 0
+    fields["source"] = str(stored.get("_source") or "")
+    extra = stored.get("_extra")
+    fields["extra"] = extra if isinstance(extra, dict) else None
+    return fields
+
+
+def _encode(row: JobRow) -> str:
+    """The inverse of `_decode`: a row's request JSON as stored."""
+    stored = dict(row.request)
+    if row.request.get("add_audio"):
+        stored["_audio_estimate"] = row.audio_estimate
+    stored["_source"] = row.source
+    if row.extra:
+        stored["_extra"] = row.extra
+    return json.dumps(stored, sort_keys=True)
+
+
+def stored_fields(job: Job, audio_estimate: int) -> dict[str, Any]:
+    """The `JobRow` fields of a job as `sync` stores it: request, source, audio_estimate,
+    extra (for a row of a job that never ran)."""
+    return _decode(job_request(job, audio_estimate))
+
+
 def job_request(job: Job, audio_estimate: int) -> dict[str, Any]:
-    """The request as stored: the job's fields plus what the report and runner need."""
+    """The request as stored: the job's fields plus what the report and runner need
+    (read back as typed `JobRow` fields by `_decode`; the keys never leave this module)."""
     req = job.request_fields()
     if job.add_audio is not None:
         req["add_audio"] = job.add_audio.as_dict()
@@ -520,8 +555,10 @@ class Store:
         with self._tx(durable=durable):
             for job_id, new in latest.items():
                 cols = changed_columns(first[job_id], new)
-                if "request" in cols:
-                    cols["request"] = json.dumps(cols["request"], sort_keys=True)
+                if cols.keys() & {"request", *_HIDDEN.values()}:
+                    for name in ("request", *_HIDDEN.values()):
+                        cols.pop(name, None)
+                    cols["request"] = _encode(new)
                 if job_id in claimed:
                     cols["sent"] = 0
                 if cols:

@@ -18,6 +18,8 @@ AUDIO = {"add_audio": {"audio_type": 1}, "_audio_estimate": 5}
 def row(job_id: str = "a", state: JobState = JobState.PENDING, estimate: int = 20,
         **fields) -> JobRow:
     request = {"resolution": "720p", "video_length": 5, **fields.pop("request", {})}
+    # the add-audio estimate is a typed field of the row (stored beside the request)
+    fields.setdefault("audio_estimate", request.pop("_audio_estimate", 0))
     return JobRow(job_id=job_id, idx=0, fingerprint="f", request=request, state=state,
                   credits_estimated=estimate, **fields)
 

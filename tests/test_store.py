@@ -141,3 +141,22 @@ def test_events_for_one_job_chain_in_one_write(tmp_path):
                                            JobState.RUNNING, JobState.READY]
         assert rows[2].credits_video == 18
         assert store.get("j0") == rows[-1]
+
+
+def test_rows_carry_no_hidden_keys_the_store_keeps_them_as_typed_fields(tmp_path):
+    from batchgen.jobs import AddAudio
+    from batchgen.transitions import Claimed
+
+    j = job(0, add_audio=AddAudio(audio_type=1), source="m.yaml:7",
+            extra=(("sku", "A-1"), ("owner", "kim")))
+    with Store.open(tmp_path) as store:
+        store.sync([j], [(25, 5)])
+        row = store.get("j0")
+        assert not [k for k in row.request if k.startswith("_")]
+        assert (row.source, row.audio_estimate, row.extra) == (
+            "m.yaml:7", 5, {"sku": "A-1", "owner": "kim"})
+        # a transition never loses them
+        store.apply(row, Claimed("T"))
+        again = store.get("j0")
+        assert (again.request, again.source, again.audio_estimate, again.extra) == (
+            row.request, "m.yaml:7", 5, {"sku": "A-1", "owner": "kim"})

@@ -10,7 +10,7 @@ from batchgen import transitions as t
 from batchgen.jobs import JobRow, JobState
 
 S = JobState
-AUDIO_REQ = {"add_audio": {"audio_type": 1}, "_audio_estimate": 5}
+AUDIO_REQ = {"add_audio": {"audio_type": 1}}
 
 
 def row(state: JobState = S.PENDING, **fields) -> JobRow:

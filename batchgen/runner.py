@@ -22,7 +22,6 @@ randomness are injected. Deliberately not here: HTTP details (client.py), files
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections import deque
@@ -166,10 +165,15 @@ class _Deletion:
 
 
 class _Wakeup:
-    """Edge-triggered wake-up for loops that wait on state changes."""
+    """Edge-triggered wake-up for loops that wait on state changes, or for a while.
 
-    def __init__(self) -> None:
+    A timed wait sleeps on the runner's injected `sleep`, so a test that injects a fake
+    clock and sleep runs every loop on fake time.
+    """
+
+    def __init__(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self._event = asyncio.Event()
+        self._sleep = sleep
 
     def token(self) -> asyncio.Event:
         return self._event
@@ -178,10 +182,20 @@ class _Wakeup:
         event, self._event = self._event, asyncio.Event()
         event.set()
 
-    @staticmethod
-    async def wait(token: asyncio.Event, timeout: float | None) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(token.wait(), timeout)
+    async def wait(self, token: asyncio.Event, timeout: float | None) -> None:
+        """Until `token` is set (a state change) or `timeout` seconds have passed."""
+        if token.is_set():
+            return
+        if timeout is None:
+            await token.wait()
+            return
+        woken = asyncio.ensure_future(token.wait())
+        slept = asyncio.ensure_future(self._sleep(max(0.0, timeout)))
+        try:
+            await asyncio.wait({woken, slept}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            slept.cancel()
 
 
 class _BadBody(RetryableApiError):
@@ -213,7 +227,7 @@ class Runner:
         self.outcome = RunOutcome()
         self.polls = PollClock(settings.poll_interval, batch=settings.poll_batch,
                                slots=settings.concurrency)
-        self._wake = _Wakeup()
+        self._wake = _Wakeup(sleep)
         self._stop = asyncio.Event()
         self._rows: dict[str, JobRow] = {}
         self._posters = PosterMaker(settings.output_dir)
@@ -306,7 +320,7 @@ class Runner:
         watch.observe(self.clock(), self.client.answers_ok, self.client.answers_failed)
         step = min(1.0, max(0.02, timeout / 20))
         while True:
-            await asyncio.sleep(step)
+            await self.sleep(step)
             now = self.clock()
             if watch.observe(now, self.client.answers_ok, self.client.answers_failed):
                 since = now - (watch.since if watch.since is not None else now)
@@ -529,7 +543,7 @@ class Runner:
             async def call() -> list[TaskRecord]:
                 return await self.client.create_batch(batch_fields, on_send)
         else:
-            fields = {k: v for k, v in req.items() if not k.startswith("_") and k != "add_audio"}
+            fields = {k: v for k, v in req.items() if k != "add_audio"}
 
             async def call() -> list[TaskRecord]:
                 return [await self.client.create(fields, on_send)]

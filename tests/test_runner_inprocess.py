@@ -1,0 +1,88 @@
+"""The runner in-process against the emulator (loopback, port 0) on an injected clock.
+
+No subprocess and no real waiting: the runner's loops wait on the `sleep` it is given, so
+a 30-second poll interval costs nothing and a whole run takes a fraction of a second.
+The end-to-end CLI tests (kill -9, signals, exit codes) stay in test_run/test_steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from batchgen.client import AkoolClient, Credentials
+from batchgen.jobs import Job, JobState
+from batchgen.runner import Runner, RunSettings
+from batchgen.sandbox import Sandbox, SandboxConfig
+from batchgen.store import Store
+
+
+class FakeTime:
+    """A clock that moves only when a loop sleeps on it (each sleep yields once)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+def jobs(n: int) -> list[Job]:
+    return [Job(id=f"j{i:02d}", index=i, image_url=f"https://e.com/{i}.jpg", resolution="720p",
+                video_length=5, audio_type=3, prompt=f"p{i}", negative_prompt="blurry",
+                fingerprint=f"fp{i}") for i in range(n)]
+
+
+async def run_in_process(tmp_path: Path, n: int, *, max_credits: int | None = None,
+                         concurrency: int = 2, poll_interval: float = 30.0):
+    fake = FakeTime()
+    config = SandboxConfig(queue_time=(0.0, 0.0), processing_time=(0.0, 0.0))
+    async with Sandbox(config) as sandbox:
+        with Store.open(tmp_path) as store:
+            store.sync(jobs(n), [(20, 0)] * n)
+            settings = RunSettings(output_dir=tmp_path, name="t", concurrency=concurrency,
+                                   poll_interval=poll_interval, max_credits=max_credits,
+                                   download_workers=2, outage_timeout=None)
+            async with AkoolClient.open(sandbox.url, Credentials(api_key="test-key-123")) as c:
+                runner = Runner(store, c, settings, clock=fake.clock, sleep=fake.sleep)
+                outcome = await asyncio.wait_for(runner.run(), 20)
+            in_memory = dict(runner._rows)
+            stored = {r.job_id: r for r in store.rows()}
+            committed = store.committed_credits()
+        stats = sandbox.stats()
+    return outcome, fake, in_memory, stored, committed, stats
+
+
+def test_the_loops_wait_on_the_injected_clock(tmp_path):
+    started = time.monotonic()
+    outcome, fake, _, stored, _, stats = asyncio.run(run_in_process(tmp_path, 6))
+    assert {r.state for r in stored.values()} == {JobState.COMPLETED}
+    assert stats["tasks_created"] == 6 and stats["duplicate_fingerprints"] == 0
+    # the poller's waits between rounds went to the injected sleep (fake time moved),
+    # not to the event loop's timer
+    assert fake.waits and fake.now == sum(max(0.0, w) for w in fake.waits) > 0
+    assert time.monotonic() - started < 15.0
+    assert not outcome.interrupted
+
+
+def test_the_budget_holds_back_jobs_in_process(tmp_path):
+    outcome, _, _, stored, committed, stats = asyncio.run(
+        run_in_process(tmp_path, 5, max_credits=60))
+    assert stats["tasks_created"] == 3 and stats["credits_charged"] == 60
+    assert (outcome.budget_blocked, outcome.budget_needed) == (2, 40)
+    assert committed == 60
+    states = [stored[f"j{i:02d}"].state for i in range(5)]
+    assert states == [JobState.COMPLETED] * 3 + [JobState.PENDING] * 2
+
+
+def test_the_runner_view_is_the_store_after_a_run(tmp_path):
+    # one write path: every row the runner holds is exactly the row the store has
+    _, _, in_memory, stored, _, _ = asyncio.run(run_in_process(tmp_path, 4, concurrency=3))
+    assert in_memory == stored

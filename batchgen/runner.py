@@ -26,35 +26,44 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from batchgen import budget
-from batchgen.client import AkoolClient, TaskRecord, TaskStatus
-from batchgen.download import Downloaded, fetch_to, render_filename
+from batchgen.client import AkoolClient, TaskRecord
+from batchgen.download import Downloaded
 from batchgen.errors import (
     AccountBusy,
     ApiError,
     CredentialsError,
-    DownloadError,
     FatalApiError,
     InsufficientCredits,
     OutcomeUnknown,
     RetryableApiError,
-    UrlGone,
     UsageError,
 )
 from batchgen.polling import PollClock
 from batchgen.posters import PosterMaker
-from batchgen.retry import OutageWatch, RetryPolicy
+from batchgen.retry import OutageWatch
+from batchgen.scheduler.cleanup import Cleanup
+from batchgen.scheduler.fetch import Fetch, FetchHooks, target_path
+from batchgen.scheduler.poll import Poll, PollHooks
+from batchgen.scheduler.state import (
+    BATCH_FIELDS,
+    COUNT_FILE_SEPARATOR,
+    MISSING_LIMIT,
+    MISSING_MIN_AGE,
+    EventKind,
+    JobEvent,
+    Ports,
+    RunOutcome,
+    RunSettings,
+    Wakeup,
+    utc_now_iso,
+)
 from batchgen.store import IN_FLIGHT, JobRow, JobState, Store
 from batchgen.transitions import (
     Accepted,
     AnswerLost,
-    Charged,
     ChargeNoted,
     Claimed,
     CreateRefused,
@@ -62,150 +71,11 @@ from batchgen.transitions import (
     Event,
     FamilyAccepted,
     Held,
-    RemoteDeleted,
-    RemoteKept,
-    TaskDone,
-    TaskFailed,
-    TaskLost,
     Unsent,
 )
-from batchgen.transitions import Downloaded as Done
 
-#: fields the batch endpoint takes (akool-api.md E2); audio and effects do not apply there
-BATCH_FIELDS = frozenset({"image_url", "prompt", "model_name", "negative_prompt",
-                          "extend_prompt", "resolution", "video_length", "count",
-                          "webhook_url"})
-#: in file names, video k of a `count` job is `<id>~k` (its job id `<id>#k` would put a
-#: URL fragment into every link to the file); `~` can be in no job id, so no clash
-COUNT_FILE_SEPARATOR = "~"
-#: a task missing from this many consecutive results is treated as gone...
-MISSING_LIMIT = 5
-#: ...but only once it is this many seconds old
-MISSING_MIN_AGE = 120.0
-
-
-class EventKind(StrEnum):
-    SUBMITTED = "submitted"      #: a create was accepted (detail: task id, credits)
-    TASK_DONE = "task_done"      #: a task finished at the API (its video is ready)
-    DOWNLOADED = "downloaded"    #: a verified file is under its final name
-    FAILED = "failed"            #: a job failed permanently
-    UNKNOWN = "unknown"          #: a create's answer was lost
-    RETRY = "retry"              #: a transient fault, retried
-    BUDGET = "budget"            #: a job was held back by the budget
-    NOTICE = "notice"            #: anything else worth a line
-
-
-@dataclass(frozen=True, slots=True)
-class JobEvent:
-    kind: EventKind
-    job_id: str = ""
-    message: str = ""
-    credits: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class RunSettings:
-    """What the runner needs to know, already resolved from manifest, flags and env."""
-
-    output_dir: Path
-    name: str
-    filename: str = "{id}.mp4"
-    concurrency: int = 5
-    poll_interval: float = 5.0
-    poll_batch: int = 50
-    max_credits: int | None = None
-    download_workers: int = 4
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    #: seconds to let creates already on the wire finish after a stop request
-    stop_grace: float = 2.0
-    #: delete each video at the API once its file is verified on disk
-    delete_remote: bool = False
-    #: seconds after which a task still queued or processing is left for the next run
-    max_task_age: float = 3 * 3600.0
-    #: how often a deletion refused by the API (e.g. still processing) is tried again
-    delete_attempts: int = 5
-    #: seconds with no usable answer from the API after which the run saves its state and
-    #: ends (`RunOutcome.outage`); None never gives up
-    outage_timeout: float | None = 600.0
-
-
-@dataclass(slots=True)
-class RunOutcome:
-    """How the run ended; cli turns it into an exit code."""
-
-    interrupted: bool = False
-    budget_blocked: int = 0          #: jobs left because of the budget
-    budget_needed: int = 0           #: credits those jobs would need
-    out_of_credit: str | None = None  #: the API refused for lack of credit
-    api_unavailable: str | None = None  #: a create gave up after every retry
-    abandoned: int = 0               #: tasks no longer polled (too old); resumed next run
-    outage: str | None = None        #: the API answered nothing usable for outage_timeout
-    kept_ready: int = 0              #: finished videos not downloaded (unreachable); next run
-
-
-@dataclass(slots=True)
-class _Flight:
-    """A task in flight at the API, as the poller tracks it."""
-
-    job_id: str
-    audio: bool
-    sent: float
-    missing: int = 0
-
-
-@dataclass(slots=True)
-class _Deletion:
-    """A task whose video is safely on disk and is to be deleted at the API."""
-
-    job_id: str
-    task_id: str
-    due: float
-    tries: int = 0
-    reason: str = ""
-
-
-class _Wakeup:
-    """Edge-triggered wake-up for loops that wait on state changes, or for a while.
-
-    A timed wait sleeps on the runner's injected `sleep`, so a test that injects a fake
-    clock and sleep runs every loop on fake time.
-    """
-
-    def __init__(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        self._event = asyncio.Event()
-        self._sleep = sleep
-
-    def token(self) -> asyncio.Event:
-        return self._event
-
-    def notify(self) -> None:
-        event, self._event = self._event, asyncio.Event()
-        event.set()
-
-    async def wait(self, token: asyncio.Event, timeout: float | None) -> None:
-        """Until `token` is set (a state change) or `timeout` seconds have passed."""
-        if token.is_set():
-            return
-        if timeout is None:
-            await token.wait()
-            return
-        woken = asyncio.ensure_future(token.wait())
-        slept = asyncio.ensure_future(self._sleep(max(0.0, timeout)))
-        try:
-            await asyncio.wait({woken, slept}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            woken.cancel()
-            slept.cancel()
-
-
-class _BadBody(RetryableApiError):
-    """A download that arrived but was wrong (truncated, not an MP4): retried, and once
-    retries run out the job fails, unlike a host that could not be reached at all."""
-
-
-def utc_now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
+__all__ = ["BATCH_FIELDS", "COUNT_FILE_SEPARATOR", "MISSING_LIMIT", "MISSING_MIN_AGE",
+           "EventKind", "JobEvent", "RunOutcome", "RunSettings", "Runner", "utc_now_iso"]
 
 class Runner:
     """One run over one store. Build, then `await run()`; `stop()` may be called any time."""
@@ -225,9 +95,7 @@ class Runner:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.outcome = RunOutcome()
-        self.polls = PollClock(settings.poll_interval, batch=settings.poll_batch,
-                               slots=settings.concurrency)
-        self._wake = _Wakeup(sleep)
+        self._wake = Wakeup(sleep)
         self._stop = asyncio.Event()
         self._rows: dict[str, JobRow] = {}
         self._posters = PosterMaker(settings.output_dir)
@@ -238,26 +106,37 @@ class Runner:
         self._held: set[str] = set()  #: jobs already reported as held back
         #: add-audio steps of admitted jobs (already reserved): sent as slots free
         self._audio_pending: deque[str] = deque()
-        self._flights: dict[str, _Flight] = {}
         self._creating: set[asyncio.Task[None]] = set()
-        self._downloads: asyncio.Queue[str | None] = asyncio.Queue()
         self._committed: dict[str, int] = {}
         self._committed_total = 0
         self._submitting_done = False
-        self._downloaders_left = max(1, settings.download_workers)
-        self._deletions: list[_Deletion] = []
         self._children: dict[str, list[str]] = {}
         #: file name -> job that owns it, as recorded by earlier runs
         self._files: dict[str, str] = {}
-        #: jobs whose video URL was recorded by an earlier run: it may have expired
-        self._stale_urls: set[str] = set()
-        self._undeleted: dict[str, set[str]] = {}
         self._limit = settings.concurrency
         self._fatal: BaseException | None = None
         #: what the API really charged for a video of each kind (resolution, length, ...)
         self._learned: dict[budget.PriceKind, int] = {}
         #: a charge from the API could not be used (reported once per run)
         self._bad_charge_noticed = False
+        ports = Ports(emit=lambda e: self.emit(e), clock=clock, now_iso=now_iso, sleep=sleep,
+                      rng=self.rng)
+        #: the poller: the tasks in flight and when to ask about them
+        self.poll = Poll(client, settings, ports, self._wake, PollHooks(
+            rows=self._rows.__getitem__, apply=self._apply,
+            committed=lambda row: self._set_committed(row.job_id, row.committed_credits),
+            charge=self._charge, note=self._note_charge, audio_due=self._audio_pending.append,
+            ready=lambda job_id: self.fetch.queue.put_nowait(job_id),
+            draining=lambda: self._halted() or not (self._pending or self._audio_pending),
+            submitting_done=lambda: self._submitting_done,
+            closed=lambda: self.fetch.close()), self.outcome)
+        #: the deleter (output.delete_remote): its own queue, our write path and clock
+        self.cleanup = Cleanup(client, settings, self._wake, ports, apply=self._apply,
+                               backoff=lambda n: min(self.polls.base * n, self.polls.cap))
+        #: the download workers: their queue, fed by the poller
+        self.fetch = Fetch(client, settings, ports, FetchHooks(
+            rows=self._rows.__getitem__, apply=self._apply, fail=self._fail,
+            results=self.poll.results, downloaded=self._downloaded), self.outcome)
 
     # -- public ----------------------------------------------------------------------
 
@@ -265,6 +144,11 @@ class Runner:
         """Stop submitting now; the run winds down and `run` returns (interrupted)."""
         self._stop.set()
         self._wake.notify()
+
+    @property
+    def polls(self) -> PollClock:
+        """When the poller asks about what (polling.py)."""
+        return self.poll.schedule
 
     @property
     def committed_credits(self) -> int:
@@ -275,11 +159,13 @@ class Runner:
         """Drive every job of the store to a final state (or until stopped)."""
         self._load()
         loops = [asyncio.create_task(self._submit_loop(), name="submitter"),
-                 asyncio.create_task(self._poll_loop(), name="poller")]
-        loops += [asyncio.create_task(self._download_loop(), name=f"downloader-{i}")
+                 asyncio.create_task(self.poll.run(), name="poller")]
+        loops += [asyncio.create_task(self.fetch.run_worker(self._wake.notify),
+                                      name=f"downloader-{i}")
                   for i in range(max(1, self.settings.download_workers))]
         if self.settings.delete_remote:
-            loops.append(asyncio.create_task(self._delete_loop(), name="deleter"))
+            loops.append(asyncio.create_task(self.cleanup.run(self.fetch.over),
+                                             name="deleter"))
         everything: asyncio.Future[list[None]] = asyncio.gather(*loops)
         stopper: asyncio.Future[Any] = asyncio.create_task(self._stop.wait())
         watchdog = asyncio.create_task(self._outage_loop(), name="outage-watch")
@@ -355,15 +241,14 @@ class Runner:
                 audio = row.state is JobState.AUDIO_RUNNING
                 task_id = row.audio_task_id if audio else row.task_id
                 if task_id:
-                    self._flights[task_id] = _Flight(row.job_id, audio, sent=now)
                     # its age is unknown: timed by what its finished record will tell
-                    self.polls.track(task_id, self._poll_kind(row, audio), now, timed=False)
+                    self.poll.track(task_id, row, audio, now, timed=False)
             elif row.state is JobState.READY:
-                self._stale_urls.add(row.job_id)
-                self._downloads.put_nowait(row.job_id)
+                self.fetch.stale.add(row.job_id)
+                self.fetch.queue.put_nowait(row.job_id)
             elif (row.state is JobState.COMPLETED and row.sha256 and not row.remote_deleted
                   and self.settings.delete_remote):
-                self._schedule_deletion(row, now)
+                self.cleanup.schedule(row, now)
         self._check_filenames()
         self._posters.backfill((r.file, r.sha256) for r in self._rows.values()
                                if r.state is JobState.COMPLETED and r.file and r.sha256)
@@ -380,7 +265,7 @@ class Runner:
         for row in self._rows.values():
             if row.file:
                 continue  # already on disk under its recorded name
-            name = self._target(row).name
+            name = target_path(self.settings, row).name
             owner = seen.get(name) or self._files.get(name)
             if owner is not None and owner != row.job_id:
                 raise UsageError(
@@ -410,19 +295,12 @@ class Runner:
     # -- submission --------------------------------------------------------------------
 
     def _busy_slots(self) -> int:
-        return len(self._flights) + len(self._creating)
+        return len(self.poll.flights) + len(self._creating)
 
     def _need(self, row: JobRow) -> int:
         """Credits to reserve before sending the job's next create (`budget.need`)."""
         family = len(self._family(row.job_id)) if row.state is JobState.PENDING else 1
         return budget.need(row, self._learned, family)
-
-    def _poll_kind(self, row: JobRow, audio: bool) -> tuple[Any, ...]:
-        """What PollClock learns durations by; the step comes first (its pooled fallback)."""
-        req = row.request
-        if audio:
-            return ("add_audio", req.get("resolution"), req.get("video_length"))
-        return ("video", req.get("resolution"), req.get("video_length"), req.get("model_name"))
 
     def _family(self, job_id: str) -> list[str]:
         """The rows one create of `job_id` makes: itself, plus the later videos of a `count`
@@ -437,7 +315,7 @@ class Runner:
 
     def _work_may_appear(self) -> bool:
         """Could a job still become submittable without us doing anything?"""
-        return bool(self._flights or self._creating)
+        return bool(self.poll.flights or self._creating)
 
     async def _submit_loop(self) -> None:
         try:
@@ -518,17 +396,11 @@ class Runner:
             self.stop()
         self._wake.notify()
 
-    async def _create(self, job_id: str, audio: bool) -> None:
-        row = self._rows[job_id]
+    def _create_call(self, row: JobRow, audio: bool, on_send: Callable[[], None]
+                     ) -> Callable[[], Awaitable[list[TaskRecord]]]:
+        """The one request a create sends: the add-audio step, a batch create (`count`,
+        `model_name`: the family's videos still to make), or a single create."""
         req = row.request
-        sent = False
-
-        def on_send() -> None:
-            nonlocal sent
-            if not sent:
-                sent = True
-                self.store.mark_sent(job_id)
-
         if audio:
             step = req["add_audio"]
 
@@ -536,9 +408,8 @@ class Runner:
                 return [await self.client.update_audio(row.task_id or "", step["audio_type"],
                                                        step.get("audio_url"), on_send)]
         elif req.get("model_name") or req.get("count"):
-            family = self._family(job_id)
             batch_fields = {k: v for k, v in req.items() if k in BATCH_FIELDS}
-            batch_fields["count"] = len(family)
+            batch_fields["count"] = len(self._family(row.job_id))
 
             async def call() -> list[TaskRecord]:
                 return await self.client.create_batch(batch_fields, on_send)
@@ -547,6 +418,19 @@ class Runner:
 
             async def call() -> list[TaskRecord]:
                 return [await self.client.create(fields, on_send)]
+        return call
+
+    async def _create(self, job_id: str, audio: bool) -> None:
+        row = self._rows[job_id]
+        sent = False
+
+        def on_send() -> None:
+            nonlocal sent
+            if not sent:
+                sent = True
+                self.store.mark_sent(job_id)
+
+        call = self._create_call(row, audio, on_send)
 
         async def attempt() -> list[TaskRecord]:
             try:
@@ -575,29 +459,16 @@ class Runner:
                 self._apply([(job_id, Unsent(audio))], durable=True)
             raise
         except OutcomeUnknown as exc:
-            self._fail(job_id, AnswerLost(
-                f"{exc}: the task may exist and be charged; not sent again "
-                "(re-run with --resubmit-unknown to send it anyway)", audio))
-            self.emit(JobEvent(EventKind.UNKNOWN, job_id, str(exc)))
+            self._lost(job_id, audio, exc)
             return
         except InsufficientCredits as exc:
-            self._back_to_queue(job_id, audio)
-            self.outcome.out_of_credit = str(exc)
-            self.emit(JobEvent(EventKind.NOTICE, job_id, f"{exc}: no more jobs will be sent"))
+            self._out_of_credit(job_id, audio, exc)
             return
         except CredentialsError:
             self._back_to_queue(job_id, audio)
             raise
         except AccountBusy as exc:
-            if self._flights:
-                # the account is at its limit of tasks in flight: wait for a slot instead
-                self._back_to_queue(job_id, audio)
-                self._limit = max(1, min(self._limit, len(self._flights)))
-                self.emit(JobEvent(EventKind.NOTICE, job_id,
-                                   f"the API is busy ({exc}); concurrency lowered to "
-                                   f"{self._limit} for this run"))
-                return
-            self._give_up_sending(job_id, audio, exc)
+            self._busy(job_id, audio, exc)
             return
         except RetryableApiError as exc:
             self._give_up_sending(job_id, audio, exc)
@@ -606,6 +477,28 @@ class Runner:
             self._fail(job_id, CreateRefused(str(exc), audio))
             return
         self._accepted(job_id, audio, records)
+
+    def _lost(self, job_id: str, audio: bool, exc: OutcomeUnknown) -> None:
+        self._fail(job_id, AnswerLost(
+            f"{exc}: the task may exist and be charged; not sent again "
+            "(re-run with --resubmit-unknown to send it anyway)", audio))
+        self.emit(JobEvent(EventKind.UNKNOWN, job_id, str(exc)))
+
+    def _out_of_credit(self, job_id: str, audio: bool, exc: InsufficientCredits) -> None:
+        self._back_to_queue(job_id, audio)
+        self.outcome.out_of_credit = str(exc)
+        self.emit(JobEvent(EventKind.NOTICE, job_id, f"{exc}: no more jobs will be sent"))
+
+    def _busy(self, job_id: str, audio: bool, exc: AccountBusy) -> None:
+        if self.poll.flights:
+            # the account is at its limit of tasks in flight: wait for a slot instead
+            self._back_to_queue(job_id, audio)
+            self._limit = max(1, min(self._limit, len(self.poll.flights)))
+            self.emit(JobEvent(EventKind.NOTICE, job_id,
+                               f"the API is busy ({exc}); concurrency lowered to "
+                               f"{self._limit} for this run"))
+            return
+        self._give_up_sending(job_id, audio, exc)
 
     def _give_up_sending(self, job_id: str, audio: bool, exc: RetryableApiError) -> None:
         # the API kept refusing or could not be reached: nothing was made, so the job
@@ -634,8 +527,7 @@ class Runner:
         if note is not None:
             (row,) = self._apply([(job_id, note)])
         now = self.clock()
-        self._flights[record.task_id] = _Flight(job_id, audio, sent=now)
-        self.polls.track(record.task_id, self._poll_kind(row, audio), now)
+        self.poll.track(record.task_id, row, audio, now)
         self.emit(JobEvent(EventKind.SUBMITTED, job_id, record.task_id,
                            credits=credits or 0))
 
@@ -689,8 +581,7 @@ class Runner:
             if note is not None:
                 notes.append((j, note))
             self._learn(row, credits)
-            self._flights[record.task_id] = _Flight(j, False, sent=now)
-            self.polls.track(record.task_id, self._poll_kind(row, False), now)
+            self.poll.track(record.task_id, row, False, now)
             self.emit(JobEvent(EventKind.SUBMITTED, j, record.task_id, credits=credits or 0))
         if notes:
             self._apply(notes)
@@ -736,295 +627,8 @@ class Runner:
             self.emit(JobEvent(EventKind.FAILED, job_id, event.error))
         self._wake.notify()
 
-    # -- polling -----------------------------------------------------------------------
-
-    async def _poll_loop(self) -> None:
-        try:
-            while True:
-                token = self._wake.token()
-                if not self._flights:
-                    if self._submitting_done:
-                        return
-                    await self._wake.wait(token, None)
-                    continue
-                now = self.clock()
-                # with nothing left to send, only the last completion delays the run
-                draining = self._halted() or not (self._pending or self._audio_pending)
-                soonest = self.polls.next_round(now, draining=draining)
-                if soonest is None:
-                    soonest = now
-                if soonest > now:
-                    await self._wake.wait(token, soonest - now)
-                    continue
-                await self._poll_round(now)
-        finally:
-            for _ in range(max(1, self.settings.download_workers)):
-                self._downloads.put_nowait(None)
-
-    async def _poll_round(self, now: float) -> None:
-        """Ask about every due task, filling each request up with tasks due soon."""
-        batch_size = max(1, self.settings.poll_batch)
-        by_due, n_due = self.polls.order(now)
-        due = set(by_due[:n_due])
-        n_requests = max(1, -(-n_due // batch_size))
-        ids = by_due[: n_requests * batch_size]
-        chunks = [ids[i:i + batch_size] for i in range(0, len(ids), batch_size)]
-        answers = await asyncio.gather(*(self._results(c) for c in chunks),
-                                       return_exceptions=True)
-        changes: list[tuple[str, Event]] = []
-        after = self.clock()
-        for chunk, records in zip(chunks, answers, strict=True):
-            if isinstance(records, RetryableApiError):
-                # the API stayed unreachable through every retry: the tasks are still
-                # there, so ask again later rather than give up on paid work
-                for task_id in chunk:
-                    self.polls.defer(task_id, after + self.polls.cap)
-                self.emit(JobEvent(EventKind.NOTICE, "", f"results unavailable: {records}"))
-                continue
-            if isinstance(records, FatalApiError):
-                # an answer we cannot use for this chunk (say, one id the API rejects):
-                # count it as a miss for the due tasks, so one bad id cannot stop the run
-                self.emit(JobEvent(EventKind.NOTICE, "", f"results refused: {records}"))
-                records = []
-            elif isinstance(records, BaseException):
-                raise records
-            seen = {r.task_id: r for r in records}
-            for task_id in chunk:
-                flight = self._flights.get(task_id)
-                if flight is None:
-                    continue
-                record = seen.get(task_id)
-                if record is None and task_id not in due:
-                    continue  # rode along in a request it was not due for: no verdict
-                changes += self._observe(task_id, flight, record, after)
-        if changes:
-            for (_, event), row in zip(changes, self._apply(changes), strict=True):
-                if isinstance(event, Charged):
-                    self._set_committed(row.job_id, row.committed_credits)
-                elif isinstance(event, TaskDone) and row.state is JobState.READY:
-                    self._downloads.put_nowait(row.job_id)
-            self._wake.notify()
-
-    async def _results(self, ids: list[str]) -> list[TaskRecord]:
-        return await self.settings.retry.run(
-            lambda: self.client.results(ids), sleep=self.sleep, clock=self.clock, rng=self.rng,
-            on_retry=lambda n, e, w: self.emit(JobEvent(EventKind.RETRY, "", str(e))))
-
-    def _observe(self, task_id: str, flight: _Flight, record: TaskRecord | None,
-                 now: float) -> list[tuple[str, Event]]:
-        """Fold one answer about one task into its flight; return the job's transitions."""
-        job_id = flight.job_id
-        if record is None:
-            flight.missing += 1
-            # the API may list a new task late; only a task missing again and again, for
-            # minutes, is taken to be gone
-            if flight.missing < MISSING_LIMIT or now - flight.sent < MISSING_MIN_AGE:
-                self.polls.unanswered(task_id, now)
-                return []
-            del self._flights[task_id]
-            self.polls.forget(task_id)
-            error = f"task {task_id} is no longer known to the API"
-            self.emit(JobEvent(EventKind.FAILED, job_id, error))
-            return [(job_id, TaskLost(error))]
-        flight.missing = 0
-        events: list[Event] = []
-        row = self._rows[job_id]
-        credits = self._charge(row, record, flight.audio)
-        if credits is not None and (row.credits_audio if flight.audio
-                                    else row.credits_video) != credits:
-            events.append(Charged(credits, flight.audio))
-        note = self._note_charge(row, record, flight.audio)
-        if note is not None:
-            events.append(note)
-        if record.status is TaskStatus.DONE:
-            del self._flights[task_id]
-            # timed by the API's clock when the record says when it finished; else only
-            # bounded (after the last "not yet", before now): our lateness is not its length
-            self.polls.finished(task_id, now, record.create_time, record.update_time)
-            self.emit(JobEvent(EventKind.TASK_DONE, job_id, task_id))
-            if not flight.audio and row.request.get("add_audio"):
-                self._audio_pending.append(job_id)
-            # finished_at: the report's timeline (a URL expires 7 days on)
-            events.append(TaskDone(task_id, record.video_url, flight.audio, self.now_iso()))
-        elif record.status is TaskStatus.FAILED:
-            del self._flights[task_id]
-            self.polls.forget(task_id)
-            step = "add-audio task" if flight.audio else "task"
-            msg = record.reason or "check the image URL, prompt and options"
-            error = f"{step} {task_id} failed at the API (status {record.status:d}): {msg}"
-            # an add-audio step is marked so that --retry-failed repeats only it
-            events.append(TaskFailed(error, flight.audio, self.now_iso()))
-            self.emit(JobEvent(EventKind.FAILED, job_id, error))
-        elif now - flight.sent > self.settings.max_task_age:
-            # stuck at the API: stop polling so the run can end; the job stays in flight
-            # in the state and the next run picks it up again
-            del self._flights[task_id]
-            self.polls.forget(task_id)
-            self.outcome.abandoned += 1
-            self.emit(JobEvent(EventKind.NOTICE, job_id,
-                               f"task {task_id} still {record.status.name.lower()} after "
-                               f"{self.settings.max_task_age:.0f}s; left for the next run"))
-        else:
-            self.polls.not_yet(task_id, now)
-        return [(job_id, e) for e in events]
-
-    # -- downloading -------------------------------------------------------------------
-
-    async def _download_loop(self) -> None:
-        try:
-            while True:
-                job_id = await self._downloads.get()
-                if job_id is None:
-                    return
-                await self._download(job_id)
-        finally:
-            self._downloaders_left -= 1
-            self._wake.notify()
-
-    def _target(self, row: JobRow) -> Path:
-        req = row.request
-        name = render_filename(self.settings.filename, {
-            "id": row.job_id.replace("#", COUNT_FILE_SEPARATOR), "name": self.settings.name,
-            "index": row.idx,
-            "resolution": req.get("resolution"), "video_length": req.get("video_length"),
-            "task_id": row.final_task_id})
-        return self.settings.output_dir / name
-
-    async def _download(self, job_id: str) -> None:
-        row = self._rows[job_id]
-        target = self._target(row)
-        url = row.video_url or ""
-        refreshed = False
-        if job_id in self._stale_urls:
-            # a URL from an earlier run (say, one that failed with 403 and is retried now)
-            # has likely expired: ask the API for a fresh one before fetching anything
-            self._stale_urls.discard(job_id)
-            refreshed = True
-            url = await self._fresh_url(row) or url
-        while True:
-            def fetch(u: str = url) -> Awaitable[Downloaded]:
-                return self._fetch_once(u, target)
-
-            try:
-                got = await self.settings.retry.run(
-                    fetch, sleep=self.sleep,
-                    clock=self.clock, rng=self.rng,
-                    on_retry=lambda n, e, w: self.emit(JobEvent(EventKind.RETRY, job_id, str(e))))
-            except UrlGone as exc:
-                if not refreshed:
-                    # the URL expired: ask the API for a fresh one, once
-                    refreshed = True
-                    fresh = await self._fresh_url(row)
-                    if fresh:
-                        url = fresh
-                        continue
-                self._fail(job_id, DownloadFailed(f"download failed: {exc}"))
-                return
-            except FatalApiError as exc:
-                self._fail(job_id, DownloadFailed(f"download failed: {exc}"))
-                return
-            except (_BadBody, DownloadError) as exc:
-                self._fail(job_id, DownloadFailed(f"download failed after retries: {exc}"))
-                return
-            except RetryableApiError as exc:
-                # the host could not be reached: the video is still there, and the next
-                # run fetches it (state stays `ready`): an outage never fails paid work
-                self.outcome.kept_ready += 1
-                self.emit(JobEvent(EventKind.NOTICE, job_id,
-                                   f"download unavailable ({exc}); kept for the next run"))
-                return
-            break
-        done_at = self.now_iso()
-        (row,) = self._apply([(job_id, Done(got.path.name, got.bytes, got.sha256, done_at,
-                                            url))])
-        self.emit(JobEvent(EventKind.DOWNLOADED, job_id, got.path.name))
+    def _downloaded(self, row: JobRow, got: Downloaded) -> None:
+        """A verified file is on disk: its remote copy may go, report.html gets a poster."""
         if self.settings.delete_remote:
-            self._schedule_deletion(row, self.clock())
+            self.cleanup.schedule(row, self.clock())
         self._posters.add(got.path, got.sha256)  # report.html's, made once, in the background
-
-    async def _fetch_once(self, url: str, target: Path) -> Downloaded:
-        try:
-            return await fetch_to(self.client, url, target)
-        except DownloadError as exc:
-            # a truncated or garbled body may well arrive whole next time
-            raise _BadBody(str(exc)) from None
-
-    async def _fresh_url(self, row: JobRow) -> str | None:
-        task_id = row.final_task_id
-        if not task_id:
-            return None
-        try:
-            records = await self._results([task_id])
-        except ApiError:
-            return None
-        for record in records:
-            if record.task_id == task_id and record.status is TaskStatus.DONE:
-                return record.video_url
-        return None
-
-    # -- remote clean-up ---------------------------------------------------------------
-
-    def _schedule_deletion(self, row: JobRow, now: float) -> None:
-        """Queue a job's tasks for deletion; called only once its file is verified."""
-        ids = {t for t in (row.task_id, row.audio_task_id) if t}
-        if not ids:
-            return
-        self._undeleted[row.job_id] = set(ids)
-        self._deletions.extend(_Deletion(row.job_id, t, due=now) for t in sorted(ids))
-        self._wake.notify()
-
-    async def _delete_loop(self) -> None:
-        """Delete downloaded videos at the API in comma-joined batches.
-
-        A deletion the API refuses (`noPermissionItems`, e.g. "still processing") is tried
-        again later in the run, up to `delete_attempts` times, and reported if it stays.
-        """
-        batch_size = max(1, self.settings.poll_batch)
-        while True:
-            token = self._wake.token()
-            now = self.clock()
-            due = [d for d in self._deletions if d.due <= now][:batch_size]
-            if due:
-                await self._delete_batch(due)
-                continue
-            if not self._deletions:
-                if self._downloaders_left <= 0:
-                    return
-                await self._wake.wait(token, None)
-                continue
-            await self._wake.wait(token, min(d.due for d in self._deletions) - now)
-
-    async def _delete_batch(self, batch: list[_Deletion]) -> None:
-        for d in batch:
-            self._deletions.remove(d)
-        try:
-            deleted, refused = await self.settings.retry.run(
-                lambda: self.client.delete([d.task_id for d in batch]), sleep=self.sleep,
-                clock=self.clock, rng=self.rng)
-        except ApiError as exc:
-            deleted, refused = [], {d.task_id: str(exc) for d in batch}
-        gone = set(deleted)
-        changes: list[tuple[str, Event]] = []
-        now = self.clock()
-        for d in batch:
-            left = self._undeleted.get(d.job_id)
-            if left is None:
-                continue
-            if d.task_id in gone:
-                left.discard(d.task_id)
-                if not left:
-                    del self._undeleted[d.job_id]
-                    changes.append((d.job_id, RemoteDeleted()))
-                continue
-            d.tries += 1
-            d.reason = refused.get(d.task_id) or "not deleted by the API"
-            if d.tries < self.settings.delete_attempts:
-                d.due = now + min(self.polls.base * d.tries, self.polls.cap)
-                self._deletions.append(d)
-            else:
-                del self._undeleted[d.job_id]
-                msg = f"remote copy not deleted after {d.tries} tries: {d.reason}"
-                changes.append((d.job_id, RemoteKept(msg)))
-                self.emit(JobEvent(EventKind.NOTICE, d.job_id, msg))
-        if changes:
-            self._apply(changes)

@@ -41,7 +41,8 @@ def jobs(n: int) -> list[Job]:
 
 
 async def run_in_process(tmp_path: Path, n: int, *, max_credits: int | None = None,
-                         concurrency: int = 2, poll_interval: float = 30.0):
+                         concurrency: int = 2, poll_interval: float = 30.0,
+                         delete_remote: bool = False):
     fake = FakeTime()
     config = SandboxConfig(queue_time=(0.0, 0.0), processing_time=(0.0, 0.0))
     async with Sandbox(config) as sandbox:
@@ -49,7 +50,8 @@ async def run_in_process(tmp_path: Path, n: int, *, max_credits: int | None = No
             store.sync(jobs(n), [(20, 0)] * n)
             settings = RunSettings(output_dir=tmp_path, name="t", concurrency=concurrency,
                                    poll_interval=poll_interval, max_credits=max_credits,
-                                   download_workers=2, outage_timeout=None)
+                                   download_workers=2, outage_timeout=None,
+                                   delete_remote=delete_remote)
             async with AkoolClient.open(sandbox.url, Credentials(api_key="test-key-123")) as c:
                 runner = Runner(store, c, settings, clock=fake.clock, sleep=fake.sleep)
                 outcome = await asyncio.wait_for(runner.run(), 20)
@@ -85,4 +87,12 @@ def test_the_budget_holds_back_jobs_in_process(tmp_path):
 def test_the_runner_view_is_the_store_after_a_run(tmp_path):
     # one write path: every row the runner holds is exactly the row the store has
     _, _, in_memory, stored, _, _ = asyncio.run(run_in_process(tmp_path, 4, concurrency=3))
+    assert in_memory == stored
+
+
+def test_the_deleter_removes_verified_videos_in_process(tmp_path):
+    _, _, in_memory, stored, _, stats = asyncio.run(
+        run_in_process(tmp_path, 3, delete_remote=True))
+    assert all(r.state is JobState.COMPLETED and r.remote_deleted for r in stored.values())
+    assert stats["requests"].get("delbyids", 0) >= 1 and stats["tasks_stored"] == 0
     assert in_memory == stored

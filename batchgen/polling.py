@@ -28,6 +28,9 @@ Each task in flight is in one of three regimes:
   run, so each task's lateness weighs `slots / in flight` times more;
 * **overdue** - the task has run longer than any task of its kind did: ask again after a
   tenth of its age (at least 1 % of the typical duration, at most `poll_interval`).
+
+A kind with no duration of its own is timed by its step's pool (other resolutions, lengths
+or models) while it keeps probing as in discovery, since the pool may be slower than it.
 """
 
 from __future__ import annotations

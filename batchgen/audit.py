@@ -98,11 +98,13 @@ def money_audit(rows: Sequence[JobRow],
                 r.submitted_at, r.finished_at,
                 f"{'+' if diff > 0 else ''}{diff} credits against the estimate"))
         if r.state is JobState.UNKNOWN:
+            # the lost create's task id was never learnt; an add-audio step names its video
+            on_video = (f" (add-audio step on video task {r.task_id})"
+                        if r.unknown_step == "add_audio" and r.task_id else "")
             out["unknown"].append(AuditItem(
-                "unknown", r.job_id, r.unknown_step or "video",
-                r.task_id if r.unknown_step == "add_audio" else None, None,
+                "unknown", r.job_id, r.unknown_step or "video", None, None,
                 r.credits_estimated, r.submitted_at, None,
-                r.error or "the create's answer was lost"))
+                (r.error or "the create's answer was lost") + on_video))
     for a in abandoned:
         step = str(a.get("step") or "video")
         task_id = a.get("task_id")

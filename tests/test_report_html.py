@@ -170,3 +170,16 @@ def test_a_poster_is_never_made_from_a_file_that_is_not_a_video(tmp_path):
     target = tmp_path / POSTER_DIR / "x.jpg"
     assert extract_poster(fake, target) is False
     assert not target.exists() and not list(tmp_path.glob(f"{POSTER_DIR}/.*"))
+
+
+def test_an_unknown_add_audio_step_is_audited_without_a_task_id_it_never_had():
+    from batchgen.audit import money_audit
+    from batchgen.store import JobRow
+
+    row = JobRow(job_id="song", idx=0, fingerprint="f", request={"add_audio": {"audio_type": 1}},
+                 state=JobState.UNKNOWN, credits_estimated=25, task_id="vid1",
+                 credits_video=20, unknown_step="add_audio", error="answer lost",
+                 submitted_at="2026-01-01T00:00:00Z")
+    [item] = money_audit([row])["unknown"]
+    assert item.step == "add_audio" and item.task_id is None  # not the video's task
+    assert "video task vid1" in item.line() and "answer lost" in item.line()

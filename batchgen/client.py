@@ -160,6 +160,18 @@ class TaskRecord:
     charged: object = None
 
 
+class BatchTasks(list[TaskRecord]):
+    """The usable tasks of a batch create's answer, in video order.
+
+    `unusable` counts the videos it listed under an id we cannot use: they exist and are
+    charged, but cannot be polled, so they may be neither forgotten nor made again.
+    """
+
+    def __init__(self, tasks: list[TaskRecord], *, unusable: int = 0) -> None:
+        super().__init__(tasks)
+        self.unusable = unusable
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     connect: float = 10.0
@@ -640,8 +652,13 @@ class AkoolClient:
         return _created("createBySourcePrompt", data)
 
     async def create_batch(self, fields: dict[str, Any],
-                           on_send: Callable[[], None] | None = None) -> list[TaskRecord]:
-        """createBySourcePrompt/batch: `count` videos of one request, model selectable."""
+                           on_send: Callable[[], None] | None = None) -> BatchTasks:
+        """createBySourcePrompt/batch: `count` videos of one request, model selectable.
+
+        Videos listed under an id we cannot use were made (and charged) all the same: they
+        are counted in `BatchTasks.unusable`, so the caller never takes them for videos
+        the API refused to make.
+        """
         name = "createBySourcePrompt/batch"
         body = {WIRE_NAMES.get(k, k): v for k, v in fields.items()}
         data = _as_dict((await self._request(name, "POST", f"{PREFIX_I2V}/{name}",
@@ -656,7 +673,7 @@ class AkoolClient:
             errors = clean_text(scrub(repr(_as_list(data.get("errorList"))), self._secrets()),
                                 200)
             raise FatalApiError(f"{name}: no task created: {errors}")
-        return tasks
+        return BatchTasks(tasks, unusable=len(listed) - len(tasks))
 
     async def update_audio(self, pre_video_id: str, audio_type: int, audio_url: str | None,
                            on_send: Callable[[], None] | None = None) -> TaskRecord:

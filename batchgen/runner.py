@@ -565,12 +565,20 @@ class Runner:
         members = self._family(job_id)
         assigned = list(zip(members, records, strict=False))
         missing = members[len(assigned):]
+        # videos listed under an id we cannot use were made and charged: never take them
+        # for videos the API refused (that would free their credits and make them again)
+        unusable = getattr(records, "unusable", 0)
+        unreadable, missing = missing[:unusable], missing[unusable:]
+        unreadable_error = ("the batch create listed this video under an unusable task id: "
+                            "it may exist and be charged; not sent again (re-run with "
+                            "--resubmit-unknown to send it anyway)")
         error = f"the batch create returned {len(records)} of {len(members)} videos"
         charged = [self._charge(self._rows[j], r, False) for j, r in assigned]
         at = self.now_iso()
         steps: list[tuple[str, Event]] = [
             (j, FamilyAccepted(r.task_id, c, at)) for (j, r), c in zip(assigned, charged,
                                                                         strict=True)]
+        steps += [(j, AnswerLost(unreadable_error)) for j in unreadable]
         steps += [(j, CreateRefused(error)) for j in missing]
         rows = self._apply(steps, durable=True)
         now = self.clock()
@@ -585,11 +593,24 @@ class Runner:
             self.emit(JobEvent(EventKind.SUBMITTED, j, record.task_id, credits=credits or 0))
         if notes:
             self._apply(notes)
-        for j, row in zip(missing, rows[len(assigned):], strict=True):
+        lost_rows = rows[len(assigned):len(assigned) + len(unreadable)]
+        for j, row in zip(unreadable, lost_rows, strict=True):
+            self._set_committed(j, row.committed_credits)
+            self.emit(JobEvent(EventKind.UNKNOWN, j, unreadable_error))
+        for j, row in zip(missing, rows[len(assigned) + len(unreadable):], strict=True):
             self._set_committed(j, row.committed_credits)
             self.emit(JobEvent(EventKind.FAILED, j, error))
         if len(records) > len(members):
             self._hold_surplus(job_id, records[len(members):])
+        if unusable > len(unreadable):
+            # surplus videos we cannot even name: held at the estimate
+            extra = unusable - len(unreadable)
+            lost = budget.video_estimate(self._rows[job_id]) * extra
+            note = (f"the batch create made {extra} video(s) more than asked under unusable "
+                    f"task ids; they are held against the budget ({lost} credits)")
+            (row,) = self._apply([(job_id, Held(0, lost, note))], durable=True)
+            self._set_committed(job_id, row.committed_credits)
+            self.emit(JobEvent(EventKind.NOTICE, job_id, note))
 
     def _hold_surplus(self, job_id: str, surplus: list[TaskRecord]) -> None:
         """The API made more videos than asked: they were charged, so the job holds them

@@ -1,6 +1,7 @@
 """A small, misbehaving Akool API for tests: creates, results and downloads only.
 
-A batch create can make more videos than asked (`surplus`).
+A batch create can make more videos than asked (`surplus`), and can list some of the
+videos it made under an id no client can use (`unreadable_ids`).
 
 Each create answers with a task id and whatever `deduction_credit` the test chose (NaN,
 -5, "20", ...); every task is done at the first poll. Video URLs carry a version: each
@@ -27,12 +28,16 @@ class HostileApi:
     """Start with `await HostileApi(...).start()`; `close()` at the end."""
 
     def __init__(self, charge: Callable[[dict[str, Any]], Any] = lambda body: 20, *,
-                 versioned_urls: bool = False, surplus: int = 0) -> None:
+                 versioned_urls: bool = False, surplus: int = 0,
+                 unreadable_ids: int = 0) -> None:
         #: body of a create -> the deduction_credit to answer with (any JSON value)
         self.charge = charge
         self.versioned_urls = versioned_urls
         #: a batch create makes this many videos more than its `count` asked for
         self.surplus = surplus
+        #: the last this-many videos of a batch answer are listed with an unusable `_id`
+        #: (made and charged all the same)
+        self.unreadable_ids = unreadable_ids
         #: with versioned URLs: downloads answer 403 until this is set
         self.serving = not versioned_urls
         self.requests: Counter[str] = Counter()
@@ -80,10 +85,13 @@ class HostileApi:
         self.requests["create_batch"] += 1
         body = await request.json()
         made = []
-        for _ in range(int(body.get("count", 1)) + self.surplus):
+        n = int(body.get("count", 1)) + self.surplus
+        for k in range(n):
             task_id = f"t{len(self.tasks) + 1:04d}"
             self.tasks[task_id] = self.charge(body)
-            made.append({"_id": task_id, "status": 1, "deduction_credit": self.tasks[task_id]})
+            listed_id = task_id if k < n - self.unreadable_ids else f"{task_id} <unreadable>"
+            made.append({"_id": listed_id, "status": 1,
+                         "deduction_credit": self.tasks[task_id]})
         self.created.append(body)
         return self._answer({"successList": made, "errorList": []})
 

@@ -227,6 +227,34 @@ async def test_videos_a_batch_create_made_beyond_its_count_are_held(tmp_path):
         await api.close()
 
 
+async def test_videos_a_batch_create_listed_with_unreadable_ids_are_held_and_never_resent(
+        tmp_path):
+    # the batch answer lists 2 videos, one under an id we cannot use: both were made and
+    # charged, so the second is unknown (held at its estimate), never failed as if nothing
+    # had been made: that freed its 20 credits for job001 (80 spent under a cap of 60) and
+    # let --retry-failed make it a second time
+    api = await HostileApi(lambda body: 20, unreadable_ids=1).start()
+    try:
+        manifest = write_manifest(tmp_path, 2, base_url=api.url, concurrency=1,
+                                  job_extra={"model_name": "AkoolImage2VideoFastV1",
+                                             "count": 2},
+                                  extra={"budget": {"max_credits": 60}})
+        result = await run_cli("run", str(manifest), "--no-progress", cwd=tmp_path)
+        assert api.requests["create_batch"] == 1 and len(api.tasks) == 2
+        assert result.code == 3, result.err
+        assert await committed(manifest, tmp_path) == 40
+        with Store.open(tmp_path / "out") as store:
+            states = {r.job_id: r.state for r in store.rows(active_only=False)
+                      if r.job_id.startswith("job000")}
+        assert sorted(states.values()) == sorted([JobState.COMPLETED, JobState.UNKNOWN])
+        again = await run_cli("run", str(manifest), "--retry-failed", "--no-progress",
+                              cwd=tmp_path)
+        assert again.code == 3, again.err
+        assert api.requests["create_batch"] == 1 and len(api.tasks) == 2
+    finally:
+        await api.close()
+
+
 async def test_plan_never_reads_an_unreadable_state_as_nothing_spent(tmp_path):
     manifest = write_manifest(tmp_path, 2, extra={"budget": {"max_credits": 20}})
     state = tmp_path / "out" / ".batchgen"

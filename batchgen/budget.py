@@ -298,6 +298,13 @@ class Charge:
     problem: str | None   #: why the API's figure was not used (None when it was, or absent)
 
 
+def _shown(value: int | float) -> str:
+    """A number from the API as a short text. `:g` converts an int to a float, which
+    raises OverflowError for a JSON integer past a float's range."""
+    text = str(value) if isinstance(value, int) else f"{value:g}"
+    return text if len(text) <= 24 else f"{text[:12]}…({len(text)} digits)"
+
+
 def charge(value: object, estimate: int) -> Charge:
     """Validate a `deduction_credit` from the API against the task's estimate.
 
@@ -311,11 +318,11 @@ def charge(value: object, estimate: int) -> Charge:
     if isinstance(value, float) and not math.isfinite(value):
         return Charge(None, f"not finite ({value})")
     if value < 0:
-        return Charge(None, f"negative ({value:g})")
+        return Charge(None, f"negative ({_shown(value)})")
     if value > MAX_TASK_CREDITS:
-        return Charge(None, f"absurdly large ({value:g})")
+        return Charge(None, f"absurdly large ({_shown(value)})")
     if value != int(value):
-        return Charge(None, f"fractional ({value:g})")
+        return Charge(None, f"fractional ({_shown(value)})")
     if value == 0 and estimate > 0:
         return Charge(None, "zero for a paid task")
     return Charge(int(value), None)

@@ -330,10 +330,16 @@ def video_url_of(value: Any) -> str | None:
     return value if parts.scheme in ("http", "https") and parts.hostname else None
 
 
+def _finite(value: int | float) -> bool:
+    """math.isfinite that never raises: a JSON integer may be too large for a float (it
+    raised OverflowError), and every int is finite."""
+    return isinstance(value, int) or math.isfinite(value)
+
+
 def _credits(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if not math.isfinite(value):
+    if not _finite(value):
         return None
     return int(value)
 
@@ -402,7 +408,7 @@ def check_models(models: Any) -> list[dict[str, Any]]:
             if not isinstance(r, dict) or not isinstance(r.get("value"), str) or (
                     unit is not None and (isinstance(unit, bool)
                                           or not isinstance(unit, int | float)
-                                          or not math.isfinite(unit) or unit < 0)):
+                                          or not _finite(unit) or unit < 0)):
                 raise FatalApiError(f"{where}: resolutionList has a malformed entry "
                                     f"{clean_text(r, 80)}")
         durations = model.get("durationList", [])

@@ -119,7 +119,10 @@ async def test_plan_says_exactly_what_run_submits_from_every_state(sandbox, tmp_
 # -- issue 11.3: numbers from the API are validated ---------------------------------------
 
 BAD_CHARGES = {"nan": math.nan, "inf": math.inf, "neg": -5, "zero": 0, "frac": 20.5,
-               "huge": 1e300, "text": "20", "bool": True, "list": [20]}
+               "huge": 1e300, "text": "20", "bool": True, "list": [20],
+               # JSON integers past a float's range: `:g` or math.isfinite on them raised
+               # OverflowError (exit 70 with the task id in hand: the job came back unknown)
+               "bigint": 10**400, "negbigint": -10**400}
 
 
 async def test_unusable_charges_keep_the_estimate_and_every_task_id(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 from cli_helpers import run_cli, write_manifest
 
 from batchgen.cli import main
+from batchgen.client import check_models
 from batchgen.models import parse_models
 
 SEEDANCE = "seedance-1-0-lite-i2v-250428"
@@ -121,3 +122,11 @@ def test_the_model_list_is_untrusted_data():
     assert models["a"].unit_credits == {} and models["a"].durations == ()
     assert models["b"].unit_credits == {"4k": 7} and models["b"].durations == (5, 10)
     assert models["b"].credits("4k", 10) == 14 and models["b"].credits("720p", 5) is None
+
+
+def test_a_model_price_past_a_floats_range_is_no_crash():
+    # a JSON integer too large for a float: math.isfinite on it raised OverflowError
+    records = [{"value": "m", "resolutionList": [{"value": "720p", "unit_credit": 10**400}],
+                "durationList": [5]}]
+    assert check_models(records) == records
+    assert parse_models(records)["m"].unit_credits == {}

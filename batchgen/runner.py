@@ -606,11 +606,11 @@ class Runner:
             # surplus videos we cannot even name: held at the estimate
             extra = unusable - len(unreadable)
             lost = budget.video_estimate(self._rows[job_id]) * extra
-            note = (f"the batch create made {extra} video(s) more than asked under unusable "
+            held = (f"the batch create made {extra} video(s) more than asked under unusable "
                     f"task ids; they are held against the budget ({lost} credits)")
-            (row,) = self._apply([(job_id, Held(0, lost, note))], durable=True)
+            (row,) = self._apply([(job_id, Held(0, lost, held))], durable=True)
             self._set_committed(job_id, row.committed_credits)
-            self.emit(JobEvent(EventKind.NOTICE, job_id, note))
+            self.emit(JobEvent(EventKind.NOTICE, job_id, held))
 
     def _hold_surplus(self, job_id: str, surplus: list[TaskRecord]) -> None:
         """The API made more videos than asked: they were charged, so the job holds them

@@ -258,6 +258,22 @@ async def test_videos_a_batch_create_listed_with_unreadable_ids_are_held_and_nev
         await api.close()
 
 
+async def test_a_surplus_video_listed_with_an_unreadable_id_is_held(tmp_path):
+    api = await HostileApi(lambda body: 20, surplus=1, unreadable_ids=1).start()
+    try:
+        manifest = write_manifest(tmp_path, 2, base_url=api.url, concurrency=1,
+                                  job_extra={"model_name": "AkoolImage2VideoFastV1",
+                                             "count": 2},
+                                  extra={"budget": {"max_credits": 80}})
+        result = await run_cli("run", str(manifest), "--no-progress", cwd=tmp_path)
+        # 2 asked, 3 made (the third under an unusable id): 60 held, job001's 40 waits
+        assert api.requests["create_batch"] == 1 and len(api.tasks) == 3
+        assert result.code == 3, result.err
+        assert await committed(manifest, tmp_path) == 60
+    finally:
+        await api.close()
+
+
 async def test_plan_never_reads_an_unreadable_state_as_nothing_spent(tmp_path):
     manifest = write_manifest(tmp_path, 2, extra={"budget": {"max_credits": 20}})
     state = tmp_path / "out" / ".batchgen"

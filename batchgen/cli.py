@@ -29,7 +29,9 @@ from batchgen.errors import (
     BatchgenError,
     CredentialsError,
     ManifestError,
+    NoState,
     OutputDirLocked,
+    OutputNotWritable,
     Problem,
     RetryableApiError,
     StateError,
@@ -62,6 +64,9 @@ EXIT_INTERRUPTED = 130
 #: EX_TEMPFAIL: the API stayed unavailable; state saved, nothing lost, re-run later
 EXIT_UNAVAILABLE = 75
 EXIT_BUG = 70
+#: EX_CANTCREAT: the output dir or its state cannot be written (read-only, disk full, a
+#: file where the dir should be); nothing is lost, fix it and re-run
+EXIT_NOT_WRITABLE = 73
 #: a run's outcome (api.Outcome values) -> exit code (SPEC §6)
 RUN_EXIT_CODES: Mapping[str, int] = {"completed": EXIT_OK, "failed": EXIT_FAILED,
                                      "budget_stopped": EXIT_BUDGET,
@@ -75,6 +80,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (CredentialsError, EXIT_CREDENTIALS),
     (OutputDirLocked, EXIT_LOCKED),
     (RetryableApiError, EXIT_UNAVAILABLE),
+    (OutputNotWritable, EXIT_NOT_WRITABLE),
     (ApiError, EXIT_FAILED),
 )
 
@@ -232,15 +238,13 @@ def _online_prices(models: Sequence[Mapping[str, Any]], manifest: Manifest
 def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from batchgen.audit import ISO, not_downloaded, utc_now
     from batchgen.report import summarize
-    from batchgen.store import STATE_DIR, Store
+    from batchgen.store import Store
     resolved = _resolve(args, os.environ)
     try:
         with Store.open(resolved.output_dir, lock=False, create=False) as store:
             rows, spent = store.rows_and_committed()
         ran = True
-    except StateError:
-        if (resolved.output_dir / STATE_DIR).exists():
-            raise  # a state folder that cannot be read is not "never run"
+    except NoState:  # a state that cannot be read raises instead: it is not "never run"
         rows, spent, ran = _manifest_rows(resolved.manifest), 0, False
     summary = summarize(rows)
     waiting = not_downloaded(rows)

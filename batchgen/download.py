@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 from dataclasses import dataclass
@@ -23,9 +24,12 @@ import aiofiles
 import aiofiles.os
 
 from batchgen.client import AkoolClient
-from batchgen.errors import DownloadError
+from batchgen.errors import DownloadError, OutputNotWritable
 
 PART_SUFFIX = ".part"
+#: write errors that are the environment's, not the download's: the run stops (exit 73)
+#: and the job stays ready to download, instead of failing every job one by one
+_ENV_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +78,9 @@ async def fetch_to(client: AkoolClient, url: str, final: Path) -> Downloaded:
     size = 0
     head = b""
     try:
-        async with client.stream(url) as (expected, chunks), aiofiles.open(tmp, "wb") as out:
+        # "x": O_EXCL, so a file or symlink planted under the temporary name is never
+        # written through (clean_partials removed our own leftovers before the run)
+        async with client.stream(url) as (expected, chunks), aiofiles.open(tmp, "xb") as out:
             async for chunk in chunks:
                 if len(head) < 8:
                     head += chunk[: 8 - len(head)]
@@ -91,6 +97,10 @@ async def fetch_to(client: AkoolClient, url: str, final: Path) -> Downloaded:
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if exc.errno in _ENV_ERRNOS:
+            raise OutputNotWritable(f"cannot write {final}: {exc.strerror or exc}; the state "
+                                    "is intact — fix that, then run again to download it"
+                                    ) from None
         raise DownloadError(f"cannot write {final}: {exc.strerror or exc}") from None
     except BaseException:
         with contextlib.suppress(OSError):

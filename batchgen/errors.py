@@ -6,6 +6,8 @@
     ├── CredentialsError      missing or rejected credentials         (exit 4)
     ├── OutputDirLocked       another run holds the output dir        (exit 5)
     ├── StateError            the state database is unusable / mismatched
+    │   └── NoState               no run has written state in this output dir yet
+    ├── OutputNotWritable     the output dir or its state cannot be written      (exit 73)
     ├── ApiError              the API answered (or failed to) in a way we understand
     │   ├── RetryableApiError     429, 5xx, timeouts, connection errors: try again
     │   │   └── AccountBusy       1005: too many requests or tasks for the account now
@@ -70,7 +72,16 @@ class OutputDirLocked(BatchgenError):
 
 
 class StateError(BatchgenError):
-    """The state database cannot be used (corrupt, from a newer batchgen, unwritable)."""
+    """The state database cannot be used (corrupt, tampered, from a newer batchgen)."""
+
+
+class NoState(StateError):
+    """No run has written state in this output dir yet (not an error for plan/status)."""
+
+
+class OutputNotWritable(BatchgenError):
+    """The environment refuses a write: read-only dir or database, full disk, a file
+    where the output dir should be. Nothing is lost; fix it and run again."""
 
 
 class ApiError(BatchgenError):

@@ -29,13 +29,20 @@ REQUEST_FIELDS: tuple[str, ...] = (
 )
 
 #: Values the API requires that a manifest may leave out; used when neither the job nor
-#: `defaults` sets them. `negative_prompt` is required by the single create endpoint.
+#: `defaults` sets them. For `negative_prompt`, "" stands for "batchgen's default" in ids
+#: and fingerprints (earlier versions sent it as is, and ids must not change): the single
+#: create endpoint, which requires a non-empty one (akool-api.md E1, code 1003 "Parameter
+#: cannot be empty"), is sent `DEFAULT_NEGATIVE_PROMPT`; the batch endpoint, where it is
+#: optional, still gets "".
 BUILTIN_DEFAULTS: dict[str, Any] = {
     "resolution": "720p",
     "video_length": 5,
     "audio_type": 3,
     "negative_prompt": "",
 }
+
+#: What the single create endpoint is sent when a job leaves `negative_prompt` unset.
+DEFAULT_NEGATIVE_PROMPT = "blurry, distorted, low quality"
 
 #: Fields that do not change the generated video, left out of the stable id.
 NOT_IN_ID: frozenset[str] = frozenset({"webhook_url"})

@@ -23,7 +23,9 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import re
+import stat
 import string
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -33,6 +35,7 @@ from typing import Any
 from batchgen.errors import ManifestError, Problem
 from batchgen.jobs import (
     BUILTIN_DEFAULTS,
+    DEFAULT_NEGATIVE_PROMPT,
     ID_HEX_DIGITS,
     REQUEST_FIELDS,
     AddAudio,
@@ -73,6 +76,12 @@ UNIQUE_FILENAME_FIELDS = ("id", "index", "task_id")
 _SAMPLE_FIELDS = {"id": "a1b2c3d4e5f6", "name": "batch", "index": 0, "resolution": "720p",
                   "video_length": 5, "task_id": "689174694b4dbdd4ab3d28c9"}
 _URL_FIELDS = ("image_url", "audio_url", "webhook_url")
+#: what batchgen itself writes in the output dir: never a report's or a video's name
+SUMMARY_NAME = "summary.json"
+STATE_DIR_NAME = ".batchgen"
+#: the smallest first poll wait: anything shorter only hammers the API
+MIN_POLL_INTERVAL = 0.01
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HTTP_URL = re.compile(
     r"(?i:https?)://(?:[^\s/?#@]*@)?(?:[^\s/?#@:\[\]]+|\[[0-9A-Fa-f:.]+\])(?::\d*)?(?:[/?#]\S*)?")
 
@@ -216,7 +225,15 @@ def _load(path: Path) -> Manifest:
 def read_limited(path: Path, limit: int) -> tuple[bytes, tuple[str, str] | None]:
     """A file's bytes, or (what, fix) when it is missing, unreadable or over `limit`."""
     try:
-        with path.open("rb") as handle:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it would hang validate)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(mode):
+                return b"", (f"{path} is not a regular file (a pipe, socket or device)",
+                             "name a file saved on disk")
             data = handle.read(limit + 1)
     except FileNotFoundError:
         return b"", (f"{path} does not exist", "check the path")
@@ -240,6 +257,9 @@ def is_http_url(value: str) -> bool:
 def filename_problems(template: str) -> list[tuple[str, str]]:
     """What is wrong with an `output.filename` template, as (what, fix) pairs."""
     name = f"output.filename {template!r}"
+    if _CONTROL.search(template):
+        return [(f"{name} contains a control character (NUL, tab, newline...)",
+                 "remove it; a file name needs none")]
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
@@ -264,6 +284,49 @@ def filename_problems(template: str) -> list[tuple[str, str]]:
         out.append((f"{name} gives every job the same file name",
                     "include {id}, {index} or {task_id}, e.g. \"{id}.mp4\""))
     return out
+
+
+def filename_could_be(template: str, batch_name: str, name: str) -> bool:
+    """True when `template` could give some job's video the file name `name`.
+
+    Conservative: every field but {name} may stand for any text (ids come from
+    spreadsheets, task ids from the API), and case is ignored (macOS and Windows file
+    systems fold it). A template that cannot be parsed is reported elsewhere.
+    """
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError:
+        return False
+    pattern = ""
+    for literal, field_name, spec, conversion in parts:
+        pattern += re.escape(literal)
+        if field_name is None:
+            continue
+        if field_name == "name" and not spec and not conversion:
+            pattern += re.escape(batch_name)
+        else:
+            pattern += ".*"
+    # render_filename turns a leading '.' into '_.' and '/' into '_': never more names
+    return re.fullmatch(pattern, name, re.IGNORECASE | re.DOTALL) is not None
+
+
+def report_problems(report: str, template: str, batch_name: str) -> list[tuple[str, str]]:
+    """What makes `output.report` unsafe: a name batchgen or a video also writes to."""
+    name = f"output.report {report!r}"
+    if _CONTROL.search(report):
+        return [(f"{name} contains a control character (NUL, tab, newline...)",
+                 "give a plain file name such as report.csv")]
+    if report.casefold() in (SUMMARY_NAME, STATE_DIR_NAME):
+        return [(f"{name} is a name batchgen writes itself",
+                 "give another name such as report.csv")]
+    if report.startswith(".") and report.endswith((".part", ".tmp")):
+        return [(f"{name} looks like a temporary file that batchgen removes",
+                 "give a plain file name such as report.csv")]
+    if filename_could_be(template, batch_name, report):
+        return [(f"{name} could also be the file name of a job's video (output.filename "
+                 f"{template!r}): the report would overwrite it, or the video the report",
+                 "end output.filename with .mp4, or name the report report.csv")]
+    return []
 
 
 def rule_problems(job: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
@@ -465,9 +528,19 @@ class _Loader:
             self.problem(("api", "base_url"), f"api.base_url {base_url!r} is not an http(s) URL",
                          f"use the API's root, e.g. {DEFAULT_BASE_URL}")
         defaults = ApiSettings()
+        interval = api.get("poll_interval", defaults.poll_interval)
+        if not math.isfinite(interval):
+            self.problem(("api", "poll_interval"),
+                         f"api.poll_interval is {interval}, not a finite number of seconds",
+                         "use a number of seconds such as 5")
+            interval = defaults.poll_interval
+        elif 0 < interval < MIN_POLL_INTERVAL:
+            self.problem(("api", "poll_interval"),
+                         f"api.poll_interval is {interval}, below {MIN_POLL_INTERVAL} s",
+                         "use a number of seconds such as 5; the runner adapts it later")
         return ApiSettings(base_url=base_url.rstrip("/"),
                            concurrency=int(api.get("concurrency", defaults.concurrency)),
-                           poll_interval=float(api.get("poll_interval", defaults.poll_interval)),
+                           poll_interval=float(interval),
                            poll_batch=int(api.get("poll_batch", defaults.poll_batch)))
 
     def budget(self) -> BudgetSettings:
@@ -485,7 +558,22 @@ class _Loader:
         if "/" in report or "\\" in report or report in (".", ".."):
             self.problem(("output", "report"), f"output.report {report!r} leaves the output dir",
                          "give a plain file name such as report.csv")
+        else:
+            for what, fix in report_problems(report, filename, name):
+                self.problem(("output", "report"), what, fix)
+        if filename_could_be(filename, name, SUMMARY_NAME):
+            self.problem(("output", "filename"),
+                         f"output.filename {filename!r} could name a video {SUMMARY_NAME}, "
+                         "the file batchgen writes its totals to",
+                         "end the template with .mp4, e.g. \"{id}.mp4\"")
         out_dir = Path(output["dir"]) if "dir" in output else Path("output") / name
+        if _CONTROL.search(str(out_dir)):
+            self.problem(("output", "dir"), f"output.dir {str(out_dir)!r} contains a control "
+                         "character (NUL, tab, newline...)", "remove it")
+            out_dir = Path("output") / name
+        # like docker compose and terraform: relative to the manifest, not to the working
+        # directory, so cron (started elsewhere) finds the same state and pays nothing twice
+        out_dir = self.path.parent / out_dir
         return OutputSettings(dir=out_dir, filename=filename, report=report,
                               delete_remote=bool(output.get("delete_remote", False)))
 
@@ -671,6 +759,18 @@ class _Loader:
             self.rule_failures(eff, item, explicit, index, file, line, locate, matrix,
                                skip=skip)
             return
+        single = eff.get("model_name") is None and eff.get("count") is None
+        negative = item["negative_prompt"] if "negative_prompt" in item \
+            else self.defaults.get("negative_prompt")
+        if single and negative is not None and not negative.strip():
+            at = locate("negative_prompt") if locate is not None and \
+                "negative_prompt" in item else line
+            self.job_problem(
+                file, at, _where(index, item), "negative_prompt is empty, and the API's "
+                "create endpoint requires one (it would answer 1003 for every such job)",
+                "write what to avoid, e.g. negative_prompt: blurry; or remove the key to use "
+                f"batchgen's default {DEFAULT_NEGATIVE_PROMPT!r}", index, matrix)
+            return
         fields = {k: eff[k] for k in REQUEST_FIELDS if k in eff}
         canon = self.encode(generation_request(fields, add_audio))
         digest = hashlib.sha256(canon.encode()).hexdigest()
@@ -685,7 +785,9 @@ class _Loader:
         self.jobs.append(Job(
             id=job_id, index=index, image_url=eff["image_url"], resolution=eff["resolution"],
             video_length=eff["video_length"], audio_type=eff["audio_type"],
-            prompt=get("prompt"), negative_prompt=get("negative_prompt"),
+            prompt=get("prompt"),
+            negative_prompt=DEFAULT_NEGATIVE_PROMPT if single and negative is None
+            else get("negative_prompt"),
             extend_prompt=get("extend_prompt"), audio_url=get("audio_url"),
             is_premium_model=get("is_premium_model"), effect_code=get("effect_code"),
             webhook_url=get("webhook_url"), model_name=get("model_name"), count=get("count"),

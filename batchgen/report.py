@@ -2,20 +2,32 @@
 
 Because both come from the state database, `batchgen report` can rebuild them after any
 crash. Both are written atomically (temporary file + `os.replace`), so a reader never sees
-half a report. Deliberately not here: terminal output (cli.py).
+half a report. The temporary file is created with O_EXCL|O_NOFOLLOW: a symlink planted in
+the output dir can never make batchgen truncate or write a file elsewhere.
+
+report.csv is for spreadsheets and scripts alike, so it is RFC 4180 CSV (CRLF between
+rows: a bare CR or LF inside a prompt is quoted, never splits a row, and every row reads
+back exactly with Python's csv module), and text cells are neutralised against CSV
+injection the way OWASP recommends: a text cell that begins with `=`, `+`, `-`, `@`, a
+tab or a CR gets a leading `'` (a spreadsheet then shows it as text instead of running
+it as a formula). A cell that is a plain number (`-5`, `+1.5`) is left as it is.
+Deliberately not here: terminal output (cli.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from batchgen.errors import OutputNotWritable
 from batchgen.store import JobRow, report_status
 
 #: SPEC §4 columns, in this order; extra columns follow them.
@@ -30,12 +42,37 @@ EXTRA_COLUMNS: tuple[str, ...] = (
 )
 
 
+#: first characters that make a spreadsheet treat a cell as a formula (OWASP)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def csv_safe(text: str) -> str:
+    """A text cell that a spreadsheet shows as text, never runs as a formula (OWASP).
+
+    Text that cannot be encoded as UTF-8 (a lone surrogate from a JSON answer) is
+    replaced with U+FFFD rather than crash the report.
+    """
+    if text.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(text):
+        text = "'" + text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # only lone surrogates cannot be
+        text = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    return text
+
+
 def _cell(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     return value
+
+
+def csv_row(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A report row as written to report.csv: text cells made safe by `csv_safe`."""
+    return {k: csv_safe(v) if isinstance(v, str) else v for k, v in values.items()}
 
 
 def report_row(row: JobRow) -> dict[str, Any]:
@@ -93,15 +130,19 @@ def render_csv(rows: Sequence[JobRow]) -> str:
     """The whole report as CSV text: SPEC columns, ours, then the user's own."""
     buf = io.StringIO()
     users = user_columns(rows)
-    writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, *EXTRA_COLUMNS, *users.values()],
-                            lineterminator="\n")
+    # the user's header names come from a spreadsheet too: made safe like any cell
+    safe = {name: csv_safe(column) for name, column in users.items()}
+    # CRLF (RFC 4180): the csv module quotes a cell holding any character of the line
+    # terminator, so with "\r\n" a bare CR is quoted too ("\n" alone let it split a row)
+    writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, *EXTRA_COLUMNS, *safe.values()],
+                            lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
         values = report_row(row)
         extra = row.extra
         if users and isinstance(extra, dict):
-            values.update({users[k]: _cell(v) for k, v in extra.items() if k in users})
-        writer.writerow(values)
+            values.update({safe[k]: _cell(v) for k, v in extra.items() if k in users})
+        writer.writerow(csv_row(values))
     return buf.getvalue()
 
 
@@ -165,19 +206,48 @@ def _as_mapping(value: object) -> Mapping[str, Any]:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so a reader sees the old or the new file, never half."""
+    """Write `text` to `path` so a reader sees the old or the new file, never half.
+
+    The temporary file is created, never opened: O_EXCL|O_NOFOLLOW refuse a file or a
+    symlink planted under its name, so nothing outside the output dir is ever truncated.
+    `os.replace` swaps the directory entry itself: a symlink at `path` is replaced, its
+    target left alone. Any failure (read-only dir, full disk) removes the temporary file
+    and raises `OutputNotWritable`; the previous report stays as it was.
+    """
+    data = text.encode("utf-8")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = -1
+    try:
+        try:
+            fd = os.open(tmp, flags, 0o644)
+        except FileExistsError:
+            os.unlink(tmp)  # left by a crash, or planted: unlinking never follows a link
+            fd = os.open(tmp, flags, 0o644)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except OSError as exc:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OutputNotWritable(
+            f"cannot write {path}: {exc.strerror or exc}; the state is intact — free space "
+            "or fix the permissions, then run `batchgen report` (or the run) again") from None
 
 
 def write_reports(directory: Path, report_name: str, rows: Sequence[JobRow],
                   summary: Mapping[str, Any]) -> tuple[Path, Path]:
     """Write report.csv and summary.json into `directory`; returns both paths."""
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputNotWritable(f"cannot create {directory}: {exc.strerror or exc}") from None
     report = directory / report_name
     write_atomic(report, render_csv(rows))
     summary_path = directory / "summary.json"

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchgen.errors import CredentialsError, StateError, UsageError
+from batchgen.errors import CredentialsError, NoState, UsageError
 
 if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-up light
     from batchgen.client import AkoolClient, Credentials, Limits
@@ -225,7 +225,7 @@ def plan_now(resolved: Resolved, *, retry_failed: bool = False, resubmit_unknown
     from batchgen import budget
     from batchgen.planning import bucket, build_plan
     from batchgen.report import charges
-    from batchgen.store import DB_NAME, STATE_DIR, Store
+    from batchgen.store import Store
 
     manifest = resolved.manifest
     if resolved.max_credits != manifest.budget.max_credits:
@@ -236,9 +236,8 @@ def plan_now(resolved: Resolved, *, retry_failed: bool = False, resubmit_unknown
     sends: list[tuple[str, int]] | None = None
     try:
         store = Store.preview(resolved.output_dir)
-    except StateError:
-        if (resolved.output_dir / STATE_DIR / DB_NAME).exists():
-            raise  # a state that cannot be read is not "nothing run yet": never plan as if
+    except NoState:  # nothing run yet; a state that cannot be read is an error, not empty
+        pass
     else:
         with store:
             store.recover()
@@ -348,8 +347,7 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
     creds.check()  # before the state is opened: nothing is marked sent with a bad header
     manifest = resolved.manifest
     started = time.monotonic()
-    resolved.output_dir.mkdir(parents=True, exist_ok=True)
-    with Store.open(resolved.output_dir) as store:
+    with Store.open(resolved.output_dir) as store:  # creates the dir; names what refuses
         lost = store.recover()
         sync = store.sync(manifest.jobs, estimates(manifest))
         reopened = store.reopen(unknown=resubmit_unknown, failed=retry_failed)

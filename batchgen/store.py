@@ -16,15 +16,24 @@ The interface is deliberately narrow — sync, claim, record a transition, read 
 shared PostgreSQL backend for several runners would be an addition, not a rewrite.
 Deliberately not here: scheduling decisions, HTTP, files. The store also holds the run lock
 (``fcntl`` on ``.batchgen/lock``) because the lock guards exactly this database.
+
+The output dir is not trusted: ``.batchgen`` must be a real directory and its files regular
+files (a planted symlink is refused, never followed), the lock is opened with O_NOFOLLOW,
+and every row is checked on open (a tampered row is named, not half-read). When the
+environment refuses a write (read-only file or dir, full disk) the error says so
+(`OutputNotWritable`) and never advises moving an intact database away: without it the
+next run would pay again for every video already made.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import sqlite3
+import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from batchgen import budget
-from batchgen.errors import OutputDirLocked, StateError
+from batchgen.errors import NoState, OutputDirLocked, OutputNotWritable, StateError
 from batchgen.jobs import IN_FLIGHT as IN_FLIGHT
 from batchgen.jobs import REPORT_STATUS as REPORT_STATUS
 from batchgen.jobs import SUBMITTED as SUBMITTED
@@ -44,6 +53,13 @@ from batchgen.transitions import Accepted, Claimed, Event, Unsent, advance, chan
 STATE_DIR = ".batchgen"
 DB_NAME = "state.db"
 LOCK_NAME = "lock"
+#: files SQLite and the lock keep beside the database: each must be a regular file
+STATE_FILES = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal", LOCK_NAME)
+#: primary SQLite result codes that mean "the environment refused", not "a bad database"
+_SQLITE_ENV = {3: "permission denied", 5: "the database is locked by another program",
+               8: "the state database or its folder is read-only",
+               10: "a disk I/O error (is the disk full or failing?)", 13: "the disk is full",
+               14: "the state database cannot be opened (check the folder's permissions)"}
 
 
 _COLUMNS = (
@@ -207,12 +223,31 @@ class Store:
         """
         state_dir = output_dir / STATE_DIR
         db_path = state_dir / DB_NAME
+        if output_dir.exists() and not output_dir.is_dir():
+            raise OutputNotWritable(f"{output_dir} is a file, not a directory: choose another "
+                                    "output dir (--output or output.dir) or move the file")
+        _check_state_dir(state_dir)
         if not create and not db_path.exists():
-            raise StateError(f"{output_dir}: no state yet (nothing has been run here)")
+            raise NoState(f"{output_dir}: no state yet (nothing has been run here)")
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StateError(f"cannot create {state_dir}: {exc.strerror}") from exc
+            raise OutputNotWritable(f"cannot create {state_dir}: {exc.strerror or exc}; "
+                                    "check the output dir and its permissions") from None
+        _check_state_dir(state_dir)
+        if db_path.exists() and not (os.access(db_path, os.W_OK)
+                                     and os.access(state_dir, os.W_OK)):
+            # asked before SQLite opens it: a read-only open would leave -wal/-shm behind
+            refused = OutputNotWritable(
+                f"{db_path}: cannot write the state: {_SQLITE_ENV[8]}; the state is intact "
+                "(nothing is lost) — make it writable, then run the same command again")
+            if lock:
+                raise refused
+            return cls._open_read_only(db_path, refused)
+        if lock and _disk_is_full(state_dir):  # before SQLite leaves a -wal it cannot fill
+            raise OutputNotWritable(
+                f"{db_path}: cannot write the state: {_SQLITE_ENV[13]}; the state is intact "
+                "(nothing is lost) — free some space, then run the same command again")
         lock_fd = _take_lock(state_dir / LOCK_NAME) if lock else None
         store: Store | None = None
         try:
@@ -222,6 +257,7 @@ class Store:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
             store._migrate()
+            store._check_rows()
         except BaseException as exc:
             # release the lock and the file: a caller in a long-lived process (Python API)
             # must be able to open this output dir again once the problem is fixed
@@ -230,8 +266,36 @@ class Store:
             elif lock_fd is not None:
                 os.close(lock_fd)
             if isinstance(exc, sqlite3.DatabaseError):
-                raise StateError(f"{db_path}: unusable state database ({exc}); move it away "
-                                 "to start over (completed files stay on disk)") from exc
+                error = _open_error(db_path, exc)
+                if lock or not isinstance(error, OutputNotWritable):
+                    raise error from None
+                return cls._open_read_only(db_path, error)
+            raise
+        return store
+
+    @classmethod
+    def _open_read_only(cls, db_path: Path, refused: OutputNotWritable) -> Store:
+        """`status` and `plan` on a state they may read but not write (a read-only dir).
+
+        SQLite cannot open a WAL database read-only without writing its index, unless told
+        the file is immutable; nothing can be writing it, since nobody may.
+        """
+        try:
+            conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro&immutable=1",
+                                   uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            raise refused from None
+        try:
+            store = cls(conn, None, db_path)
+            done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
+            if done != {n for n, _ in _MIGRATIONS}:
+                raise refused
+            store._check_rows()
+        except sqlite3.Error:
+            conn.close()
+            raise refused from None
+        except BaseException:
+            conn.close()
             raise
         return store
 
@@ -285,7 +349,22 @@ class Store:
 
     @contextlib.contextmanager
     def _tx(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        """One transaction; `durable` fsyncs the WAL at commit (for records guarding money)."""
+        """One transaction; `durable` fsyncs the WAL at commit (for records guarding money).
+
+        A write the environment refuses (read-only, disk full) rolls back and raises
+        `OutputNotWritable`: the database keeps its last committed state.
+        """
+        try:
+            with self._tx_raw(durable) as conn:
+                yield conn
+        except sqlite3.OperationalError as exc:
+            env = _env_error(self.path, exc)
+            if env is None:
+                raise
+            raise env from None
+
+    @contextlib.contextmanager
+    def _tx_raw(self, durable: bool) -> Iterator[sqlite3.Connection]:
         conn = self._conn
         if durable:
             conn.execute("PRAGMA synchronous=FULL")
@@ -293,13 +372,51 @@ class Store:
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         else:
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
         finally:
             if durable:
                 conn.execute("PRAGMA synchronous=NORMAL")
+
+    def _check_rows(self) -> None:
+        """Refuse a state with a tampered row, naming it, before anything reads or pays.
+
+        One SQL pass (no Python per row), so it costs little even for 100,000 jobs.
+        """
+        states = ", ".join(f"'{s.value}'" for s in JobState)
+        ints = ("idx", "attempts", "credits_prior")
+        opt_ints = ("credits_video", "credits_audio", "bytes")
+        opt_texts = ("task_id", "audio_task_id", "video_url", "file", "sha256",
+                     "submitted_at", "completed_at", "error", "unknown_step", "parent")
+        cases = [f"WHEN state NOT IN ({states}) THEN 'unknown state ' || quote(state)",
+                 "WHEN typeof(credits_estimated) != 'integer' OR credits_estimated < 0 "
+                 "THEN 'credits_estimated is ' || quote(credits_estimated)",
+                 "WHEN typeof(fingerprint) != 'text' THEN 'fingerprint is not text'",
+                 "WHEN NOT json_valid(request) OR json_type(request) != 'object' "
+                 "THEN 'request is not a JSON object'"]
+        cases += [f"WHEN typeof({c}) != 'integer' OR {c} < 0 THEN '{c} is ' || quote({c})"
+                  for c in ints]
+        cases += [f"WHEN {c} IS NOT NULL AND (typeof({c}) != 'integer' OR {c} < 0) "
+                  f"THEN '{c} is ' || quote({c})" for c in opt_ints]
+        cases += [f"WHEN {c} IS NOT NULL AND typeof({c}) != 'text' "
+                  f"THEN '{c} is not text'" for c in opt_texts]
+        sql = (f"SELECT job_id, problem FROM (SELECT job_id, CASE "
+               f"WHEN typeof(job_id) != 'text' THEN 'job_id is not text' {' '.join(cases)} "
+               "END AS problem FROM jobs) WHERE problem IS NOT NULL LIMIT 1")
+        bad = self._conn.execute(sql).fetchone()
+        if bad is not None:
+            raise StateError(
+                f"{self.path}: job row {bad[0]!r} is damaged ({bad[1]}); batchgen will not "
+                "guess what it means — restore the state from a backup or correct that row "
+                "(starting over without this database would pay again for every video)")
 
     # -- the manifest over the state ---------------------------------------------------
 
@@ -608,9 +725,96 @@ class Store:
                                    (*cols.values(), job_id))
 
 
+def _check_state_dir(state_dir: Path) -> None:
+    """Refuse a `.batchgen` (or a file in it) that is a symlink or not what it should be.
+
+    A link planted there could make batchgen write its lock or its database elsewhere.
+    """
+    try:
+        mode = os.lstat(state_dir).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputNotWritable(f"cannot read {state_dir}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(mode):
+        what = "a symlink" if stat.S_ISLNK(mode) else "not a directory"
+        raise StateError(f"{state_dir} is {what}; batchgen keeps its state only in a real "
+                         "directory and never follows a link there — remove it, or restore "
+                         "the real .batchgen folder")
+    for name in STATE_FILES:
+        try:
+            mode = os.lstat(state_dir / name).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise OutputNotWritable(f"cannot read {state_dir / name}: "
+                                    f"{exc.strerror or exc}") from None
+        if not stat.S_ISREG(mode):
+            what = "a symlink" if stat.S_ISLNK(mode) else "not a regular file"
+            raise StateError(f"{state_dir / name} is {what}; batchgen never follows a link "
+                             "in its state folder — remove it, or restore the real file")
+
+
+def _env_error(db_path: Path, exc: sqlite3.Error) -> OutputNotWritable | None:
+    """The environment's refusal behind a SQLite error, or None when it is something else."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    what = _SQLITE_ENV.get(primary) if primary is not None else None
+    if what is None:
+        return None
+    if primary == 10 and _disk_is_full(db_path.parent):
+        what = _SQLITE_ENV[13]  # an I/O error on a full disk (SQLite's -shm map) is that
+    return OutputNotWritable(
+        f"{db_path}: cannot write the state: {what}; the state is intact (nothing is lost) "
+        "— fix that, then run the same command again")
+
+
+def _disk_is_full(directory: Path) -> bool:
+    try:
+        vfs = os.statvfs(directory)
+    except OSError:
+        return False
+    return vfs.f_bavail * vfs.f_frsize < 64 * 1024
+
+
+def _intact(db_path: Path) -> bool:
+    """True when SQLite's own integrity check passes, read-only."""
+    try:
+        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+
+
+def _open_error(db_path: Path, exc: sqlite3.DatabaseError) -> BaseException:
+    """The one-line error for a state database that could not be opened."""
+    env = _env_error(db_path, exc)
+    if env is not None:
+        return env
+    if _intact(db_path):
+        return StateError(f"{db_path}: cannot be used ({exc}), although the database itself "
+                          "is intact; keep it — without it the next run would pay again")
+    return StateError(f"{db_path}: the state database is damaged ({exc}); restore it from a "
+                      "backup — starting over without it would pay again for every video "
+                      "already made (completed files stay on disk)")
+
+
 def _take_lock(path: Path) -> int:
-    """Take the run lock with fcntl; it dies with the process, so kill -9 never leaves it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    """Take the run lock with fcntl; it dies with the process, so kill -9 never leaves it.
+
+    O_NOFOLLOW: a symlink planted as the lock is refused, never truncated through.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StateError(f"{path} is a symlink; batchgen never follows a link in its "
+                             "state folder — remove it") from None
+        raise OutputNotWritable(f"cannot open the lock {path}: {exc.strerror or exc}; "
+                                "check the output dir's permissions") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -7,7 +7,12 @@ from pathlib import Path
 
 from manifest_helpers import HEAD, IMG, load, one
 
-from batchgen.jobs import BUILTIN_DEFAULTS, request_fingerprint, stable_id
+from batchgen.jobs import (
+    BUILTIN_DEFAULTS,
+    DEFAULT_NEGATIVE_PROMPT,
+    request_fingerprint,
+    stable_id,
+)
 
 
 def test_defaults_then_builtin_defaults_under_every_job(tmp_path):
@@ -29,9 +34,21 @@ jobs:
     assert (b.resolution, b.video_length) == ("4k", 10)
 
 
-def test_builtin_negative_prompt_is_empty_text(tmp_path):
-    m = load(tmp_path, HEAD + f"jobs:\n  - image_url: {IMG}\n    prompt: a\n")
-    assert m.jobs[0].negative_prompt == ""
+def test_builtin_negative_prompt_is_one_the_create_endpoint_accepts_and_keeps_ids(tmp_path):
+    # the single create endpoint requires a non-empty negative_prompt (akool-api.md E1);
+    # the batch endpoint does not, and ids stay what they were when "" was sent
+    m = load(tmp_path, HEAD + f"""\
+jobs:
+  - image_url: {IMG}
+    prompt: a
+  - image_url: {IMG}
+    prompt: b
+    model_name: AkoolImage2VideoFastV1
+""")
+    single, batch = m.jobs
+    assert single.negative_prompt == DEFAULT_NEGATIVE_PROMPT and DEFAULT_NEGATIVE_PROMPT.strip()
+    assert batch.negative_prompt == ""
+    assert single.id == stable_id({"image_url": IMG, "prompt": "a", **BUILTIN_DEFAULTS}, None)
 
 
 def test_matrix_is_a_cross_product_in_written_key_order(tmp_path):
@@ -177,7 +194,8 @@ def test_id_changes_with_what_is_generated(tmp_path):
 
 def test_settings_defaults_and_overrides(tmp_path):
     m = load(tmp_path, HEAD + f"jobs:\n  - image_url: {IMG}\n    prompt: a\n", )
-    assert m.name == "m" and m.output.dir == Path("output/m")
+    # relative output dirs are relative to the manifest file, not to the working directory
+    assert m.name == "m" and m.output.dir == tmp_path / "output" / "m"
     assert (m.api.base_url, m.api.concurrency, m.api.poll_interval, m.api.poll_batch) == \
         ("https://openapi.akool.com", 5, 5.0, 50)
     assert m.budget.max_credits is None and not m.budget.prices.overridden
@@ -190,7 +208,7 @@ jobs:
   - image_url: {IMG}
     prompt: a
 """)
-    assert m.name == "spring" and m.output.dir == Path("out/x")
+    assert m.name == "spring" and m.output.dir == tmp_path / "out" / "x"
     assert m.api.base_url == "http://127.0.0.1:8080" and m.api.poll_batch == 100
     assert m.budget.max_credits == 100 and m.budget.prices.video["720p"][5] == 18
     assert m.budget.prices.overridden == {"720p/5"}

@@ -163,17 +163,18 @@ async def test_permanent_faults_fail_only_their_job_with_the_apis_reason(sandbox
 
 
 async def test_a_parameter_error_fails_the_job_with_code_and_message(sandbox, tmp_path):
-    # the emulator insists on negative_prompt; a job that drops it gets 1003 naming it
+    # this account's API offers no 4k (validation cannot know): 1003 naming the field
     sb = await sandbox()
+    del sb.config.prices["4k"]
     manifest = write_manifest(tmp_path, 2, base_url=sb.url)
     manifest.write_text(manifest.read_text().replace(
-        "  prompt: prompt 1\n", "  prompt: prompt 1\n  negative_prompt: null\n"))
+        "  prompt: prompt 1\n", "  prompt: prompt 1\n  resolution: 4k\n"))
     result = await run_cli("run", str(manifest), cwd=tmp_path)
     assert result.code == 1, result.err
     rows = {r["job_id"]: r for r in rows_of(tmp_path / "out")}
     assert rows["job000"]["status"] == "completed"
     assert rows["job001"]["status"] == "failed" and not rows["job001"]["task_id"]
-    assert "1003" in rows["job001"]["error"] and "negative_prompt" in rows["job001"]["error"]
+    assert "1003" in rows["job001"]["error"] and "resolution" in rows["job001"]["error"]
     assert rows["job001"]["credits_deducted"] == ""
 
 

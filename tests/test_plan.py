@@ -102,7 +102,7 @@ def test_dict_is_json_and_matches_the_plan(manifest):
         "resolution": "720p", "video_length": 5, "price": 18, "price_overridden": True,
         "jobs": 2, "videos": 2, "credits": 36, "to_submit_jobs": 1, "to_submit_credits": 18}
     assert doc["add_audio"]["jobs"] == 2 and doc["add_audio"]["credits"] == 15
-    assert doc["name"] == "p" and doc["output_dir"] == str(Path("output/p"))
+    assert doc["name"] == "p" and doc["output_dir"] == str(manifest.path.parent / "output/p")
 
 
 def test_render_shows_cells_totals_budget_and_prices(manifest):

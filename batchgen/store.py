@@ -402,12 +402,13 @@ class Store:
                  "WHEN typeof(fingerprint) != 'text' THEN 'fingerprint is not text'",
                  "WHEN NOT json_valid(request) OR json_type(request) != 'object' "
                  "THEN 'request is not a JSON object'"]
+        have = {r[1] for r in self._conn.execute("PRAGMA table_info(jobs)")}
         cases += [f"WHEN typeof({c}) != 'integer' OR {c} < 0 THEN '{c} is ' || quote({c})"
-                  for c in ints]
+                  for c in ints if c in have]
         cases += [f"WHEN {c} IS NOT NULL AND (typeof({c}) != 'integer' OR {c} < 0) "
-                  f"THEN '{c} is ' || quote({c})" for c in opt_ints]
+                  f"THEN '{c} is ' || quote({c})" for c in opt_ints if c in have]
         cases += [f"WHEN {c} IS NOT NULL AND typeof({c}) != 'text' "
-                  f"THEN '{c} is not text'" for c in opt_texts]
+                  f"THEN '{c} is not text'" for c in opt_texts if c in have]
         sql = (f"SELECT job_id, problem FROM (SELECT job_id, CASE "
                f"WHEN typeof(job_id) != 'text' THEN 'job_id is not text' {' '.join(cases)} "
                "END AS problem FROM jobs) WHERE problem IS NOT NULL LIMIT 1")

@@ -173,10 +173,11 @@ async def test_a_negative_charge_never_makes_room_in_the_budget(tmp_path):
 @pytest.mark.parametrize("flags", [(), ("--retry-failed",)])
 async def test_a_refused_job_sends_the_corrected_request(sandbox, tmp_path, flags):
     sb = await sandbox()
+    del sb.config.prices["4k"]  # this account's API offers no 4k: 1003, nothing made
     manifest = write_manifest(tmp_path, 2, base_url=sb.url)
     text = manifest.read_text()
     manifest.write_text(text.replace("  prompt: prompt 1\n",
-                                     "  prompt: prompt 1\n  negative_prompt: null\n"))
+                                     "  prompt: prompt 1\n  resolution: 4k\n"))
     first = await run_cli("run", str(manifest), cwd=tmp_path)
     assert first.code == 1, first.err
     assert "1003" in rows_of(tmp_path / "out")["job001"]["error"]

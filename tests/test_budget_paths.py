@@ -281,5 +281,5 @@ async def test_plan_never_reads_an_unreadable_state_as_nothing_spent(tmp_path):
     state.mkdir(parents=True)
     (state / "state.db").write_bytes(b"not a database, but money was spent" * 100)
     result = await run_cli("plan", str(manifest), "--json", cwd=tmp_path)
-    assert result.code == 2 and "unusable state database" in result.err
+    assert result.code == 2 and "state database is damaged" in result.err
     assert result.out == ""  # no plan that would send both jobs again

@@ -432,7 +432,8 @@ def _sandbox_settings(args: argparse.Namespace) -> SandboxConfig | None:
     """The emulator's knobs from `run --sandbox --processing-time ...`; None when none."""
     if not hasattr(args, "sbx_config"):
         return None
-    from batchgen.sandbox import ConfigError, config_from_args, knobs_given
+    from batchgen.sandbox.config import ConfigError
+    from batchgen.sandbox.flags import config_from_args, knobs_given
     if not knobs_given(args):
         return None
     try:
@@ -711,9 +712,9 @@ def build_parser(sandbox_flags: bool = True) -> argparse.ArgumentParser:
                    help="end the run (exit 75, state saved) when the API has answered "
                    "nothing usable for this long (default 600, or BATCHGEN_OUTAGE_TIMEOUT)")
     if sandbox_flags:
-        from batchgen import sandbox
+        from batchgen.sandbox import flags
         group = p.add_argument_group("emulator settings (with --sandbox; as batchgen sandbox)")
-        sandbox.add_knob_arguments(group)  # type: ignore[arg-type]
+        flags.add_knob_arguments(group)  # type: ignore[arg-type]
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="counts per state and credits, from local state only")
@@ -748,8 +749,8 @@ def build_parser(sandbox_flags: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("sandbox", help="serve the built-in API emulator on loopback")
     if sandbox_flags:
-        from batchgen import sandbox
-        sandbox.add_arguments(p)
+        from batchgen.sandbox import flags as sandbox_flags_
+        sandbox_flags_.add_arguments(p)
     p.set_defaults(func=cmd_sandbox)
     return parser
 

@@ -8,17 +8,38 @@ shares no code with the client side (`client.py`): a client bug must not be mirr
         ...  # point the client at sb.url, then assert on sb.stats()
 """
 
-from batchgen.sandbox.app import create_app
-from batchgen.sandbox.config import ConfigError, SandboxConfig
-from batchgen.sandbox.server import (
-    Sandbox,
-    add_arguments,
-    add_knob_arguments,
-    config_from_args,
-    knobs_given,
-    serve,
-)
-from batchgen.sandbox.state import SandboxState, fingerprint
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from batchgen.sandbox.app import create_app
+    from batchgen.sandbox.config import ConfigError, SandboxConfig
+    from batchgen.sandbox.flags import (
+        add_arguments,
+        add_knob_arguments,
+        config_from_args,
+        knobs_given,
+    )
+    from batchgen.sandbox.server import Sandbox, serve
+    from batchgen.sandbox.state import SandboxState, fingerprint
+
+#: public name -> the submodule that defines it; imported on first use, so that the CLI can
+#: read the light `flags`/`config` modules without loading the server (aiohttp.web, PyAV).
+_WHERE = {
+    "ConfigError": "config",
+    "Sandbox": "server",
+    "SandboxConfig": "config",
+    "SandboxState": "state",
+    "add_arguments": "flags",
+    "add_knob_arguments": "flags",
+    "config_from_args": "flags",
+    "create_app": "app",
+    "fingerprint": "state",
+    "knobs_given": "flags",
+    "serve": "server",
+}
 
 __all__ = [
     "ConfigError",
@@ -33,3 +54,12 @@ __all__ = [
     "knobs_given",
     "serve",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'batchgen.sandbox' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"batchgen.sandbox.{module}"), name)
+    globals()[name] = value
+    return value

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from batchgen.sandbox.server import add_arguments, serve
+from batchgen.sandbox.flags import add_arguments
+from batchgen.sandbox.server import serve
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -129,7 +129,7 @@ async def test_example_manifest_report_in_chromium_with_screenshot(browser, tmp_
     result = await run_cli("run", "manifests/example.yaml", "--sandbox", "--no-progress",
                            cwd=tmp_path, env=cli_env(), timeout=120)
     assert result.code == 0, result.err
-    report = tmp_path / "manifests" / "output" / "example" / "report.html"  # beside it
+    report = tmp_path / "output" / "example" / "report.html"  # ../output/example from it
     page = await open_report(browser, report)
     assert await loaded_posters(page) == [160] * 6
     # the local file plays: Chromium decodes the emulator's H.264

@@ -297,8 +297,11 @@ def _task_done(row: JobRow, e: TaskDone) -> Changes:
         return {"state": S.AUDIO_PENDING, **done}
     if e.video_url:
         return {"state": S.READY, "video_url": e.video_url, **done}
-    return {"state": S.FAILED, "error": f"task {e.task_id} completed without a usable video_url",
-            **done}
+    # paid work: without a usable URL the video is still there, so the job waits `ready`
+    # for one (the fetcher asks the API again, now and on every later run); failing it
+    # would let --retry-failed pay for the same video twice
+    return {"state": S.READY, "video_url": None, **done,
+            "error": f"task {e.task_id} finished but the API gave no usable video_url yet"}
 
 
 def _task_failed(row: JobRow, e: TaskFailed) -> Changes:

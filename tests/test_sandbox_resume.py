@@ -69,7 +69,7 @@ async def test_a_killed_sandbox_run_resumes_its_tasks_without_paying_again(tmp_p
 
 def test_a_task_gone_from_the_api_is_printed_like_any_failure(tmp_path, monkeypatch):
     """"no longer known" is a failure: it gets its `failed:` line like the others."""
-    import batchgen.runner as runner
+    import batchgen.scheduler.poll as poll  # where the poller reads its limits
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("AKOOL_API_KEY", raising=False)
     manifest = write_manifest(tmp_path, 2)
@@ -79,8 +79,8 @@ def test_a_task_gone_from_the_api_is_printed_like_any_failure(tmp_path, monkeypa
     with Store.open(tmp_path / "out") as store:  # job000's task is polled again next run...
         store.update([("job000", {"state": JobState.RUNNING})])
     (tmp_path / JOURNAL).unlink()                 # ...by an API that no longer knows it
-    monkeypatch.setattr(runner, "MISSING_LIMIT", 1)
-    monkeypatch.setattr(runner, "MISSING_MIN_AGE", 0.0)
+    monkeypatch.setattr(poll, "MISSING_LIMIT", 1)
+    monkeypatch.setattr(poll, "MISSING_MIN_AGE", 0.0)
     out, err = io.StringIO(), io.StringIO()
     assert main(["run", str(manifest), "--sandbox"], out, err) == 1
     assert "failed: job000: task " in err.getvalue()

@@ -128,9 +128,13 @@ def test_a_finished_or_failed_task_records_when():
     assert t.advance(row(S.RUNNING), t.TaskFailed("gone")).finished_at is None
 
 
-def test_a_finished_task_without_a_url_fails():
+def test_a_finished_task_without_a_url_waits_ready_for_one_never_failed():
+    # FAILED would let --retry-failed pay for a video that exists
     got = t.advance(row(S.RUNNING), t.TaskDone("t9", ""))
-    assert (got.state, got.error) == (S.FAILED, "task t9 completed without a usable video_url")
+    assert (got.state, got.video_url) == (S.READY, None)
+    assert got.error == "task t9 finished but the API gave no usable video_url yet"
+    fetched = t.advance(got, t.Downloaded("f.mp4", 1, "ab", "T", "http://v"))
+    assert (fetched.state, fetched.error) == (S.COMPLETED, None)
 
 
 def test_a_failed_task_fails_the_job_and_names_the_step():

@@ -593,6 +593,39 @@ async def test_a_video_host_that_cannot_be_reached_keeps_the_job_for_the_next_ru
     assert sb.stats()["tasks_created"] == 2
 
 
+async def test_a_task_done_without_a_video_url_is_kept_ready_and_never_paid_again(
+        sandbox, tamper, tmp_path):
+    """Status 3 with no usable URL is paid work: the job waits `ready` (not `failed`), so
+    neither a plain re-run nor --retry-failed sends its create again."""
+    serving = []
+
+    def no_url_yet(path: str, sent: Any, answer: Any) -> Any:
+        if path.endswith("resultsByIds") and not serving:
+            for record in answer["data"]["result"]:
+                record.pop("video_url", None)
+        return answer
+
+    sb = await sandbox()
+    base = await tamper(sb, no_url_yet)
+    manifest = write_manifest(tmp_path, 2, base_url=base)
+    env = cli_env(**FAST_RETRY)
+    first = await run_cli("run", str(manifest), "--no-progress", cwd=tmp_path, env=env)
+    assert first.code == 1, first.err
+    assert "gave no usable video_url; kept for the next run" in first.err
+    assert "kept and the next run fetches them" in first.err
+    with sqlite3.connect(next((tmp_path / "out" / ".batchgen").glob("*.db"))) as conn:
+        assert [s for (s,) in conn.execute("SELECT state FROM jobs")] == ["ready", "ready"]
+    retried = await run_cli("run", str(manifest), "--retry-failed", "--no-progress",
+                            cwd=tmp_path, env=env)
+    assert retried.code == 1, retried.err
+    serving.append(True)  # the API now names the videos
+    last = await run_cli("run", str(manifest), "--retry-failed", "--no-progress",
+                         cwd=tmp_path, env=env)
+    assert last.code == 0, last.err
+    assert [r["status"] for r in _report(tmp_path / "out")] == ["completed", "completed"]
+    assert sb.stats()["tasks_created"] == 2  # each video paid for once
+
+
 def test_the_wire_stays_in_client_py():
     # STYLE.md: only client.py knows aiohttp, codes, HTTP statuses and JSON keys; the
     # scheduler sees TaskStatus, TaskRecord fields and typed errors

@@ -95,12 +95,21 @@ class Fetch:
         target = target_path(self._settings, row)
         url = row.video_url or ""
         refreshed = False
-        if job_id in self.stale:
+        if job_id in self.stale or not url:
             # a URL from an earlier run (say, one that failed with 403 and is retried now)
-            # has likely expired: ask the API for a fresh one before fetching anything
+            # has likely expired, or the finished record gave none: ask the API for a
+            # fresh one before fetching anything
             self.stale.discard(job_id)
             refreshed = True
             url = await self._fresh_url(row) or url
+        if not url:
+            # done and paid, but no usable URL yet: the job stays `ready` and the next
+            # run asks again (failing it would let --retry-failed pay twice)
+            self._outcome.kept_ready += 1
+            self._ports.emit(JobEvent(EventKind.NOTICE, job_id,
+                                      f"task {row.final_task_id} is done but the API gave no "
+                                      "usable video_url; kept for the next run"))
+            return
         while True:
             try:
                 got = await self._fetch(job_id, url, target)

@@ -15,9 +15,12 @@ Deliberately does not decide exit codes or read the environment (cli.py does bot
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
@@ -32,6 +35,53 @@ STATUS_EVERY = 5.0
 def iso_now() -> str:
     """The current UTC date-time, ISO 8601 to the second (`2026-11-28T09:00:00Z`)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class GuardedStream:
+    """A stream whose failed write cannot fail the run that writes to it.
+
+    Progress lines are written from inside the runner's event callback, between state
+    changes: a closed pipe (`batchgen run … | head`), a full disk under the log file or a
+    terminal that went away must not cut a money path in half or change the exit code.
+    The first failure silences the stream and is reported once through `on_fail`; the
+    run goes on and ends on its own outcome.
+    """
+
+    def __init__(self, stream: TextIO, on_fail: Callable[[OSError | ValueError], None]
+                 ) -> None:
+        self.stream = stream
+        self.failed: OSError | ValueError | None = None
+        self._on_fail = on_fail
+
+    def write(self, text: str) -> int:
+        if self.failed is None:
+            try:
+                return self.stream.write(text)
+            except (OSError, ValueError) as exc:  # ValueError: the file was closed
+                self._fail(exc)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.failed is None:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError) as exc:
+                self._fail(exc)
+
+    def __getattr__(self, name: str) -> Any:
+        # isatty, fileno, encoding...: what tqdm and print ask of a real stream
+        return getattr(self.stream, name)
+
+    def _fail(self, exc: OSError | ValueError) -> None:
+        self.failed = exc
+        if isinstance(exc, BrokenPipeError) and self.stream in (sys.stdout, sys.stderr):
+            # the reader is gone: point the descriptor at /dev/null so the interpreter's
+            # last flush at exit does not print "Exception ignored … BrokenPipeError"
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.stream.fileno())
+                os.close(devnull)
+        self._on_fail(exc)
 
 
 @dataclass(slots=True)
@@ -50,12 +100,28 @@ class Console:
     #: set while progress bars are drawn, so lines are written above them
     bars_active: bool = False
 
+    def __post_init__(self) -> None:
+        # a terminal that cannot be written to is simply not written to; the log file's
+        # failure is told on stderr once (GuardedStream says why)
+        self.out = GuardedStream(self.out, lambda exc: None)  # type: ignore[assignment]
+        self.err = GuardedStream(self.err, lambda exc: None)  # type: ignore[assignment]
+        if self.log is not None:
+            self.log = GuardedStream(self.log, self._log_failed)  # type: ignore[assignment]
+
+    def _log_failed(self, exc: OSError | ValueError) -> None:
+        name = getattr(self.log, "name", "the log file")
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        self.log = None
+        self._write(f"batchgen: cannot write to the log file {name} ({why}); logging stops "
+                    "here and the run goes on", self.err)
+
     def log_only(self, text: str) -> None:
         """A line for the log file alone (the terminal has it in another form, or not)."""
-        if self.log is not None:
+        log = self.log
+        if log is not None:
             for line in text.splitlines() or [""]:
-                self.log.write(f"{iso_now()} {line}\n")
-            self.log.flush()
+                log.write(f"{iso_now()} {line}\n")
+            log.flush()
 
     def _write(self, text: str, stream: TextIO) -> None:
         if self.bars_active and stream is self.err:
@@ -88,8 +154,11 @@ class Console:
             self._write(f"[{time.strftime('%H:%M:%S')}] {text}", self.err)
 
     def close(self) -> None:
-        if self.log is not None:
-            self.log.close()
+        log = self.log
+        if log is not None:
+            log.flush()  # a failure here is told like any other (GuardedStream)
+            with contextlib.suppress(OSError, ValueError):
+                log.close()
             self.log = None
 
 

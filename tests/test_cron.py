@@ -314,3 +314,49 @@ async def test_summary_json_keeps_earlier_runs_through_a_no_op_rerun_and_report(
                 "all_runs", "status", "credits_deducted"):
         assert third[key] == second[key], key
     assert set(first) <= set(third)  # only additions, nothing taken away
+
+
+class _Unwritable(io.StringIO):
+    """A terminal stream whose reader went away (`batchgen run … | head`, a dead tty)."""
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__()
+        self.exc = exc
+
+    def write(self, text: str) -> int:
+        raise self.exc
+
+
+def _statuses(out: Path) -> list[str]:
+    import csv
+    with open(out / "report.csv", newline="") as f:
+        return [row["status"] for row in csv.DictReader(f)]
+
+
+def test_a_terminal_that_cannot_be_written_never_stops_the_run(tmp_path, monkeypatch):
+    """Events are printed from inside the runner: a broken pipe there used to end the run
+    half-way with exit 0 (and any other write error with exit 70, "internal error")."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AKOOL_API_KEY", raising=False)
+    path = write_manifest(tmp_path, 3)
+    for exc in (BrokenPipeError(32, "Broken pipe"), OSError(5, "Input/output error")):
+        code = main(["run", str(path), "--sandbox", "--no-progress", "--status-interval",
+                     "0.01", "--processing-time", "0", "--queue-time", "0"],
+                    _Unwritable(exc), _Unwritable(exc))
+        assert code == 0
+        assert _statuses(tmp_path / "out") == ["completed"] * 3
+
+
+def test_a_log_file_on_a_full_disk_is_told_once_and_the_run_goes_on(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AKOOL_API_KEY", raising=False)
+    if not os.path.exists("/dev/full"):
+        import pytest
+        pytest.skip("needs /dev/full to fill a disk")
+    path = write_manifest(tmp_path, 3)
+    code, _, err = cli("run", str(path), "--sandbox", "--quiet", "--log-file", "/dev/full",
+                       "--processing-time", "0", "--queue-time", "0")
+    assert code == 0, err
+    assert err.count("cannot write to the log file /dev/full (No space left on device); "
+                     "logging stops here and the run goes on") == 1, err
+    assert _statuses(tmp_path / "out") == ["completed"] * 3

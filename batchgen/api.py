@@ -136,7 +136,7 @@ def run(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = N
         retry_failed: bool = False, resubmit_unknown: bool = False,
         on_event: Callable[[JobEvent], None] | None = None, api_key: str | None = None,
         client_id: str | None = None, client_secret: str | None = None,
-        outage_timeout: float | None = None,
+        outage_timeout: float | None = None, state: str | None = None,
         env: Mapping[str, str] | None = None) -> RunReport:
     """Run a manifest to the end, as `batchgen run` does, and return its report.
 
@@ -146,8 +146,10 @@ def run(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = N
     `batchgen run`: `output` (relative to the current directory), `concurrency`,
     `max_credits`, `api_base`, `sandbox` (an emulator in-process, no account needed),
     `retry_failed`, `resubmit_unknown`, `outage_timeout` (seconds; default
-    BATCHGEN_OUTAGE_TIMEOUT or 600). `on_event` receives every `JobEvent` (submitted,
-    task_done, downloaded, failed, ...) in the run's thread; keep it quick. If it raises,
+    BATCHGEN_OUTAGE_TIMEOUT or 600), `state` (a postgresql:// URL: the state lives
+    there instead of the output dir, as with `--state`; default BATCHGEN_STATE).
+    `on_event` receives every `JobEvent` (submitted, task_done, downloaded, failed, ...)
+    in the run's thread; keep it quick. If it raises,
     the run stops as on a cancel (state saved) and its exception is raised from here.
 
     Credentials: `client_id` + `client_secret`, else `api_key`, else the environment's
@@ -174,7 +176,7 @@ def run(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = N
         max_credits=max_credits, api_base=api_base, sandbox=sandbox,
         retry_failed=retry_failed, resubmit_unknown=resubmit_unknown, on_event=on_event,
         api_key=api_key, client_id=client_id, client_secret=client_secret,
-        outage_timeout=outage_timeout, env=env))
+        outage_timeout=outage_timeout, state=state, env=env))
 
 
 async def arun(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = None,
@@ -185,6 +187,7 @@ async def arun(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | N
                on_event: Callable[[JobEvent], None] | None = None,
                api_key: str | None = None, client_id: str | None = None,
                client_secret: str | None = None, outage_timeout: float | None = None,
+               state: str | None = None,
                env: Mapping[str, str] | None = None) -> RunReport:
     """`run` inside a running event loop (same arguments, same report).
 
@@ -209,7 +212,7 @@ async def arun(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | N
         raise UsageError(f"outage_timeout must be a positive number of seconds, not "
                          f"{outage_timeout!r}")
     resolved = resolve(load(manifest, base_dir), environ, output=output, api_base=api_base,
-                       concurrency=concurrency, max_credits=max_credits)
+                       concurrency=concurrency, max_credits=max_credits, state=state)
     creds = None if sandbox else _credentials(api_key, client_id, client_secret)
     if creds is None:
         creds = require_credentials(environ, sandbox)
@@ -229,7 +232,7 @@ async def arun(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | N
 def plan(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = None,
          output: str | os.PathLike[str] | None = None, max_credits: int | None = None,
          retry_failed: bool = False, resubmit_unknown: bool = False,
-         env: Mapping[str, str] | None = None) -> RunPlan:
+         state: str | None = None, env: Mapping[str, str] | None = None) -> RunPlan:
     """What a run would do now and what it would cost: the figures of `plan --json`.
 
     Sends nothing and takes no lock; reads the output dir's state when there is one, so
@@ -240,7 +243,7 @@ def plan(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = 
     from batchgen.session import resolve
     _check_options(None, max_credits)
     resolved = resolve(load(manifest, base_dir), os.environ if env is None else env,
-                       output=output, max_credits=max_credits)
+                       output=output, max_credits=max_credits, state=state)
     return plan_resolved(resolved, retry_failed=retry_failed,
                          resubmit_unknown=resubmit_unknown)
 

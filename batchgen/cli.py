@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -35,6 +36,7 @@ from batchgen.errors import (
     Problem,
     RetryableApiError,
     StateError,
+    StateUnavailable,
     UsageError,
 )
 from batchgen.session import (
@@ -47,6 +49,7 @@ from batchgen.session import (
     require_credentials,
     retry_policy_from_env,
 )
+from batchgen.state_store import ENV_STATE
 
 if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-up light
     from collections.abc import Callable
@@ -80,6 +83,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (CredentialsError, EXIT_CREDENTIALS),
     (OutputDirLocked, EXIT_LOCKED),
     (RetryableApiError, EXIT_UNAVAILABLE),
+    (StateUnavailable, EXIT_UNAVAILABLE),
     (OutputNotWritable, EXIT_NOT_WRITABLE),
     (ApiError, EXIT_FAILED),
 )
@@ -97,7 +101,8 @@ def _resolve(args: argparse.Namespace, env: Mapping[str, str]) -> Resolved:
     return resolve(_load(args.manifest), env, output=getattr(args, "output", None),
                    api_base=getattr(args, "api_base", None),
                    concurrency=getattr(args, "concurrency", None),
-                   max_credits=getattr(args, "max_credits", None))
+                   max_credits=getattr(args, "max_credits", None),
+                   state=getattr(args, "state", None))
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -238,10 +243,11 @@ def _online_prices(models: Sequence[Mapping[str, Any]], manifest: Manifest
 def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from batchgen.audit import ISO, not_downloaded, utc_now
     from batchgen.report import summarize
-    from batchgen.store import Store
+    from batchgen.state_store import open_state
     resolved = _resolve(args, os.environ)
     try:
-        with Store.open(resolved.output_dir, lock=False, create=False) as store:
+        with open_state(resolved.output_dir, resolved.state, resolved.manifest.name,
+                        lock=False, create=False) as store:
             rows, spent = store.rows_and_committed()
         ran = True
     except NoState:  # a state that cannot be read raises instead: it is not "never run"
@@ -308,9 +314,10 @@ def _job_dict(row: JobRow) -> dict[str, Any]:
 def cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from batchgen.report import add_history, summarize, write_reports
     from batchgen.report_html import write_html
-    from batchgen.store import Store
+    from batchgen.state_store import open_state
     resolved = _resolve(args, os.environ)
-    with Store.open(resolved.output_dir, create=False) as store:
+    with open_state(resolved.output_dir, resolved.state, resolved.manifest.name,
+                    create=False) as store:
         rows, committed = store.rows_and_committed()
         history = store.run_history()
         abandoned = store.abandoned()
@@ -669,6 +676,10 @@ def build_parser(sandbox_flags: bool = True) -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("manifest", metavar="MANIFEST", help="the manifest file (YAML)")
         p.add_argument("--output", metavar="DIR", help="overrides output.dir")
+        p.add_argument("--state", metavar="URL",
+                       help="keep the state in PostgreSQL (postgresql://USER@HOST/DB; over "
+                            f"{ENV_STATE}) instead of SQLite in the output dir: it outlives "
+                            "the host, and several runners may share it")
 
     p = sub.add_parser("plan", help="what a run would do now, and what it would cost")
     common(p)
@@ -755,10 +766,18 @@ def build_parser(sandbox_flags: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def _crash(exc: BaseException, err: TextIO) -> int:
+def _crash(exc: BaseException, err: TextIO, argv: Sequence[str]) -> int:
     from batchgen.client import scrub
+    from batchgen.state_store import parse_state_url
     creds = credentials_from_env(os.environ)
-    text = scrub("".join(traceback.format_exception(exc)), creds.secrets() if creds else [])
+    secrets = creds.secrets() if creds else []
+    # the state URL's password, from the environment or the command line
+    for arg in (os.environ.get(ENV_STATE, ""), *argv):
+        text = arg.removeprefix("--state=")
+        if "://" in text:
+            with contextlib.suppress(BatchgenError):
+                secrets += parse_state_url(text).secrets()
+    text = scrub("".join(traceback.format_exception(exc)), secrets)
     fd, path = tempfile.mkstemp(prefix="batchgen-crash-", suffix=".log")
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -791,5 +810,5 @@ def main(argv: list[str] | None = None, out: TextIO | None = None,
     except BrokenPipeError:
         return EXIT_OK
     except Exception as exc:  # a bug: one line for the user, the traceback to a file
-        return _crash(exc, err)
+        return _crash(exc, err, argv or [])
 

@@ -7,6 +7,7 @@
     ├── OutputDirLocked       another run holds the output dir        (exit 5)
     ├── StateError            the state database is unusable / mismatched
     │   └── NoState               no run has written state in this output dir yet
+    ├── StateUnavailable      the shared state database (--state) cannot be reached (exit 75)
     ├── OutputNotWritable     the output dir or its state cannot be written      (exit 73)
     ├── ApiError              the API answered (or failed to) in a way we understand
     │   ├── RetryableApiError     429, 5xx, timeouts, connection errors: try again
@@ -77,6 +78,11 @@ class StateError(BatchgenError):
 
 class NoState(StateError):
     """No run has written state in this output dir yet (not an error for plan/status)."""
+
+
+class StateUnavailable(BatchgenError):
+    """The PostgreSQL state (--state) cannot be reached or stopped answering. The state
+    is intact up to its last commit; run again when the server is back."""
 
 
 class OutputNotWritable(BatchgenError):

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-
     from batchgen.retry import RetryPolicy
     from batchgen.runner import JobEvent, Runner, RunOutcome
     from batchgen.sandbox import SandboxConfig
+    from batchgen.state_store import StateUrl
     from batchgen.store import JobRow
 
 ENV_API_KEY = "AKOOL_API_KEY"
@@ -61,13 +62,17 @@ class Resolved:
     api_base: str
     concurrency: int
     max_credits: int | None
+    #: the shared PostgreSQL state (--state, BATCHGEN_STATE); None: SQLite in output_dir
+    state: StateUrl | None = None
 
 
 def resolve(manifest: Manifest, env: Mapping[str, str], *,
             output: str | os.PathLike[str] | None = None,
             api_base: str | None = None, concurrency: int | None = None,
-            max_credits: int | None = None) -> Resolved:
-    """Overrides first, then the environment (`BATCHGEN_API_BASE`), then the manifest."""
+            max_credits: int | None = None, state: str | None = None) -> Resolved:
+    """Overrides first, then the environment (`BATCHGEN_API_BASE`, `BATCHGEN_STATE`),
+    then the manifest."""
+    from batchgen.state_store import state_url_from
     base = api_base or env.get(ENV_API_BASE) or manifest.api.base_url
     if not is_http_root(base):
         raise UsageError(f"API base URL {base!r} is not a valid http(s) URL; fix "
@@ -78,6 +83,7 @@ def resolve(manifest: Manifest, env: Mapping[str, str], *,
         api_base=base,
         concurrency=concurrency or manifest.api.concurrency,
         max_credits=max_credits if max_credits is not None else manifest.budget.max_credits,
+        state=state_url_from(state, env),
     )
 
 
@@ -225,7 +231,7 @@ def plan_now(resolved: Resolved, *, retry_failed: bool = False, resubmit_unknown
     from batchgen import budget
     from batchgen.planning import bucket, build_plan
     from batchgen.report import charges
-    from batchgen.store import Store
+    from batchgen.state_store import preview_state
 
     manifest = resolved.manifest
     if resolved.max_credits != manifest.budget.max_credits:
@@ -235,7 +241,7 @@ def plan_now(resolved: Resolved, *, retry_failed: bool = False, resubmit_unknown
     spent, charged = 0, {}
     sends: list[tuple[str, int]] | None = None
     try:
-        store = Store.preview(resolved.output_dir)
+        store = preview_state(resolved.output_dir, resolved.state, manifest.name)
     except NoState:  # nothing run yet; a state that cannot be read is an error, not empty
         pass
     else:
@@ -342,12 +348,14 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
     from batchgen.report_html import write_html
     from batchgen.retry import RetryPolicy
     from batchgen.runner import Runner, RunSettings, utc_now_iso
-    from batchgen.store import JobState, Store
+    from batchgen.state_store import open_state
+    from batchgen.store import JobState
 
     creds.check()  # before the state is opened: nothing is marked sent with a bad header
     manifest = resolved.manifest
     started = time.monotonic()
-    with Store.open(resolved.output_dir) as store:  # creates the dir; names what refuses
+    # creates the dir; names what refuses
+    with open_state(resolved.output_dir, resolved.state, manifest.name) as store:
         lost = store.recover()
         sync = store.sync(manifest.jobs, estimates(manifest))
         reopened = store.reopen(unknown=resubmit_unknown, failed=retry_failed)

@@ -637,8 +637,10 @@ class Store:
                         "requests": dict(sorted(total.items())),
                         "requests_total": sum(total.values())},
             }
-            self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES "
-                               "('run_history', ?)", (json.dumps(history),))
+            # the standard upsert (SQLite >= 3.24): the same statement serves PostgreSQL
+            self._conn.execute("INSERT INTO meta(key, value) VALUES ('run_history', ?) "
+                               "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                               (json.dumps(history),))
         return history
 
     # -- transitions -------------------------------------------------------------------

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from pg_helpers import pg_url  # noqa: F401  (a real PostgreSQL for the --state tests)
 
 from batchgen.sandbox import Sandbox, SandboxConfig
 

@@ -1,0 +1,276 @@
+"""The PostgreSQL state: a manifest's journal that outlives the host that wrote it.
+
+Same rows, same transitions, same SQL as the SQLite store: `PgStore` subclasses
+`store.Store` and hands its SQL a connection shaped like sqlite3's (`_PgConn`: ``?``
+placeholders become ``%s``, booleans and enums are sent as SQLite stored them), so the
+two backends cannot drift apart on sync, recover, reopen or the one write path. Only
+opening, migrating, transactions and locking differ, and live here.
+
+* **Scope.** Each manifest (by its ``name``) has its own schema,
+  ``<prefix>_<name>_<hash>`` (prefix ``batchgen``, or the URL's ``?schema=``), holding
+  the very tables of the SQLite store, so several manifests share one database and the
+  output dir is free to move (a container's disk may vanish; the journal does not).
+* **Migrations** are SQLite's, in order, with names unchanged, plus PostgreSQL-only
+  ones (``pg_*``), all append-only; they run at open in one transaction under a
+  transaction-level advisory lock, so two hosts starting together migrate once.
+* **One runner.** A run holds a session-level advisory lock on its scope for its whole
+  life (the server drops it when the connection dies, so kill -9 never leaves it) and
+  records who holds it (host, pid) for the refusal message: `OutputDirLocked`.
+* **Durability.** Every commit is durable (``synchronous_commit`` is the server's;
+  keep it ``on``): `durable=` is accepted for the interface and needs nothing more.
+
+The connection is synchronous psycopg 3: a transition is one short round trip to the
+server, as a SQLite commit is one fsync, and the runner's write path stays one code path.
+Errors never quote the URL's password (`StateUrl.scrub`). Deliberately not here: the
+budget rule (budget.py), scheduling (runner.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import hashlib
+import os
+import re
+import socket
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import psycopg
+
+from batchgen.errors import NoState, OutputDirLocked, StateError, StateUnavailable
+from batchgen.jobs import JobState
+from batchgen.state_store import StateUrl
+from batchgen.store import _MIGRATIONS, Store
+
+#: PostgreSQL-only steps after SQLite's (append-only like them)
+_PG_MIGRATIONS: tuple[tuple[str, str], ...] = (
+    # the money audit lists abandoned tasks in the order they were abandoned (rowid in SQLite)
+    ("pg_0001_abandoned_order", "ALTER TABLE abandoned_tasks ADD COLUMN seq BIGSERIAL"),
+)
+_QUOTED = re.compile(r"('(?:[^']|'')*')")
+#: seconds to wait for the server before giving up (the run then says so and exits)
+CONNECT_TIMEOUT = 10
+
+
+def schema_name(prefix: str, scope: str) -> str:
+    """The schema holding one manifest's rows: readable, unique, within 63 bytes."""
+    slug = re.sub(r"[^a-z0-9]+", "_", scope.lower()).strip("_")[:30] or "manifest"
+    digest = hashlib.sha256(scope.encode()).hexdigest()[:8]
+    return f"{prefix}_{slug}_{digest}"
+
+
+def _lock_key(text: str) -> int:
+    """A signed 64-bit advisory-lock key for `text`."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
+def _pg_sql(sql: str) -> str:
+    """SQLite's ``?`` placeholders as psycopg's ``%s`` (never inside a quoted literal)."""
+    parts = _QUOTED.split(sql)
+    for i in range(0, len(parts), 2):
+        parts[i] = parts[i].replace("%", "%%").replace("?", "%s")
+    return "".join(parts)
+
+
+def _param(value: Any) -> Any:
+    """A value as the SQLite store writes it: bools as 0/1, enums by value."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+class _PgConn:
+    """The part of sqlite3.Connection that Store's SQL uses, over psycopg; the driver's
+    errors leave it as batchgen's (`StateUnavailable`, `StateError`), password scrubbed."""
+
+    def __init__(self, conn: psycopg.Connection[Any], url: StateUrl) -> None:
+        self.pg = conn
+        self.url = url
+        self.where = url.redacted
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        with self.errors():
+            return self.pg.execute(_pg_sql(sql),
+                                   [_param(p) for p in params])
+
+    def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
+        rows = [[_param(p) for p in params] for params in seq]
+        if rows:
+            with self.errors(), self.pg.cursor() as cur:
+                cur.executemany(_pg_sql(sql), rows)
+
+    def close(self) -> None:
+        self.pg.close()
+
+    @contextlib.contextmanager
+    def errors(self) -> Iterator[None]:
+        """The driver's errors as batchgen's, with the URL's password scrubbed."""
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            raise StateUnavailable(
+                f"{self.where}: the state database stopped answering "
+                f"({self.url.scrub(_first_line(exc))}); the state is intact up to the last "
+                "commit — run the same command again when it is reachable") from None
+        except psycopg.Error as exc:
+            raise StateError(f"{self.where}: {self.url.scrub(_first_line(exc))}") from None
+
+
+class PgStore(Store):
+    """One manifest's state in PostgreSQL. Open with `PgStore.open` or `preview`."""
+
+    def __init__(self, conn: _PgConn, url: StateUrl, schema: str) -> None:
+        # Store's SQL is written against sqlite3's connection; _PgConn speaks that part
+        super().__init__(cast(sqlite3.Connection, conn), None, Path(schema))
+        self._pg = conn
+        self.url = url
+        self.schema = schema
+        self._run_lock: int | None = None
+
+    @property
+    def where(self) -> str:
+        """Where this state is, for messages (the URL shown without its password)."""
+        return f"{self.url.redacted} (schema {self.schema})"
+
+    # -- opening and closing ---------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: StateUrl, scope: str, *,  # type: ignore[override]
+             lock: bool = True, create: bool = True) -> PgStore:
+        """Connect, migrate (when `create`) and, with `lock`, take the scope's run lock.
+
+        NoState when the scope has no schema yet and `create` is false.
+        """
+        schema = schema_name(url.schema, scope)
+        store = cls(_connect(url), url, schema)
+        store._pg.where = store.where
+        try:
+            with store._pg.errors():
+                store._pg.execute(f'SET search_path TO "{schema}"')
+                exists = store._pg.execute(
+                    "SELECT 1 FROM information_schema.schemata WHERE schema_name = ?",
+                    (schema,)).fetchone()
+                if exists is None and not create:
+                    raise NoState(f"{store.where}: no state yet for manifest {scope!r} "
+                                  "(nothing has been run with it)")
+                store._migrate()
+                store._check_rows()
+                if lock:
+                    store._take_run_lock(scope)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def preview(cls, url: StateUrl, scope: str) -> PgStore:  # type: ignore[override]
+        """The state inside a transaction that is never committed: `plan` runs a run's
+        preparation on it and sees exactly the queue a run would start from."""
+        store = cls.open(url, scope, lock=False, create=False)
+        with store._pg.errors():
+            store._pg.execute("BEGIN")
+        return store
+
+    def close(self) -> None:
+        """Roll back anything uncommitted (a preview), release the lock, disconnect."""
+        with contextlib.suppress(psycopg.Error):
+            self._pg.pg.rollback()
+        with contextlib.suppress(psycopg.Error):
+            self._pg.close()
+        self._run_lock = None
+
+    def _take_run_lock(self, scope: str) -> None:
+        key = _lock_key(self.schema)
+        got = self._pg.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()
+        if not got or not got[0]:
+            row = self._pg.execute("SELECT value FROM meta WHERE key = 'holder'").fetchone()
+            holder = row[0] if row else "unknown"
+            raise OutputDirLocked(
+                f"{self.where}: another batchgen run ({holder}) is running manifest {scope!r} "
+                "with this state; wait for it to finish or stop it, then run again")
+        self._run_lock = key
+        holder = f"host {socket.gethostname()}, pid {os.getpid()}"
+        with self._tx():
+            self._conn.execute("INSERT INTO meta(key, value) VALUES ('holder', ?) "
+                               "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                               (holder,))
+
+    def _migrate(self) -> None:
+        """Create the schema and bring it up to date, once, whoever else starts now."""
+        steps = [(n, sql.replace("INTEGER", "BIGINT")
+                  .replace("job_id TEXT PRIMARY KEY", 'job_id TEXT COLLATE "C" PRIMARY KEY'))
+                 for n, sql in _MIGRATIONS] + list(_PG_MIGRATIONS)
+        with self._tx():
+            self._pg.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key("migrate"),))
+            self._pg.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            self._pg.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY)")
+            done = {r[0] for r in self._pg.execute("SELECT name FROM _migrations")}
+            unknown = done - {n for n, _ in steps}
+            if unknown:
+                raise StateError(
+                    f"{self.where}: written by a newer batchgen (schema "
+                    f"{', '.join(sorted(unknown))} is unknown to this version); upgrade "
+                    "batchgen to use this state")
+            for name, sql in steps:
+                if name in done:
+                    continue
+                for stmt in sql.split(";"):
+                    if stmt.strip() and not stmt.strip().startswith("--"):
+                        self._pg.execute(stmt)
+                self._pg.execute("INSERT INTO _migrations(name) VALUES (?)", (name,))
+
+    def _check_rows(self) -> None:
+        """Refuse a row whose state batchgen does not know (the columns are typed here)."""
+        bad = self._pg.execute(
+            "SELECT job_id, state FROM jobs WHERE NOT (state = ANY(?)) LIMIT 1",
+            ([s.value for s in JobState],)).fetchone()
+        if bad is not None:
+            raise StateError(f"{self.where}: job row {bad[0]!r} is damaged (unknown state "
+                             f"{bad[1]!r}); batchgen will not guess what it means")
+
+    # -- transactions ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _tx(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction (a savepoint inside a preview's); commits are always durable."""
+        with self._pg.errors(), self._pg.pg.transaction():
+            yield self._conn
+
+    # -- reads -------------------------------------------------------------------------
+
+    def abandoned(self) -> list[dict[str, Any]]:
+        """As `Store.abandoned`, in the order the tasks were abandoned."""
+        cur = self._pg.execute(
+            "SELECT job_id, step, task_id, credits, error, submitted_at, finished_at, "
+            "abandoned_at FROM abandoned_tasks ORDER BY seq")
+        names = [d[0] for d in cur.description or ()]
+        return [dict(zip(names, r, strict=True)) for r in cur]
+
+
+def _connect(url: StateUrl) -> _PgConn:
+    try:
+        conn = psycopg.connect(url.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+                               application_name="batchgen")
+    except psycopg.Error as exc:
+        raise StateUnavailable(f"{url.redacted}: cannot connect to the state database "
+                               f"({url.scrub(_first_line(exc))}); check the URL and that the "
+                               "server is running, then run again") from None
+    return _PgConn(conn, url)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+if TYPE_CHECKING:
+    from batchgen.state_store import StateStore
+
+    def _conforms(sqlite: Store, pg: PgStore) -> tuple[StateStore, StateStore]:
+        """Both backends provide the interface (checked by mypy, never called)."""
+        return sqlite, pg

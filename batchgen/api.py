@@ -28,6 +28,7 @@ from batchgen.planning import Plan, plan_to_dict
 if TYPE_CHECKING:
     from batchgen.client import Credentials, Limits
     from batchgen.manifest import Manifest
+    from batchgen.preflight import PreflightSettings
     from batchgen.retry import RetryPolicy
     from batchgen.runner import JobEvent, RunOutcome
     from batchgen.sandbox import SandboxConfig
@@ -137,6 +138,7 @@ def run(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = N
         on_event: Callable[[JobEvent], None] | None = None, api_key: str | None = None,
         client_id: str | None = None, client_secret: str | None = None,
         outage_timeout: float | None = None, state: str | None = None,
+        preflight: bool | None = None,
         env: Mapping[str, str] | None = None) -> RunReport:
     """Run a manifest to the end, as `batchgen run` does, and return its report.
 
@@ -147,7 +149,9 @@ def run(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = N
     `max_credits`, `api_base`, `sandbox` (an emulator in-process, no account needed),
     `retry_failed`, `resubmit_unknown`, `outage_timeout` (seconds; default
     BATCHGEN_OUTAGE_TIMEOUT or 600), `state` (a postgresql:// URL: the state lives
-    there instead of the output dir, as with `--state`; default BATCHGEN_STATE).
+    there instead of the output dir, as with `--state`; default BATCHGEN_STATE),
+    `preflight` (check every job's image and audio URL before paying for it; default on
+    against the real API, off with `sandbox`; False is `--no-preflight`).
     `on_event` receives every `JobEvent` (submitted, task_done, downloaded, failed, ...)
     in the run's thread; keep it quick. If it raises,
     the run stops as on a cancel (state saved) and its exception is raised from here.
@@ -176,7 +180,7 @@ def run(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = N
         max_credits=max_credits, api_base=api_base, sandbox=sandbox,
         retry_failed=retry_failed, resubmit_unknown=resubmit_unknown, on_event=on_event,
         api_key=api_key, client_id=client_id, client_secret=client_secret,
-        outage_timeout=outage_timeout, state=state, env=env))
+        outage_timeout=outage_timeout, state=state, preflight=preflight, env=env))
 
 
 async def arun(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | None = None,
@@ -187,7 +191,7 @@ async def arun(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | N
                on_event: Callable[[JobEvent], None] | None = None,
                api_key: str | None = None, client_id: str | None = None,
                client_secret: str | None = None, outage_timeout: float | None = None,
-               state: str | None = None,
+               state: str | None = None, preflight: bool | None = None,
                env: Mapping[str, str] | None = None) -> RunReport:
     """`run` inside a running event loop (same arguments, same report).
 
@@ -200,6 +204,7 @@ async def arun(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | N
     from batchgen.session import (
         limits_from_env,
         outage_timeout_from_env,
+        preflight_from_env,
         require_credentials,
         resolve,
         retry_policy_from_env,
@@ -223,6 +228,7 @@ async def arun(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | N
         limits=limits_from_env(environ),
         outage_timeout=(outage_timeout if outage_timeout is not None
                         else outage_timeout_from_env(environ)),
+        preflight=preflight_from_env(environ, preflight),
         on_event=guard.event if on_event is not None else None, on_running=guard.running)
     if guard.error is not None:
         raise guard.error
@@ -277,6 +283,7 @@ async def run_resolved(resolved: Resolved, creds: Credentials, *, sandbox: bool 
                        retry: RetryPolicy | None = None, limits: Limits | None = None,
                        sandbox_config: SandboxConfig | None = None,
                        outage_timeout: float | None = None,
+                       preflight: PreflightSettings | None = None,
                        on_event: Callable[[JobEvent], None] | None = None,
                        on_started: Callable[[Started], None] | None = None,
                        on_running: Callable[[RunControl], None] | None = None) -> RunReport:
@@ -286,7 +293,7 @@ async def run_resolved(resolved: Resolved, creds: Credentials, *, sandbox: bool 
                              resubmit_unknown=resubmit_unknown, retry=retry,
                              limits=limits, sandbox_config=sandbox_config,
                              outage_timeout=outage_timeout or DEFAULT_OUTAGE_TIMEOUT,
-                             on_event=on_event,
+                             preflight=preflight, on_event=on_event,
                              on_started=on_started, on_running=on_running)
     summary = finished.summary
     status = summary["status"]

@@ -46,6 +46,7 @@ from batchgen.session import (
     credentials_from_env,
     limits_from_env,
     outage_timeout_from_env,
+    preflight_from_env,
     require_credentials,
     retry_policy_from_env,
 )
@@ -136,8 +137,8 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 continue
             for problem in (*errors, *warnings):
                 print(str(problem), file=err)
-            print(f"{path}: {len(errors)} problem(s) with the API's lists; nothing was sent",
-                  file=err)
+            print(f"{path}: {len(errors)} problem(s) with the API's lists or the assets; "
+                  "nothing was sent", file=err)
             continue
         if as_json:
             docs.append({"manifest": path, "ok": True, "jobs": len(manifest.jobs),
@@ -175,6 +176,9 @@ def _online_checks(args: argparse.Namespace, manifest: Manifest
     catalog = _catalog(args, effects=True, models=True, base=manifest.api.base_url)
     effects = {e.get("effect_code") for e in catalog["effects"] if isinstance(e, Mapping)}
     errors, warnings = _model_checks(manifest, catalog["models"])
+    bad, unreachable = _asset_checks(args, manifest)
+    errors += bad
+    warnings += unreachable
     from batchgen.models import ModelProblem
     for job in manifest.jobs:
         if job.effect_code and job.effect_code not in effects:
@@ -182,6 +186,24 @@ def _online_checks(args: argparse.Namespace, manifest: Manifest
                                          "is not in the API's effect list",
                                          "pick one from `batchgen effects`").problem())
     return errors, warnings
+
+
+def _asset_checks(args: argparse.Namespace, manifest: Manifest
+                  ) -> tuple[list[Problem], list[Problem]]:
+    """--online's pre-flight: (every bad asset, each host that could not be reached)."""
+    from batchgen.asset_probe import AssetProber
+    from batchgen.preflight import check_jobs
+    settings = preflight_from_env(os.environ, args.preflight)
+    base = args.api_base or os.environ.get(ENV_API_BASE) or manifest.api.base_url
+    if not settings.on(args.sandbox, base):
+        return [], []
+
+    async def check() -> tuple[list[Problem], list[Problem]]:
+        async with AssetProber.open(timeout=settings.timeout) as prober:
+            return await check_jobs(manifest.jobs, prober.check,
+                                    concurrency=settings.concurrency)
+
+    return asyncio.run(check())
 
 
 def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -196,8 +218,12 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         manifest = resolved.manifest
         records = _catalog(args, models=True, base=manifest.api.base_url)["models"]
         errors, warnings = _model_checks(manifest, records)
+        bad, unreachable = _asset_checks(args, manifest)
+        errors += bad
         if errors:
-            raise ManifestError(errors + warnings)
+            raise ManifestError(errors + warnings + unreachable)
+        for warning in unreachable:
+            print(f"warning: {warning}", file=err)
         online = _online_prices(records, manifest)
         # the totals and the budget use the model list's prices for model jobs
         budget = replace(manifest.budget, prices=with_models(manifest.budget.prices, records))
@@ -528,6 +554,7 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Creden
             sandbox_config=sandbox_config,
             outage_timeout=(args.outage_timeout if args.outage_timeout is not None
                             else outage_timeout_from_env(os.environ)),
+            preflight=preflight_from_env(os.environ, args.preflight),
             on_event=on_event, on_started=on_started, on_running=on_running)
     finally:
         if tick is not None:
@@ -659,10 +686,21 @@ def build_parser(sandbox_flags: bool = True) -> argparse.ArgumentParser:
                                 parser_class=_Parser)
 
     def online(p: argparse.ArgumentParser, what: str) -> None:
-        p.add_argument("--online", action="store_true", help=what)
+        p.add_argument("--online", action="store_true",
+                       help=what + "; and check every image and audio URL as a run's "
+                       "pre-flight does, listing each bad asset")
         p.add_argument("--sandbox", action="store_true",
                        help="with --online: ask the built-in emulator (no account needed)")
         p.add_argument("--api-base", metavar="URL", help=f"API root (over {ENV_API_BASE})")
+        preflight_flags(p)
+
+    def preflight_flags(p: argparse.ArgumentParser) -> None:
+        group = p.add_mutually_exclusive_group()
+        group.add_argument("--no-preflight", dest="preflight", action="store_false",
+                           default=None, help="do not check image/audio URLs before paying")
+        group.add_argument("--preflight", dest="preflight", action="store_true",
+                           default=None, help="check image/audio URLs before paying even "
+                           "against an emulator (--sandbox or a loopback --api-base)")
 
     p = sub.add_parser("validate", help="check manifests; print 'ok: N jobs' or every error")
     p.add_argument("manifests", nargs="+", metavar="MANIFEST",
@@ -722,6 +760,7 @@ def build_parser(sandbox_flags: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--outage-timeout", type=_positive_seconds, metavar="SECONDS",
                    help="end the run (exit 75, state saved) when the API has answered "
                    "nothing usable for this long (default 600, or BATCHGEN_OUTAGE_TIMEOUT)")
+    preflight_flags(p)
     if sandbox_flags:
         from batchgen.sandbox import flags
         group = p.add_argument_group("emulator settings (with --sandbox; as batchgen sandbox)")

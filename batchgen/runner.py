@@ -43,6 +43,7 @@ from batchgen.errors import (
 )
 from batchgen.polling import PollClock
 from batchgen.posters import PosterMaker
+from batchgen.preflight import Gate
 from batchgen.retry import OutageWatch
 from batchgen.scheduler.cleanup import Cleanup
 from batchgen.scheduler.fetch import Fetch, FetchHooks, target_path
@@ -85,7 +86,7 @@ class Runner:
                  clock: Callable[[], float] = time.monotonic,
                  now_iso: Callable[[], str] = utc_now_iso,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, gate: Gate | None = None) -> None:
         self.store = store
         self.client = client
         self.settings = settings
@@ -114,6 +115,10 @@ class Runner:
         #: file name -> job that owns it, as recorded by earlier runs
         self._files: dict[str, str] = {}
         self._limit = settings.concurrency
+        #: pre-flight (preflight.py): a job's first create waits for its assets' verdict
+        self._gate = gate
+        if gate is not None:
+            gate.listen(self._wake.notify)
         self._fatal: BaseException | None = None
         #: what the API really charged for a video of each kind (resolution, length, ...)
         self._learned: dict[budget.PriceKind, int] = {}
@@ -350,6 +355,8 @@ class Runner:
         claimed = 0  # credits reserved by this batch so far
         cap = self.settings.max_credits
         while self._pending and len(batch) < free and not self._stalled:
+            if not self._screen_head() or not self._pending:
+                break
             job_id = self._pending[0]
             row = self._rows[job_id]
             need = self._need(row)
@@ -378,6 +385,22 @@ class Runner:
             self._set_committed(job_id, row.committed_credits if audio else
                                 row.credits_prior + row.credits_lost + need)
         return batch
+
+    def _screen_head(self) -> bool:
+        """Pre-flight at the head of the queue: fail jobs whose asset is definitively bad
+        (before anything is sent or reserved); False while the head's verdict is due."""
+        while self._gate is not None and self._pending:
+            job_id = self._pending[0]
+            if self._rows[job_id].state is not JobState.PENDING:
+                return True  # an add-audio step: its video was checked before it was paid
+            verdict = self._gate.verdict(job_id)
+            if verdict is None:
+                return False
+            if verdict.ok:
+                return True
+            self._pending.popleft()
+            self._fail(job_id, CreateRefused(verdict.error))
+        return True
 
     def _remaining(self) -> int | None:
         cap = self.settings.max_credits

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-
     from batchgen.client import AkoolClient, Credentials, Limits
     from batchgen.manifest import Manifest
     from batchgen.planning import Plan
+    from batchgen.preflight import CheckStore, Preflight, PreflightSettings
     from batchgen.retry import RetryPolicy
     from batchgen.runner import JobEvent, Runner, RunOutcome
     from batchgen.sandbox import SandboxConfig
@@ -45,6 +46,7 @@ ENV_API_BASE = "BATCHGEN_API_BASE"
 ENV_RETRY = "BATCHGEN_RETRY_"
 ENV_MAX_VIDEO = "BATCHGEN_MAX_VIDEO_BYTES"
 ENV_OUTAGE = "BATCHGEN_OUTAGE_TIMEOUT"
+ENV_PREFLIGHT_TIMEOUT = "BATCHGEN_PREFLIGHT_TIMEOUT"
 #: seconds with no usable answer from the API before a run saves its state and ends
 DEFAULT_OUTAGE_TIMEOUT = 600.0
 SANDBOX_KEY = "sandbox-key"
@@ -160,6 +162,50 @@ def outage_timeout_from_env(env: Mapping[str, str]) -> float:
     if not math.isfinite(value) or value <= 0:
         raise UsageError(f"{ENV_OUTAGE} must be a positive number of seconds")
     return value
+
+
+def preflight_from_env(env: Mapping[str, str], enabled: bool | None = None
+                       ) -> PreflightSettings:
+    """Pre-flight settings: `enabled` (None: on unless sandboxed) and
+    BATCHGEN_PREFLIGHT_TIMEOUT, the seconds one asset's check may take (default 10)."""
+    from batchgen.preflight import PreflightSettings
+    text = env.get(ENV_PREFLIGHT_TIMEOUT, "").strip()
+    if not text:
+        return PreflightSettings(enabled=enabled)
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{ENV_PREFLIGHT_TIMEOUT}={text!r} is not a number of seconds"
+                         ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"{ENV_PREFLIGHT_TIMEOUT} must be a positive number of seconds")
+    return PreflightSettings(enabled=enabled, timeout=value)
+
+
+@contextlib.asynccontextmanager
+async def preflight_gate(settings: PreflightSettings, sandbox: bool, api_base: str,
+                         store: CheckStore, rows: Sequence[JobRow],
+                         warn: Callable[[str], None]) -> AsyncIterator[Preflight | None]:
+    """Pre-flight checks of the jobs still to send, started now, in the order they will be
+    sent (`budget.queue`), so verdicts are ready before the submitter asks for them."""
+    if not settings.on(sandbox, api_base):
+        yield None
+        return
+    from batchgen.asset_probe import AssetProber
+    from batchgen.budget import queue
+    from batchgen.jobs import JobState
+    from batchgen.preflight import Preflight, assets_of
+    by_id = {r.job_id: r for r in rows}
+    order = [by_id[s.job_id] for s in queue(rows) if s.admission]
+    jobs = [(r.job_id, assets_of(r.request)) for r in order if r.state is JobState.PENDING]
+    async with AssetProber.open(timeout=settings.timeout) as prober:
+        checks = Preflight(prober.check, store=store, concurrency=settings.concurrency,
+                           warn=warn)
+        checks.start([(job_id, assets) for job_id, assets in jobs if assets])
+        try:
+            yield checks
+        finally:
+            await checks.close()
 
 
 def limits_from_env(env: Mapping[str, str]) -> Limits:
@@ -331,6 +377,7 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
                   retry: RetryPolicy | None = None, limits: Limits | None = None,
                   sandbox_config: SandboxConfig | None = None,
                   outage_timeout: float | None = DEFAULT_OUTAGE_TIMEOUT,
+                  preflight: PreflightSettings | None = None,
                   on_event: Callable[[JobEvent], None] | None = None,
                   on_started: Callable[[Started], None] | None = None,
                   on_running: Callable[[RunControl], None] | None = None) -> Finished:
@@ -338,16 +385,19 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
 
     `on_started` sees what the state held before anything is sent (after the lock is
     taken); `on_running` gets a `RunControl` once the client is authenticated and the
-    runner is about to start; `sandbox_config` sets the in-process emulator's knobs.
+    runner is about to start; `sandbox_config` sets the in-process emulator's knobs;
+    `preflight` says whether jobs' assets are checked before they are paid for (default:
+    yes, unless sandboxed).
     Reports are written however the run ends; cancelling the task that awaits this stops
     the run as SIGINT does (`_run_to_end`).
     """
     from batchgen.client import AkoolClient
     from batchgen.download import clean_partials
+    from batchgen.preflight import PreflightSettings
     from batchgen.report import add_history, summarize, write_reports
     from batchgen.report_html import write_html
     from batchgen.retry import RetryPolicy
-    from batchgen.runner import Runner, RunSettings, utc_now_iso
+    from batchgen.runner import EventKind, JobEvent, Runner, RunSettings, utc_now_iso
     from batchgen.state_store import open_state
     from batchgen.store import JobState
 
@@ -380,19 +430,24 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
             download_workers=max(2, min(32, resolved.concurrency // 3)),
             retry=retry or RetryPolicy(),
             delete_remote=manifest.output.delete_remote, outage_timeout=outage_timeout)
-        async with api_root(resolved.api_base, sandbox, sandbox_config,
-                            resolved.output_dir) as base, \
+
+        def forward(ev: JobEvent) -> None:
+            if on_event is not None:
+                on_event(ev)
+
+        def warn(message: str) -> None:
+            forward(JobEvent(EventKind.NOTICE, "", message))
+
+        async with preflight_gate(preflight or PreflightSettings(), sandbox,
+                                  resolved.api_base, store, rows, warn) as gate, \
+                api_root(resolved.api_base, sandbox, sandbox_config,
+                         resolved.output_dir) as base, \
                 AkoolClient.open(base, creds, max_connections=min(100, resolved.concurrency * 2
                                                                    + 8),
                                  limits=limits) as client:
             await authenticate(client, settings.retry)
             await check_models(client, settings.retry, manifest, rows)
-
-            def forward(ev: JobEvent) -> None:
-                if on_event is not None:
-                    on_event(ev)
-
-            runner = Runner(store, client, settings, forward)
+            runner = Runner(store, client, settings, forward, gate=gate)
             if on_running is not None:
                 on_running(RunControl(runner))
             try:

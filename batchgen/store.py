@@ -643,6 +643,21 @@ class Store:
                                (json.dumps(history),))
         return history
 
+    # -- pre-flight verdicts (preflight.py), kept beside the run history ------------------
+
+    def asset_checks(self) -> dict[str, str]:
+        """Every remembered asset verdict: key (``url:...``/``host:...``) -> JSON text."""
+        rows = self._conn.execute("SELECT key, value FROM meta "
+                                  "WHERE substr(key, 1, 6) = 'asset:'")
+        return {k.removeprefix("asset:"): v for k, v in rows}
+
+    def record_asset_check(self, key: str, value: str) -> None:
+        """Remember one verdict (not durable: losing it costs one more check, no money)."""
+        with self._tx():
+            self._conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
+                               "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                               ("asset:" + key, value))
+
     # -- transitions -------------------------------------------------------------------
 
     def apply(self, row: JobRow, event: Event, *, durable: bool = False) -> JobRow:

@@ -8,6 +8,7 @@
     ├── StateError            the state database is unusable / mismatched
     │   └── NoState               no run has written state in this output dir yet
     ├── StateUnavailable      the shared state database (--state) cannot be reached (exit 75)
+    ├── ClaimLost             this runner's lease ran out: others may hold its jobs now
     ├── OutputNotWritable     the output dir or its state cannot be written      (exit 73)
     ├── ApiError              the API answered (or failed to) in a way we understand
     │   ├── RetryableApiError     429, 5xx, timeouts, connection errors: try again
@@ -83,6 +84,12 @@ class NoState(StateError):
 class StateUnavailable(BatchgenError):
     """The PostgreSQL state (--state) cannot be reached or stopped answering. The state
     is intact up to its last commit; run again when the server is back."""
+
+
+class ClaimLost(BatchgenError):
+    """A runner sharing a manifest (--state) no longer holds a job it meant to write or
+    send: its lease ran out and another runner may have taken the job over. Nothing is
+    sent; the run stops and a new one rejoins."""
 
 
 class OutputNotWritable(BatchgenError):

@@ -49,6 +49,21 @@ from batchgen.store import _MIGRATIONS, Store
 _PG_MIGRATIONS: tuple[tuple[str, str], ...] = (
     # the money audit lists abandoned tasks in the order they were abandoned (rowid in SQLite)
     ("pg_0001_abandoned_order", "ALTER TABLE abandoned_tasks ADD COLUMN seq BIGSERIAL"),
+    # several runners on one manifest (pgshare.py): who they are and how long their lease
+    # runs (the server's clock), which runner holds a job, what its claim reserved
+    ("pg_0002_runners", """
+        CREATE TABLE runners (
+            runner_id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid BIGINT NOT NULL,
+            started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            lease_until TIMESTAMPTZ NOT NULL,
+            dead BOOLEAN NOT NULL DEFAULT false
+        );
+        ALTER TABLE jobs ADD COLUMN holder TEXT;
+        ALTER TABLE jobs ADD COLUMN reserved BIGINT NOT NULL DEFAULT 0;
+        CREATE INDEX jobs_holder ON jobs(holder)
+    """),
 )
 _QUOTED = re.compile(r"('(?:[^']|'')*')")
 #: seconds to wait for the server before giving up (the run then says so and exits)
@@ -150,22 +165,26 @@ class PgStore(Store):
         store = cls(_connect(url), url, schema)
         store._pg.where = store.where
         try:
-            with store._pg.errors():
-                store._pg.execute(f'SET search_path TO "{schema}"')
-                exists = store._pg.execute(
-                    "SELECT 1 FROM information_schema.schemata WHERE schema_name = ?",
-                    (schema,)).fetchone()
-                if exists is None and not create:
-                    raise NoState(f"{store.where}: no state yet for manifest {scope!r} "
-                                  "(nothing has been run with it)")
-                store._migrate()
-                store._check_rows()
-                if lock:
-                    store._take_run_lock(scope)
+            store._prepare(scope, create=create, lock=lock)
         except BaseException:
             store.close()
             raise
         return store
+
+    def _prepare(self, scope: str, *, create: bool, lock: bool = True) -> None:
+        """Point the connection at the scope's schema, migrate, check, lock."""
+        with self._pg.errors():
+            self._pg.execute(f'SET search_path TO "{self.schema}"')
+            exists = self._pg.execute(
+                "SELECT 1 FROM information_schema.schemata WHERE schema_name = ?",
+                (self.schema,)).fetchone()
+            if exists is None and not create:
+                raise NoState(f"{self.where}: no state yet for manifest {scope!r} "
+                              "(nothing has been run with it)")
+            self._migrate()
+            self._check_rows()
+            if lock:
+                self._take_run_lock(scope)
 
     @classmethod
     def preview(cls, url: StateUrl, scope: str) -> PgStore:  # type: ignore[override]

@@ -697,10 +697,14 @@ class Store:
                 if job_id in claimed:
                     cols["sent"] = 0
                 if cols:
-                    names = ", ".join(f"{k}=?" for k in cols)
-                    self._conn.execute(f"UPDATE jobs SET {names} WHERE job_id=?",
-                                       (*cols.values(), job_id))
+                    self._write_row(job_id, cols)
         return out
+
+    def _write_row(self, job_id: str, cols: Mapping[str, Any]) -> None:
+        """Write one row's changed columns (the shared PostgreSQL store fences this write
+        on the runner's claim: `pgshare.SharedPgStore`)."""
+        names = ", ".join(f"{k}=?" for k in cols)
+        self._conn.execute(f"UPDATE jobs SET {names} WHERE job_id=?", (*cols.values(), job_id))
 
     def begin_submit(self, job_ids: Iterable[str], now: str, *, audio: bool = False) -> None:
         """Journal creates about to be sent (durably): the evidence against paying twice."""

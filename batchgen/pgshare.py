@@ -1,0 +1,290 @@
+"""Several runners, one manifest: claims, leases and fences over the PostgreSQL state.
+
+A `SharedPgStore` is one runner's view of a manifest that other runners (any host) drain
+at the same time. What makes that safe, all in the database:
+
+* **Claims** (`claim`) happen in one transaction under the manifest's advisory lock: the
+  tasks in flight across *all* runners are counted (jobs submitting or running), so
+  ``api.concurrency`` is never exceeded, not even briefly; the budget is the one rule of
+  budget.py over every row (what each job holds, plus what open claims reserved), so all
+  runners together never commit more than ``max_credits``; the chosen jobs become
+  `submitting` with this runner as their holder before the transaction ends.
+* **Leases.** A runner registers with a lease on the server's clock and renews it
+  (`heartbeat`); a runner whose lease ran out is reaped by whoever claims next:
+  its unsent claims go back to their queue, its sent-but-unanswered creates become
+  `unknown` (as after a crash), its tasks in flight lose their holder and are adopted
+  (`adopt`) by a live runner, which polls and downloads them (safe to repeat).
+* **Fences.** The durable "sent" mark (`mark_sent`) is written only while this runner
+  holds the job and its lease is current: an update that touches no row raises
+  `ClaimLost`, and the create is not sent. Every other write of a job is fenced on its
+  holder too, so a runner paused past its lease cannot overwrite what another took over.
+
+Deliberately not here: the budget rule itself (budget.py), scheduling (runner.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from batchgen import budget
+from batchgen.errors import BatchgenError, ClaimLost
+from batchgen.jobs import Job, JobRow, JobState
+from batchgen.pgstore import PgStore, _connect, _lock_key, schema_name
+from batchgen.state_store import StateUrl
+from batchgen.store import SyncResult
+from batchgen.transitions import Claimed
+
+S = JobState
+#: states in which a job occupies a slot of the account's concurrency
+BUSY = (S.SUBMITTING, S.AUDIO_SUBMITTING, S.RUNNING, S.AUDIO_RUNNING)
+#: states of work a dead runner leaves that another may take over without paying
+ADOPTABLE = (S.RUNNING, S.AUDIO_RUNNING, S.READY)
+_ALIVE = "EXISTS (SELECT 1 FROM runners WHERE runner_id = ? AND NOT dead AND lease_until > now())"
+_LOST = ("the create request was sent but its answer was lost (the runner that sent it "
+         "stopped renewing its lease); re-run with --resubmit-unknown to send it again")
+#: seconds a runner's lease lasts unless renewed
+DEFAULT_LEASE = 30.0
+
+
+def _vals(states: Sequence[JobState]) -> list[str]:
+    return [s.value for s in states]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one `claim` took: the creates to send and the rows as written."""
+
+    sends: tuple[tuple[str, bool], ...]   #: (job id, add-audio step?) in sending order
+    rows: Mapping[str, JobRow]            #: the claimed rows and their families' rows
+    needs: Mapping[str, int]              #: credits each claimed create reserved
+    in_flight: int                        #: slots busy across all runners before it
+    committed: int                        #: credits held by all runners after it
+    #: the admission at the head of the queue that the budget holds back (or None)
+    blocked: tuple[str, int] | None = None
+
+
+class SharedPgStore(PgStore):
+    """One runner's handle on a manifest shared with other runners (see module doc)."""
+
+    def __init__(self, *args: Any, lease: float = DEFAULT_LEASE) -> None:
+        super().__init__(*args)
+        self.runner_id = uuid.uuid4().hex
+        self.lease = lease
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+
+    @classmethod
+    def join(cls, url: StateUrl, scope: str, *, lease: float = DEFAULT_LEASE
+             ) -> SharedPgStore:
+        """Connect, migrate, and register as a runner of `scope` with a fresh lease."""
+        schema = schema_name(url.schema, scope)
+        store = cls(_connect(url), url, schema, lease=lease)
+        store._pg.where = store.where
+        try:
+            store._prepare(scope, create=True)
+            with store._tx():
+                store._conn.execute(
+                    "INSERT INTO runners (runner_id, host, pid, lease_until) VALUES "
+                    "(?, ?, ?, now() + make_interval(secs => ?))",
+                    (store.runner_id, store.host, store.pid, lease))
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _take_run_lock(self, scope: str) -> None:
+        """Shared: excludes only a single-runner (exclusive) run of the same manifest."""
+        got = self._pg.execute("SELECT pg_try_advisory_lock_shared(?)",
+                               (_lock_key(self.schema),)).fetchone()
+        if not got or not got[0]:
+            super()._take_run_lock(scope)  # raises OutputDirLocked naming the holder
+
+    # -- leases ------------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """Renew the lease; `ClaimLost` when it already ran out (stop sending)."""
+        with self._tx():
+            cur = self._conn.execute(
+                "UPDATE runners SET lease_until = now() + make_interval(secs => ?) "
+                "WHERE runner_id = ? AND NOT dead AND lease_until > now()",
+                (self.lease, self.runner_id))
+        if cur.rowcount == 0:
+            raise self._lost()
+
+    def _lost(self) -> ClaimLost:
+        return ClaimLost(f"{self.where}: this runner ({self.host}, pid {self.pid}) let its "
+                         f"lease of {self.lease:g} s run out, so other runners may have taken "
+                         "over its jobs; it sends nothing more — run again to rejoin")
+
+    def _lock_manifest(self) -> None:
+        self._conn.execute("SELECT pg_advisory_xact_lock(?)",
+                           (_lock_key(self.schema + ":claims"),))
+
+    def _reap(self) -> int:
+        """Settle the jobs of runners whose lease ran out (inside the claim lock)."""
+        dead = [r[0] for r in self._conn.execute(
+            "UPDATE runners SET dead = true WHERE NOT dead AND lease_until < now() "
+            "RETURNING runner_id")]
+        return self._settle("holder = ANY(?)", (dead,)) if dead else 0
+
+    def _settle(self, where: str, params: tuple[Any, ...]) -> int:
+        """As `Store.recover`, for the jobs `where` selects: unsent claims back to their
+        queue, sent ones unknown, tasks in flight free to adopt. Returns new unknowns."""
+        conn = self._conn
+        for frm, to in ((S.SUBMITTING, S.PENDING), (S.AUDIO_SUBMITTING, S.AUDIO_PENDING)):
+            conn.execute(f"UPDATE jobs SET state = ?, reserved = 0 WHERE state = ? AND sent = 0 "
+                         f"AND {where}", (to, frm, *params))
+        cur = conn.execute(
+            "UPDATE jobs SET unknown_step = CASE state WHEN ? THEN 'add_audio' ELSE 'video' END, "
+            f"state = ?, error = ?, reserved = 0 WHERE state IN (?, ?) AND {where}",
+            (S.AUDIO_SUBMITTING, S.UNKNOWN, _LOST, S.SUBMITTING, S.AUDIO_SUBMITTING, *params))
+        conn.execute(
+            "UPDATE jobs SET state = ?, unknown_step = 'video', error = 'made by the lost "
+            "create of ' || parent WHERE state = ? AND parent IN (SELECT job_id FROM jobs "
+            "WHERE state = ? AND unknown_step = 'video')", (S.UNKNOWN, S.PENDING, S.UNKNOWN))
+        conn.execute(f"UPDATE jobs SET holder = NULL WHERE {where}", params)
+        return int(cur.rowcount)
+
+    # -- the manifest over the state, serialized with claims ------------------------------
+
+    def sync(self, jobs: Sequence[Job], estimates: Sequence[tuple[int, int]]) -> SyncResult:
+        with self._tx():
+            self._lock_manifest()
+            return super().sync(jobs, estimates)
+
+    def recover(self) -> int:
+        """Reap runners whose lease ran out, and settle jobs nobody holds (a run before
+        runners were shared, or a crash): returns how many became unknown."""
+        with self._tx():
+            self._lock_manifest()
+            return self._reap() + self._settle("holder IS NULL", ())
+
+    def reopen(self, *, unknown: bool, failed: bool) -> int:
+        with self._tx():
+            self._lock_manifest()
+            return super().reopen(unknown=unknown, failed=failed)
+
+    # -- claims ------------------------------------------------------------------------
+
+    def claim(self, free: int, limit: int, max_credits: int | None, now: str) -> Claim:
+        """Take up to `free` creates to send, within `limit` tasks in flight across all
+        runners and `max_credits` over everything held (module docstring)."""
+        with self._tx():
+            self._lock_manifest()
+            if self._conn.execute(f"SELECT {_ALIVE}", (self.runner_id,)).fetchone() != (True,):
+                raise self._lost()
+            self._reap()
+            every = self.rows(active_only=False)
+            busy = sum(1 for r in every if r.state in BUSY)
+            committed = budget.committed(every) + self._reserved_extra(every)
+            slots = min(free, limit - busy)
+            sends, needs, blocked = self._choose(every, slots, max_credits, committed)
+            if not sends:
+                return Claim((), {}, {}, busy, committed, blocked)
+            rows = {r.job_id: r for r in every}
+            family = [r.job_id for r in every if r.parent in needs
+                      and r.state is S.PENDING and not audio_of(sends, r.parent)]
+            self._conn.executemany("UPDATE jobs SET holder = ?, reserved = ? WHERE job_id = ?",
+                                   [(self.runner_id, needs[j], j) for j, _ in sends]
+                                   + [(self.runner_id, 0, j) for j in family])
+            written = self.apply_many([(rows[j], Claimed(now, audio)) for j, audio in sends])
+            rows.update({r.job_id: r for r in written})
+            held = {j: rows[j] for j in [*(j for j, _ in sends), *family]}
+            return Claim(tuple(sends), held, needs, busy,
+                         committed + sum(needs.values()), blocked)
+
+    def _reserved_extra(self, every: Sequence[JobRow]) -> int:
+        """What open claims reserved beyond what their rows hold (a learned price, the
+        later videos of a `count` job): counted until the create's answer is recorded."""
+        reserved = dict(self._conn.execute(
+            "SELECT job_id, reserved FROM jobs WHERE state IN (?, ?) AND reserved > 0",
+            (S.SUBMITTING, S.AUDIO_SUBMITTING)).fetchall())
+        extra = 0
+        for row in every:
+            if row.job_id in reserved:
+                spent = budget.held(row) - row.credits_prior - row.credits_lost
+                extra += max(0, reserved[row.job_id] - spent)
+        return extra
+
+    @staticmethod
+    def _choose(every: Sequence[JobRow], slots: int, cap: int | None, committed: int
+                ) -> tuple[list[tuple[str, bool]], dict[str, int], tuple[str, int] | None]:
+        """The runner's order (runner._claim): add-audio steps already paid for first,
+        then admissions in manifest order until the first that does not fit (budget.py)."""
+        queue = budget.queue([r for r in every if r.active])
+        state = {r.job_id: r.state for r in every}
+        sends: list[tuple[str, bool]] = []
+        needs: dict[str, int] = {}
+        for send in [s for s in queue if not s.admission] + [s for s in queue if s.admission]:
+            if len(sends) >= slots:
+                break
+            if send.admission and not budget.fits(cap, committed, send.need):
+                return sends, needs, (send.job_id, send.need)
+            sends.append((send.job_id, state[send.job_id] is S.AUDIO_PENDING))
+            needs[send.job_id] = send.need
+            committed += max(0, send.need)
+        return sends, needs, None
+
+    # -- fenced writes -------------------------------------------------------------------
+
+    def mark_sent(self, job_id: str, sent: bool = True) -> None:
+        """The journal's "sent" mark, written only while this runner holds the job under a
+        current lease; `ClaimLost` (do not send) when that is no longer so."""
+        with self._tx(durable=True):
+            cur = self._conn.execute(
+                f"UPDATE jobs SET sent = ? WHERE job_id = ? AND holder = ? AND state IN (?, ?) "
+                f"AND {_ALIVE}", (int(sent), job_id, self.runner_id, S.SUBMITTING,
+                                  S.AUDIO_SUBMITTING, self.runner_id))
+        if cur.rowcount == 0 and sent:
+            raise self._lost()
+
+    def _write_row(self, job_id: str, cols: Mapping[str, Any]) -> None:
+        names = ", ".join(f"{k}=?" for k in cols)
+        cur = self._conn.execute(f"UPDATE jobs SET {names} WHERE job_id=? AND holder=?",
+                                 (*cols.values(), job_id, self.runner_id))
+        if cur.rowcount == 0:
+            raise self._lost()
+
+    # -- adoption and who holds what -------------------------------------------------------
+
+    def adopt(self) -> list[JobRow]:
+        """Take over tasks in flight (and finished videos to fetch) that no runner holds."""
+        with self._tx():
+            self._lock_manifest()
+            self._reap()
+            ids = [r[0] for r in self._conn.execute(
+                "UPDATE jobs SET holder = ? WHERE holder IS NULL AND active = 1 AND state IN "
+                "(?, ?, ?) RETURNING job_id", (self.runner_id, *ADOPTABLE))]
+            return [self.get(j) for j in ids]
+
+    def close(self) -> None:
+        """Leave: what this runner still holds is settled at once (no lease to wait out)."""
+        if not self._pg.pg.closed:
+            # best effort: if the server is gone, the lease runs out and others reap it
+            with contextlib.suppress(BatchgenError), self._tx():
+                self._lock_manifest()
+                self._settle("holder = ?", (self.runner_id,))
+                self._conn.execute("UPDATE runners SET dead = true WHERE runner_id = ?",
+                                   (self.runner_id,))
+        super().close()
+
+
+def audio_of(sends: Sequence[tuple[str, bool]], job_id: str | None) -> bool:
+    """Is `job_id`'s claimed create its add-audio step (then its family is not sent)?"""
+    return any(j == job_id and audio for j, audio in sends)
+
+
+def holders(store: PgStore) -> dict[str, str]:
+    """Which runner (host, pid) holds each unfinished job: for `status` and `report`."""
+    cur = store._pg.execute(
+        "SELECT j.job_id, r.host, r.pid, r.dead OR r.lease_until < now() FROM jobs j "
+        "JOIN runners r ON j.holder = r.runner_id WHERE j.state NOT IN (?, ?, ?)",
+        (S.COMPLETED, S.FAILED, S.UNKNOWN))
+    return {j: f"{host}:{pid}" + (" (lease expired)" if gone else "")
+            for j, host, pid, gone in cur}

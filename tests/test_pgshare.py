@@ -1,0 +1,190 @@
+"""Several runners on one manifest (pgshare.py), at the store: claims under one
+concurrency limit and one budget, leases, fenced writes, a dead runner's work adopted."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+
+from batchgen import budget
+from batchgen.errors import ClaimLost, OutputDirLocked
+from batchgen.jobs import Job
+from batchgen.pgshare import SharedPgStore, holders
+from batchgen.pgstore import PgStore
+from batchgen.state_store import parse_state_url
+from batchgen.store import JobState
+from batchgen.transitions import Accepted, TaskDone
+
+S = JobState
+
+
+def job(i: int) -> Job:
+    return Job(id=f"j{i:03d}", index=i, image_url=f"https://e.com/{i}.jpg", resolution="720p",
+               video_length=5, audio_type=3, prompt=f"p{i}", fingerprint=f"fp{i}")
+
+
+def seeded(url, n: int, scope: str = "m") -> None:
+    with PgStore.open(url, scope, lock=False) as store:
+        store.sync([job(i) for i in range(n)], [(20, 0)] * n)
+
+
+def drain(url, *, runners: int, limit: int, cap: int | None, charge: int = 20,
+          scope: str = "m") -> dict:
+    """`runners` threads, each a runner: claim, send (mark), accept, finish a task."""
+    lock = threading.Lock()
+    seen = {"claimed": [], "in_flight": 0, "max": 0, "claims": [], "errors": []}
+
+    def runner(k: int) -> None:
+        rng = random.Random(k)
+        store = SharedPgStore.join(url, scope, lease=10)
+        running: list = []
+        try:
+            while True:
+                t0 = time.perf_counter()
+                got = store.claim(limit, limit, cap, "2026-01-01T00:00:00Z")
+                with lock:
+                    seen["claims"].append(time.perf_counter() - t0)
+                    seen["claimed"] += [j for j, _ in got.sends]
+                    seen["in_flight"] += len(got.sends)
+                    seen["max"] = max(seen["max"], seen["in_flight"])
+                for job_id, _ in got.sends:
+                    store.mark_sent(job_id)
+                    running.append(store.apply(got.rows[job_id],
+                                               Accepted(f"task-{job_id}", charge), durable=True))
+                if running:
+                    done = running.pop(rng.randrange(len(running)))
+                    with lock:  # the slot frees when the store says so, not before
+                        store.apply(done, TaskDone(done.task_id, "http://v/x.mp4"))
+                        seen["in_flight"] -= 1
+                elif not got.sends:
+                    return
+        except BaseException as exc:
+            seen["errors"].append(exc)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=runner, args=(k,)) for k in range(runners)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen["errors"] == []
+    return seen
+
+
+def test_three_runners_claim_each_job_once_never_over_the_limit(pg_url):
+    url = parse_state_url(pg_url)
+    seeded(url, 60)
+    seen = drain(url, runners=3, limit=4, cap=None)
+    assert sorted(seen["claimed"]) == [f"j{i:03d}" for i in range(60)]  # each exactly once
+    assert seen["max"] <= 4
+    with PgStore.open(url, "m", lock=False) as store:
+        assert {r.state for r in store.rows()} == {S.READY}
+
+
+def test_runners_together_never_commit_more_than_the_cap(pg_url):
+    url = parse_state_url(pg_url)
+    seeded(url, 30)
+    # the API charges 25 where 20 was estimated: learned prices make later claims bigger
+    seen = drain(url, runners=3, limit=5, cap=330, charge=25)
+    with PgStore.open(url, "m", lock=False) as store:
+        rows = store.rows()
+    assert budget.committed(rows) <= 330
+    sent = [r for r in rows if r.state is not S.PENDING]
+    assert len(sent) == len(seen["claimed"]) >= 12  # spent up to the cap, then stopped
+    # the budget keeps manifest order: what was sent is a prefix of the manifest
+    assert sorted(r.job_id for r in sent) == [f"j{i:03d}" for i in range(len(sent))]
+
+
+def test_a_runner_paused_past_its_lease_sends_nothing_another_took_over(pg_url):
+    url = parse_state_url(pg_url)
+    seeded(url, 4)
+    paused = SharedPgStore.join(url, "m", lease=0.3)
+    got = paused.claim(3, 3, None, "t")
+    assert [j for j, _ in got.sends] == ["j000", "j001", "j002"]
+    paused.mark_sent("j000")                     # on the wire, answer not yet in
+    running = paused.apply(got.rows["j000"], Accepted("task-0", 20), durable=True)
+    paused.mark_sent("j001")                     # sent, answer never comes
+    time.sleep(0.4)                              # SIGSTOP past the lease
+    other = SharedPgStore.join(url, "m", lease=10)
+    try:
+        taken = other.claim(4, 4, None, "t")
+        # the unsent claim went back to the queue and was taken; the sent one is unknown
+        assert [j for j, _ in taken.sends] == ["j002", "j003"]
+        adopted = other.adopt()
+        assert [r.job_id for r in adopted] == ["j000"]   # its task in flight: adopted
+        with pytest.raises(ClaimLost, match="lease"):
+            paused.mark_sent("j002")             # fenced: it must not send
+        with pytest.raises(ClaimLost):
+            paused.apply(running, TaskDone("task-0", "http://v/0.mp4"))
+        with pytest.raises(ClaimLost):
+            paused.heartbeat()
+        states = {r.job_id: r.state for r in other.rows()}
+        assert states == {"j000": S.RUNNING, "j001": S.UNKNOWN, "j002": S.SUBMITTING,
+                          "j003": S.SUBMITTING}
+        other.apply(adopted[0], TaskDone("task-0", "http://v/0.mp4"))  # the adopter may
+        assert "lease" in other.get("j001").error
+    finally:
+        other.close()
+        paused.close()
+
+
+def test_a_heartbeat_keeps_the_lease_and_status_names_the_holder(pg_url):
+    url = parse_state_url(pg_url)
+    seeded(url, 2)
+    store = SharedPgStore.join(url, "m", lease=0.3)
+    try:
+        store.claim(1, 5, None, "t")
+        for _ in range(3):
+            time.sleep(0.15)
+            store.heartbeat()
+        store.mark_sent("j000")                  # still ours after 0.45 s
+        with PgStore.open(url, "m", lock=False) as reader:
+            assert holders(reader) == {"j000": f"{store.host}:{store.pid}"}
+    finally:
+        store.close()
+    with PgStore.open(url, "m", lock=False) as reader:  # a clean leave settles at once
+        assert reader.get("j000").state is S.UNKNOWN and holders(reader) == {}
+
+
+def test_shared_runners_and_a_single_runner_run_exclude_each_other(pg_url):
+    url = parse_state_url(pg_url)
+    seeded(url, 1)
+    a = SharedPgStore.join(url, "m")
+    b = SharedPgStore.join(url, "m")             # runners share
+    with pytest.raises(OutputDirLocked):
+        PgStore.open(url, "m")                   # an exclusive run waits for them
+    a.close()
+    b.close()
+    single = PgStore.open(url, "m")
+    with pytest.raises(OutputDirLocked):
+        SharedPgStore.join(url, "m")
+    single.close()
+
+
+def test_an_open_claim_reserves_its_learned_price_for_every_runner(pg_url):
+    """Runner A's claims, sent at the price the API was seen to charge (25, not the
+    estimated 20) and not yet answered, count at 25 in runner B's claim."""
+    url = parse_state_url(pg_url)
+    seeded(url, 5)
+    a = SharedPgStore.join(url, "m")
+    b = SharedPgStore.join(url, "m")
+    try:
+        first = a.claim(1, 5, 120, "t")
+        a.mark_sent("j000")
+        a.apply(first.rows["j000"], Accepted("task-0", 25), durable=True)
+        opened = a.claim(2, 5, 120, "t")
+        assert opened.needs == {"j001": 25, "j002": 25}
+        taken = b.claim(5, 5, 120, "t")
+        assert [j for j, _ in taken.sends] == ["j003"] and taken.blocked == ("j004", 25)
+        for store, claim in ((a, opened), (b, taken)):
+            for job_id, _ in claim.sends:
+                store.mark_sent(job_id)
+                store.apply(claim.rows[job_id], Accepted(f"task-{job_id}", 25), durable=True)
+        assert budget.committed(b.rows()) == 100 <= 120
+    finally:
+        a.close()
+        b.close()

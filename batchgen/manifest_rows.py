@@ -20,7 +20,7 @@ import difflib
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,43 +79,51 @@ def iter_rows(text: str, file: str, keep_extra: bool = False) -> Iterator[Row | 
     being errors (JSONL keys are sorted out by the loader, which knows the schema).
     """
     if file.lower().endswith(CSV_EXTENSIONS):
-        return _csv_rows(text, file, keep_extra)
-    return _jsonl_rows(text, file)
+        return csv_rows(io.StringIO(text, newline=""), file, keep_extra)
+    return jsonl_rows(text.split("\n"), file)
 
 
-def _jsonl_rows(text: str, file: str) -> Iterator[Row | Problem]:
-    lines = text.split("\n")
-    numbers = [n for n, line in enumerate(lines, start=1) if line.strip()]
-    for start in range(0, len(numbers), _JSONL_CHUNK):
-        yield from _jsonl_chunk(lines, numbers[start:start + _JSONL_CHUNK], file)
+def jsonl_rows(lines: Iterable[str], file: str) -> Iterator[Row | Problem]:
+    """JSONL rows from its lines (split at "\n" only; a trailing "\n" is ignored), parsed
+    a chunk at a time so that a file read line by line is never held whole."""
+    chunk: list[tuple[int, str]] = []
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            chunk.append((number, line[:-1] if line.endswith("\n") else line))
+            if len(chunk) == _JSONL_CHUNK:
+                yield from _jsonl_chunk(chunk, file)
+                chunk = []
+    if chunk:
+        yield from _jsonl_chunk(chunk, file)
 
 
-def _jsonl_chunk(lines: list[str], numbers: list[int], file: str) -> Iterator[Row | Problem]:
-    """Parse a chunk of lines in one C-level call (~3x faster than json.loads per line).
+def _jsonl_chunk(lines: list[tuple[int, str]], file: str) -> Iterator[Row | Problem]:
+    """Parse a chunk of (line number, line) in one C-level call (~3x faster than
+    json.loads per line).
 
     Only when every line looks like one object and the parse yields one value per line;
     otherwise the per-line path finds and names the bad line.
     """
-    chunk = [lines[n - 1].strip() for n in numbers]
+    chunk = [line.strip() for _, line in lines]
     values = None
     if all(c.startswith("{") and c.endswith("}") for c in chunk):
         try:
             values = json.loads("[" + ",".join(chunk) + "]")
         except ValueError:
             values = None
-    if values is None or len(values) != len(numbers):
-        yield from _jsonl_rows_one_by_one(lines, numbers, file)
+    if values is None or len(values) != len(lines):
+        yield from _jsonl_rows_one_by_one(lines, file)
         return
-    for number, value in zip(numbers, values, strict=True):
+    for (number, _), value in zip(lines, values, strict=True):
         yield Row(number, value) if value.__class__ is dict else \
             _not_an_object(file, number, value)
 
 
-def _jsonl_rows_one_by_one(lines: list[str], numbers: list[int], file: str
+def _jsonl_rows_one_by_one(lines: list[tuple[int, str]], file: str
                            ) -> Iterator[Row | Problem]:
-    for number in numbers:
+    for number, line in lines:
         try:
-            value = json.loads(lines[number - 1])
+            value = json.loads(line)
         except ValueError as exc:
             msg = getattr(exc, "msg", str(exc))
             col = getattr(exc, "colno", 0)
@@ -138,8 +146,9 @@ def _json_kind(value: Any) -> str:
         type(value), "number")
 
 
-def _csv_rows(text: str, file: str, keep_extra: bool) -> Iterator[Row | Problem]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+def csv_rows(source: Iterable[str], file: str, keep_extra: bool) -> Iterator[Row | Problem]:
+    """CSV rows from text lines (a file opened with newline="", or a StringIO of one)."""
+    reader = csv.reader(source)
     try:
         header = next(reader, None)
     except csv.Error as exc:

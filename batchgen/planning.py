@@ -13,12 +13,15 @@ truth once known (akool-api.md §8.4), which is why the plan says which prices i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from batchgen import budget
+from batchgen.jobs import Job
 from batchgen.manifest import Manifest
+from batchgen.manifest_stream import Shapes
 from batchgen.pricing import (
     FALLBACK_RESOLUTION,
     PUBLISHED_VIDEO,
@@ -138,6 +141,9 @@ def build_plan(manifest: Manifest, states: Mapping[str, str] | None = None, *,
     it reserves) in sending order (from `budget.queue` over the state); None means every
     to-submit job at its estimate, in manifest order, which is what a run without state
     sends. The budget rule applied to it is `budget.admit`, the runner's own.
+
+    Without states or sends, the jobs are priced from their shapes (`Jobs.shapes`: a few
+    kinds, one byte per job) instead of being expanded again; the figures are the same.
     """
     table = manifest.budget.prices
     states = states or {}
@@ -149,8 +155,12 @@ def build_plan(manifest: Manifest, states: Mapping[str, str] | None = None, *,
     needs: dict[str, int] = {}
     for job_id, need in sends or ():
         needs[job_id] = needs.get(job_id, 0) + need
-    order: list[tuple[str, int]] = list(sends) if sends is not None else []
-    for job in manifest.jobs:
+    shapes = getattr(manifest.jobs, "shapes", None) if not states and sends is None else None
+    weighted: Iterable[tuple[Job, int]] = (
+        ((job, 1) for job in manifest.jobs) if shapes is None else
+        [(shapes.sample(k), shapes.order.count(k)) for k in range(len(shapes.kinds))])
+    costs = array("q")  # credits of each to-submit job in manifest order (sends is None)
+    for job, n in weighted:
         state = states.get(job.id, "to_submit")
         if state not in buckets:
             raise ValueError(f"unknown job state {state!r} for {job.id}; expected one of "
@@ -159,24 +169,22 @@ def build_plan(manifest: Manifest, states: Mapping[str, str] | None = None, *,
         submit = state == "to_submit"
         v = video_credits(table, job)
         by_model = job.model_name if model_video_credits(table, job) is not None else ""
-        _add(video, (job.resolution, job.video_length, by_model or ""), count, v, submit)
+        _add(video, (job.resolution, job.video_length, by_model or ""), count, v, submit, n)
         a = 0
         if job.add_audio is not None:
             a = add_audio_credits(table, job)
-            _add(audio, (ADD_AUDIO, job.video_length, ""), count, a, submit)
+            _add(audio, (ADD_AUDIO, job.video_length, ""), count, a, submit, n)
         bucket = buckets[state]
-        bucket[0] += 1
+        bucket[0] += n
         if submit and sends is not None:
             bucket[1] += needs.get(job.id, 0)  # what the run reserves (a repeated step...)
         else:
-            bucket[1] += v + a
+            bucket[1] += (v + a) * n
             if submit:
-                order.append((job.id, v + a))
+                costs.append(v + a)
     within: int | None = None
     if max_credits is not None:
-        admitted = budget.admit(max_credits, spent_credits, (n for _, n in order)).admitted
-        stopped = {j for j, _ in order[admitted:]}
-        within = len({j for j, _ in order[:admitted]} - stopped)
+        within = _within(max_credits, spent_credits, sends, costs, shapes)
     video_lines = _lines(video, table.video, table.overridden, table)
     audio_lines = _lines(audio, {ADD_AUDIO: table.add_audio}, table.overridden, table)
     video_total = sum(line.credits for line in video_lines)
@@ -194,17 +202,34 @@ def build_plan(manifest: Manifest, states: Mapping[str, str] | None = None, *,
         spent_credits=spent_credits, jobs_within_budget=within)
 
 
+def _within(max_credits: int, spent: int, sends: Sequence[tuple[str, int]] | None,
+            costs: array[int], shapes: Shapes | None) -> int:
+    """To-submit jobs the budget rule (`budget.admit`) lets a run send, in its order.
+
+    With `sends`, a job whose later send is stopped is not counted; without, each job is
+    one send at its estimate (ids are unique), so the count is what is admitted.
+    """
+    if sends is not None:
+        admitted = budget.admit(max_credits, spent, (n for _, n in sends)).admitted
+        stopped = {j for j, _ in sends[admitted:]}
+        return len({j for j, _ in sends[:admitted]} - stopped)
+    if shapes is None:
+        return budget.admit(max_credits, spent, costs).admitted
+    kinds = costs  # one per kind, in kind order (every job is to submit)
+    return budget.admit(max_credits, spent, (kinds[k] for k in shapes.order)).admitted
+
+
 def _add(cells: dict[tuple[str, int, str], list[int]], key: tuple[str, int, str], count: int,
-         credits: int, submit: bool) -> None:
+         credits: int, submit: bool, jobs: int = 1) -> None:
     cell = cells.get(key)
     if cell is None:
         cell = cells[key] = [0, 0, 0, 0, 0]
-    cell[0] += 1
-    cell[1] += count
-    cell[2] += credits
+    cell[0] += jobs
+    cell[1] += count * jobs
+    cell[2] += credits * jobs
     if submit:
-        cell[3] += 1
-        cell[4] += credits
+        cell[3] += jobs
+        cell[4] += credits * jobs
 
 
 def _lines(cells: dict[tuple[str, int, str], list[int]],

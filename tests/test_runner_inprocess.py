@@ -55,7 +55,7 @@ async def run_in_process(tmp_path: Path, n: int, *, max_credits: int | None = No
             async with AkoolClient.open(sandbox.url, Credentials(api_key="test-key-123")) as c:
                 runner = Runner(store, c, settings, clock=fake.clock, sleep=fake.sleep)
                 outcome = await asyncio.wait_for(runner.run(), 20)
-            in_memory = dict(runner._rows)
+            in_memory = dict(runner.state.rows)
             stored = {r.job_id: r for r in store.rows()}
             committed = store.committed_credits()
         stats = sandbox.stats()
@@ -96,3 +96,83 @@ def test_the_deleter_removes_verified_videos_in_process(tmp_path):
     assert all(r.state is JobState.COMPLETED and r.remote_deleted for r in stored.values())
     assert stats["requests"].get("delbyids", 0) >= 1 and stats["tasks_stored"] == 0
     assert in_memory == stored
+
+
+async def stop_while_creates_are_on_the_wire(tmp_path: Path, stop_grace: float):
+    """Two creates held 0.3 s by the emulator (before it makes anything); `stop()` while
+    both are on the wire. Returns the outcome, the stored rows and the server's ledger."""
+    fake = FakeTime()
+    config = SandboxConfig(queue_time=(5.0, 5.0), processing_time=(5.0, 5.0),
+                           latency=(0.3, 0.3))
+    async with Sandbox(config) as sandbox:
+        with Store.open(tmp_path) as store:
+            store.sync(jobs(2), [(20, 0)] * 2)
+            settings = RunSettings(output_dir=tmp_path, name="t", concurrency=2,
+                                   stop_grace=stop_grace, outage_timeout=None)
+            async with AkoolClient.open(sandbox.url, Credentials(api_key="test-key-123")) as c:
+                runner = Runner(store, c, settings, clock=fake.clock, sleep=fake.sleep)
+                task = asyncio.create_task(runner.run())
+                async with asyncio.timeout(10):
+                    while sandbox.state.faults["latency"] < 2:  # both reached the emulator
+                        await asyncio.sleep(0.005)
+                runner.stop()
+                outcome = await asyncio.wait_for(task, 10)
+            stored = {r.job_id: r for r in store.rows()}
+            await asyncio.sleep(0.5)  # let the emulator finish what it was given
+            return outcome, stored, sandbox.stats(), store
+
+
+def test_a_stop_gives_creates_on_the_wire_their_grace(tmp_path):
+    # stop/grace rule: creates already sent get `stop_grace` to record their answer, so
+    # the paid task ids are in the state and the next run polls them, never resends
+    outcome, stored, stats, _ = asyncio.run(stop_while_creates_are_on_the_wire(tmp_path, 5.0))
+    assert outcome.interrupted
+    assert stats["tasks_created"] == 2
+    assert {r.state for r in stored.values()} == {JobState.RUNNING}
+    assert all(r.task_id for r in stored.values())
+
+
+def test_a_stop_without_grace_leaves_sent_creates_to_resume_as_unknown(tmp_path):
+    # a cancelled create that was sent stays `submitting` (never `pending`: it may be
+    # charged), and the next run's recovery makes it `unknown`, not sent again
+    outcome, stored, _, _ = asyncio.run(stop_while_creates_are_on_the_wire(tmp_path, 0.0))
+    assert outcome.interrupted
+    assert {r.state for r in stored.values()} == {JobState.SUBMITTING}
+    with Store.open(tmp_path) as store:
+        assert store.recover() == 2
+        assert {r.state for r in store.rows()} == {JobState.UNKNOWN}
+
+
+def test_a_worker_error_ends_the_run_as_itself_not_as_a_group(tmp_path):
+    # the TaskGroup's ExceptionGroup is unwrapped: cli maps CredentialsError to exit 4
+    import pytest
+
+    from batchgen.errors import CredentialsError
+    from batchgen.runner import EventKind
+
+    async def scenario() -> dict:
+        fake = FakeTime()
+        config = SandboxConfig(queue_time=(0.0, 0.0), processing_time=(60.0, 60.0))
+        async with Sandbox(config) as sandbox:
+            with Store.open(tmp_path) as store:
+                store.sync(jobs(3), [(20, 0)] * 3)
+                settings = RunSettings(output_dir=tmp_path, name="t", concurrency=1,
+                                       outage_timeout=None)
+
+                def ban(event) -> None:  # the key is revoked once the first task is paid
+                    if event.kind is EventKind.SUBMITTED:
+                        sandbox.config.update({"banned_keys": ["test-key-123"]})
+
+                async with AkoolClient.open(sandbox.url,
+                                            Credentials(api_key="test-key-123")) as c:
+                    runner = Runner(store, c, settings, ban, clock=fake.clock,
+                                    sleep=fake.sleep)
+                    with pytest.raises(CredentialsError):
+                        await asyncio.wait_for(runner.run(), 10)
+                stored = {r.job_id: r for r in store.rows()}
+            assert sandbox.stats()["tasks_created"] == 1
+        return stored
+
+    stored = asyncio.run(scenario())
+    assert [r.state for r in stored.values()] == [JobState.RUNNING, JobState.PENDING,
+                                                  JobState.PENDING]

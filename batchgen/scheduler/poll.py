@@ -1,19 +1,19 @@
 """Polling: one loop that asks `resultsByIds` about every task in flight and turns each
-answer into the job's transitions.
+answer into the job's transitions (through `RunState.apply`, the one write path).
 
 `PollClock` (polling.py) says when: probing early and backing off while nothing is
 known, then timed by the durations the API reports. This worker owns the tasks in flight
 (`flights`), asks about the due ones `poll_batch` ids per request (filling each request
-up with tasks due soon), and hands the transitions to the runner's one write path. A task
+up with tasks due soon), and hands done videos on (`RunState.ready`, `audio_due`). A task
 missing again and again, for minutes, is taken to be gone; one older than `max_task_age`
 is left for the next run. Deliberately not here: what a charge means (budget.py), sending
-(the runner's submitter), downloading (fetch.py).
+(submit.py), downloading (fetch.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,18 +21,8 @@ from batchgen.client import AkoolClient, TaskRecord, TaskStatus
 from batchgen.errors import FatalApiError, RetryableApiError
 from batchgen.jobs import JobRow, JobState
 from batchgen.polling import PollClock
-from batchgen.scheduler.state import (
-    MISSING_LIMIT,
-    MISSING_MIN_AGE,
-    EventKind,
-    Flight,
-    JobEvent,
-    Ports,
-    RunOutcome,
-    RunSettings,
-    Wakeup,
-)
-from batchgen.transitions import Charged, ChargeNoted, Event, TaskDone, TaskFailed, TaskLost
+from batchgen.scheduler.state import MISSING_LIMIT, MISSING_MIN_AGE, EventKind, JobEvent, RunState
+from batchgen.transitions import Charged, Event, TaskDone, TaskFailed, TaskLost
 
 
 def poll_kind(row: JobRow, audio: bool) -> tuple[Any, ...]:
@@ -43,39 +33,23 @@ def poll_kind(row: JobRow, audio: bool) -> tuple[Any, ...]:
     return ("video", req.get("resolution"), req.get("video_length"), req.get("model_name"))
 
 
-@dataclass(frozen=True, slots=True)
-class PollHooks:
-    """What the poller needs from the rest of the run."""
+@dataclass(slots=True)
+class Flight:
+    """A task in flight at the API, as the poller tracks it."""
 
-    rows: Callable[[str], JobRow]
-    apply: Callable[[list[tuple[str, Event]]], Sequence[JobRow]]
-    #: a charge changed what the job holds against the budget
-    committed: Callable[[JobRow], None]
-    #: the budget's reading of a task's charge, and the note to record when it is unusable
-    charge: Callable[[JobRow, TaskRecord, bool], int | None]
-    note: Callable[[JobRow, TaskRecord, bool], ChargeNoted | None]
-    #: a video is done and its add-audio step is due
-    audio_due: Callable[[str], None]
-    #: a job's final video is ready to download
-    ready: Callable[[str], None]
-    #: nothing is left to send: only the last completion delays the run
-    draining: Callable[[], bool]
-    submitting_done: Callable[[], bool]
-    #: the poller has ended (no more videos will become ready)
-    closed: Callable[[], None]
+    job_id: str
+    audio: bool
+    sent: float
+    missing: int = 0
 
 
 class Poll:
     """The poller: `track` a task when a create is accepted, `run` the loop."""
 
-    def __init__(self, client: AkoolClient, settings: RunSettings, ports: Ports, wake: Wakeup,
-                 hooks: PollHooks, outcome: RunOutcome) -> None:
+    def __init__(self, client: AkoolClient, state: RunState) -> None:
         self._client = client
-        self._settings = settings
-        self._ports = ports
-        self._wake = wake
-        self._hooks = hooks
-        self._outcome = outcome
+        self._state = state
+        settings = state.settings
         #: when to ask about what (polling.py)
         self.schedule = PollClock(settings.poll_interval, batch=settings.poll_batch,
                                   slots=settings.concurrency)
@@ -88,32 +62,32 @@ class Poll:
         self.flights[task_id] = Flight(row.job_id, audio, sent=now)
         self.schedule.track(task_id, poll_kind(row, audio), now, timed=timed)
 
-    async def run(self) -> None:
-        """Poll until nothing is in flight and nothing more will be sent."""
+    async def run(self, draining: Callable[[], bool]) -> None:
+        """Poll until nothing is in flight and nothing more will be sent. `draining()`:
+        nothing is left to send, so only the last completion delays the run."""
+        state = self._state
         try:
             while True:
-                token = self._wake.token()
+                token = state.wake.token()
                 if not self.flights:
-                    if self._hooks.submitting_done():
+                    if state.submitting_done:
                         return
-                    await self._wake.wait(token, None)
+                    await state.wake.wait(token, None)
                     continue
-                now = self._ports.clock()
-                # with nothing left to send, only the last completion delays the run
-                draining = self._hooks.draining()
-                soonest = self.schedule.next_round(now, draining=draining)
+                now = state.ports.clock()
+                soonest = self.schedule.next_round(now, draining=draining())
                 if soonest is None:
                     soonest = now
                 if soonest > now:
-                    await self._wake.wait(token, soonest - now)
+                    await state.wake.wait(token, soonest - now)
                     continue
                 await self._round(now)
         finally:
-            self._hooks.closed()
+            state.close_ready()  # no more videos will become ready
 
     async def _round(self, now: float) -> None:
         """Ask about every due task, filling each request up with tasks due soon."""
-        batch_size = max(1, self._settings.poll_batch)
+        batch_size = max(1, self._state.settings.poll_batch)
         by_due, n_due = self.schedule.order(now)
         due = set(by_due[:n_due])
         n_requests = max(1, -(-n_due // batch_size))
@@ -122,19 +96,20 @@ class Poll:
         answers = await asyncio.gather(*(self.results(c) for c in chunks),
                                        return_exceptions=True)
         changes: list[tuple[str, Event]] = []
-        after = self._ports.clock()
+        emit = self._state.ports.emit
+        after = self._state.ports.clock()
         for chunk, records in zip(chunks, answers, strict=True):
             if isinstance(records, RetryableApiError):
                 # the API stayed unreachable through every retry: the tasks are still
                 # there, so ask again later rather than give up on paid work
                 for task_id in chunk:
                     self.schedule.defer(task_id, after + self.schedule.cap)
-                self._ports.emit(JobEvent(EventKind.NOTICE, "", f"results unavailable: {records}"))
+                emit(JobEvent(EventKind.NOTICE, "", f"results unavailable: {records}"))
                 continue
             if isinstance(records, FatalApiError):
                 # an answer we cannot use for this chunk (say, one id the API rejects):
                 # count it as a miss for the due tasks, so one bad id cannot stop the run
-                self._ports.emit(JobEvent(EventKind.NOTICE, "", f"results refused: {records}"))
+                emit(JobEvent(EventKind.NOTICE, "", f"results refused: {records}"))
                 records = []
             elif isinstance(records, BaseException):
                 raise records
@@ -148,23 +123,29 @@ class Poll:
                     continue  # rode along in a request it was not due for: no verdict
                 changes += self._observe(task_id, flight, record, after)
         if changes:
-            for (_, event), row in zip(changes, self._hooks.apply(changes), strict=True):
+            state = self._state
+            for (_, event), row in zip(changes, state.apply(changes), strict=True):
                 if isinstance(event, Charged):
-                    self._hooks.committed(row)
+                    state.commit(row.job_id, row.committed_credits)
                 elif isinstance(event, TaskDone) and row.state is JobState.READY:
-                    self._hooks.ready(row.job_id)
-            self._wake.notify()
+                    state.ready.put_nowait(row.job_id)
+            state.wake.notify()
 
     async def results(self, ids: list[str]) -> list[TaskRecord]:
-        return await self._settings.retry.run(
-            lambda: self._client.results(ids), sleep=self._ports.sleep, clock=self._ports.clock,
-            rng=self._ports.rng,
-            on_retry=lambda n, e, w: self._ports.emit(JobEvent(EventKind.RETRY, "", str(e))))
+        """One `resultsByIds` request, with the run's retries (the downloaders use it too,
+        to refresh an expired URL)."""
+        ports = self._state.ports
+        return await self._state.settings.retry.run(
+            lambda: self._client.results(ids), sleep=ports.sleep, clock=ports.clock,
+            rng=ports.rng,
+            on_retry=lambda n, e, w: ports.emit(JobEvent(EventKind.RETRY, "", str(e))))
 
     def _observe(self, task_id: str, flight: Flight, record: TaskRecord | None,
                  now: float) -> list[tuple[str, Event]]:
         """Fold one answer about one task into its flight; return the job's transitions."""
         job_id = flight.job_id
+        state = self._state
+        ports = state.ports
         if record is None:
             flight.missing += 1
             # the API may list a new task late; only a task missing again and again, for
@@ -175,16 +156,16 @@ class Poll:
             del self.flights[task_id]
             self.schedule.forget(task_id)
             error = f"task {task_id} is no longer known to the API"
-            self._ports.emit(JobEvent(EventKind.FAILED, job_id, error))
+            ports.emit(JobEvent(EventKind.FAILED, job_id, error))
             return [(job_id, TaskLost(error))]
         flight.missing = 0
         events: list[Event] = []
-        row = self._hooks.rows(job_id)
-        credits = self._hooks.charge(row, record, flight.audio)
+        row = state.rows[job_id]
+        credits = state.charge(row, record, flight.audio)
         if credits is not None and (row.credits_audio if flight.audio
                                     else row.credits_video) != credits:
             events.append(Charged(credits, flight.audio))
-        note = self._hooks.note(row, record, flight.audio)
+        note = state.charge_note(row, record, flight.audio)
         if note is not None:
             events.append(note)
         if record.status is TaskStatus.DONE:
@@ -192,11 +173,11 @@ class Poll:
             # timed by the API's clock when the record says when it finished; else only
             # bounded (after the last "not yet", before now): our lateness is not its length
             self.schedule.finished(task_id, now, record.create_time, record.update_time)
-            self._ports.emit(JobEvent(EventKind.TASK_DONE, job_id, task_id))
+            ports.emit(JobEvent(EventKind.TASK_DONE, job_id, task_id))
             if not flight.audio and row.request.get("add_audio"):
-                self._hooks.audio_due(job_id)
+                state.audio_due.append(job_id)
             # finished_at: the report's timeline (a URL expires 7 days on)
-            events.append(TaskDone(task_id, record.video_url, flight.audio, self._ports.now_iso()))
+            events.append(TaskDone(task_id, record.video_url, flight.audio, ports.now_iso()))
         elif record.status is TaskStatus.FAILED:
             del self.flights[task_id]
             self.schedule.forget(task_id)
@@ -204,17 +185,17 @@ class Poll:
             msg = record.reason or "check the image URL, prompt and options"
             error = f"{step} {task_id} failed at the API (status {record.status:d}): {msg}"
             # an add-audio step is marked so that --retry-failed repeats only it
-            events.append(TaskFailed(error, flight.audio, self._ports.now_iso()))
-            self._ports.emit(JobEvent(EventKind.FAILED, job_id, error))
-        elif now - flight.sent > self._settings.max_task_age:
+            events.append(TaskFailed(error, flight.audio, ports.now_iso()))
+            ports.emit(JobEvent(EventKind.FAILED, job_id, error))
+        elif now - flight.sent > state.settings.max_task_age:
             # stuck at the API: stop polling so the run can end; the job stays in flight
             # in the state and the next run picks it up again
             del self.flights[task_id]
             self.schedule.forget(task_id)
-            self._outcome.abandoned += 1
-            self._ports.emit(JobEvent(EventKind.NOTICE, job_id,
+            state.outcome.abandoned += 1
+            ports.emit(JobEvent(EventKind.NOTICE, job_id,
                                f"task {task_id} still {record.status.name.lower()} after "
-                               f"{self._settings.max_task_age:.0f}s; left for the next run"))
+                               f"{state.settings.max_task_age:.0f}s; left for the next run"))
         else:
             self.schedule.not_yet(task_id, now)
         return [(job_id, e) for e in events]

@@ -1,23 +1,35 @@
-"""The run's shared values: settings, outcome, progress events and the small records the
-workers keep (a task in flight, a deletion due), and the wake-up the loops wait on.
+"""The run's shared state: settings, outcome, progress events, the wake-up the loops wait
+on, and `RunState` — the one in-memory view every worker is given explicitly.
 
-Plain data and one asyncio primitive: no HTTP, SQL or files. The runner (runner.py) and
-its workers (cleanup.py, ...) import them from here; `batchgen.runner` re-exports the
-public ones (RunSettings, RunOutcome, JobEvent, EventKind, utc_now_iso).
+`RunState` holds the rows of the jobs still in play, the count families, the credits each
+job holds (`Ledger`), the run's outcome and the two hand-overs between workers (add-audio
+steps due, videos ready); its `apply` is the one write path (the store applies each
+transition, the view keeps the very row written). No HTTP, SQL or files here: the store
+does the writing, client.py the wire. The runner (runner.py) builds one `RunState` per run
+and passes it to its workers (submit.py, poll.py, fetch.py, cleanup.py); `batchgen.runner`
+re-exports the public names (RunSettings, RunOutcome, JobEvent, EventKind, utc_now_iso).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from batchgen.errors import RetryableApiError
+from batchgen import budget
+from batchgen.jobs import JobRow, JobState
 from batchgen.retry import RetryPolicy
+from batchgen.transitions import AnswerLost, ChargeNoted, CreateRefused, DownloadFailed, Event
+
+if TYPE_CHECKING:
+    from batchgen.client import TaskRecord
+    from batchgen.store import Store
 
 #: fields the batch endpoint takes (akool-api.md E2); audio and effects do not apply there
 BATCH_FIELDS = frozenset({"image_url", "prompt", "model_name", "negative_prompt",
@@ -91,27 +103,6 @@ class RunOutcome:
     kept_ready: int = 0              #: finished videos not downloaded (unreachable); next run
 
 
-@dataclass(slots=True)
-class Flight:
-    """A task in flight at the API, as the poller tracks it."""
-
-    job_id: str
-    audio: bool
-    sent: float
-    missing: int = 0
-
-
-@dataclass(slots=True)
-class Deletion:
-    """A task whose video is safely on disk and is to be deleted at the API."""
-
-    job_id: str
-    task_id: str
-    due: float
-    tries: int = 0
-    reason: str = ""
-
-
 class Wakeup:
     """Edge-triggered wake-up for loops that wait on state changes, or for a while.
 
@@ -146,11 +137,6 @@ class Wakeup:
             slept.cancel()
 
 
-class BadBody(RetryableApiError):
-    """A download that arrived but was wrong (truncated, not an MP4): retried, and once
-    retries run out the job fails, unlike a host that could not be reached at all."""
-
-
 def utc_now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -165,3 +151,133 @@ class Ports:
     now_iso: Callable[[], str]
     sleep: Callable[[float], Awaitable[None]]
     rng: random.Random
+
+
+class Ledger:
+    """The run's money in memory: the credits each job holds against the budget (all runs
+    of this output dir), their total, and the prices the API really charged.
+
+    The rule itself is budget.py's; this only keeps the figures it is applied to, so that
+    a claim can weigh them without reading the store.
+    """
+
+    def __init__(self) -> None:
+        #: job -> credits it holds (`JobRow.committed_credits`)
+        self.held: dict[str, int] = {}
+        self.total = 0
+        #: the head of the admission queue does not fit: admissions wait until room frees
+        self.stalled = False
+        #: what the API really charged for a video of each kind (resolution, length, ...)
+        self.learned: dict[budget.PriceKind, int] = {}
+        #: a charge from the API could not be used (told once per run)
+        self.bad_charge_noticed = False
+
+    def hold(self, job_id: str, credits: int) -> bool:
+        """Record what a job holds now; True when that freed room a stalled queue waits for
+        (the API charged less than estimated, or a create made nothing)."""
+        before = self.held.get(job_id, 0)
+        self.held[job_id] = credits
+        self.total += credits - before
+        if credits < before and self.stalled:
+            self.stalled = False
+            return True
+        return False
+
+    def learn(self, row: JobRow, credits: int | None) -> None:
+        """Keep the highest price the API charged for a video of this kind."""
+        if credits is not None:
+            kind = budget.price_kind(row)
+            self.learned[kind] = max(self.learned.get(kind, 0), credits)
+
+
+class RunState:
+    """What the workers of one run share, passed to each explicitly (nothing global)."""
+
+    def __init__(self, store: Store, settings: RunSettings, ports: Ports) -> None:
+        self.store = store
+        self.settings = settings
+        self.ports = ports
+        self.outcome = RunOutcome()
+        self.wake = Wakeup(ports.sleep)
+        #: set by `Runner.stop` (or an outage, or a fatal create): no new submissions
+        self.stopping = asyncio.Event()
+        #: job id -> its row as last written, for every job still in play
+        self.rows: dict[str, JobRow] = {}
+        #: a `count` job -> the ids of its later videos (`<id>#k`)
+        self.children: dict[str, list[str]] = {}
+        self.ledger = Ledger()
+        #: add-audio steps of admitted jobs (their credits are reserved), sent as slots
+        #: free: the poller adds a job once its video is done, the submitter sends
+        self.audio_due: deque[str] = deque()
+        #: jobs whose final video is ready: the poller adds, the download workers fetch;
+        #: None ends one worker
+        self.ready: asyncio.Queue[str | None] = asyncio.Queue()
+        #: the submitter has ended: nothing more will be sent in this run
+        self.submitting_done = False
+
+    def apply(self, steps: list[tuple[str, Event]], *, durable: bool = False) -> list[JobRow]:
+        """The one write path: the store applies the transitions and the in-memory view
+        keeps the very rows it wrote (one per step; a job's later steps chain)."""
+        rows = self.store.apply_many([(self.rows[j], e) for j, e in steps], durable=durable)
+        for row in rows:
+            self.rows[row.job_id] = row
+        return rows
+
+    def commit(self, job_id: str, credits: int) -> None:
+        """What a job holds against the budget changed; a freed room wakes the submitter."""
+        if self.ledger.hold(job_id, credits):
+            self.wake.notify()
+
+    def family(self, job_id: str) -> list[str]:
+        """The rows one create of `job_id` makes: itself, plus the later videos of a `count`
+        job that are still to make (never ones already made)."""
+        return [job_id, *(c for c in self.children.get(job_id, ())
+                          if self.rows[c].state is JobState.PENDING)]
+
+    def halted(self) -> bool:
+        """Submissions stopped for this run: the account is out of credit, or the API
+        stayed unreachable through every retry."""
+        return bool(self.outcome.out_of_credit or self.outcome.api_unavailable)
+
+    def stop(self) -> None:
+        """No new submissions from now on; every loop wakes to notice."""
+        self.stopping.set()
+        self.wake.notify()
+
+    def fail(self, job_id: str, event: AnswerLost | CreateRefused | DownloadFailed) -> None:
+        """A job failed (or its answer was lost); the later videos of a count job still to
+        make share the fate of its one create."""
+        audio_step = not isinstance(event, DownloadFailed) and event.audio
+        family = [job_id] if audio_step or self.rows[job_id].task_id else self.family(job_id)
+        for row in self.apply([(j, event) for j in family]):
+            self.commit(row.job_id, row.committed_credits)
+        if not isinstance(event, AnswerLost):
+            self.ports.emit(JobEvent(EventKind.FAILED, job_id, event.error))
+        self.wake.notify()
+
+    def close_ready(self) -> None:
+        """No more videos will become ready: each download worker ends once it drains."""
+        for _ in range(max(1, self.settings.download_workers)):
+            self.ready.put_nowait(None)
+
+    def charge(self, row: JobRow, record: TaskRecord, audio: bool) -> int | None:
+        """The API's `deduction_credit` for one task, if the budget may use it."""
+        estimate = budget.audio_estimate(row) if audio else budget.video_estimate(row)
+        return budget.charge(record.charged, estimate).credits
+
+    def charge_note(self, row: JobRow, record: TaskRecord, audio: bool) -> ChargeNoted | None:
+        """An unusable charge, as the API said it, to record (state column `credits_note`);
+        told to the user once per run. The estimate stays held (see `budget.charge`)."""
+        estimate = budget.audio_estimate(row) if audio else budget.video_estimate(row)
+        problem = budget.charge(record.charged, estimate).problem
+        if problem is None:
+            return None
+        step = "add-audio task" if audio else "task"
+        note = (f"{step} {record.task_id}: the API's deduction_credit is unusable "
+                f"({problem}); the estimate {estimate} is held instead")
+        if not self.ledger.bad_charge_noticed:
+            self.ledger.bad_charge_noticed = True
+            self.ports.emit(JobEvent(EventKind.NOTICE, row.job_id,
+                                     f"{note} (any further such answers are recorded in the "
+                                     "state without another notice)"))
+        return ChargeNoted(note) if row.credits_note != note else None

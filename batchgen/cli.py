@@ -275,9 +275,11 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         with open_state(resolved.output_dir, resolved.state, resolved.manifest.name,
                         lock=False, create=False) as store:
             rows, spent = store.rows_and_committed()
+            holders, runners = store.holders(), store.runners()
         ran = True
     except NoState:  # a state that cannot be read raises instead: it is not "never run"
         rows, spent, ran = _manifest_rows(resolved.manifest), 0, False
+        holders, runners = {}, []
     summary = summarize(rows)
     waiting = not_downloaded(rows)
     if getattr(args, "json", False):
@@ -285,10 +287,18 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                           "not_downloaded": len(waiting),
                           "first_expires_at": (waiting[0].expires_at.strftime(ISO)
                                                if waiting else None),
-                          "job_list": [_job_dict(r) for r in rows]}, indent=2), file=out)
+                          "runners": runners,
+                          "job_list": [{**_job_dict(r), "holder": holders.get(r.job_id)}
+                                       for r in rows]}, indent=2), file=out)
         return EXIT_OK
     where = resolved.output_dir if ran else f"{resolved.output_dir} (not run yet)"
+    if resolved.state is not None:
+        where = f"{where}, state {resolved.state}"
     print(f"{resolved.manifest.name}: {len(rows)} jobs in {where}", file=out)
+    for runner in runners:  # several runners share a PostgreSQL state (--state)
+        print(f"  runner {runner['host']}:{runner['pid']} holds {runner['jobs']} job(s)"
+              + ("" if runner["alive"] else " (lease expired: its jobs go to the others)"),
+              file=out)
     for state, n in sorted(summary["states"].items()):
         print(f"  {state:<17}{n:>8}", file=out)
     budget = resolved.max_credits

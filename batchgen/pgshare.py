@@ -278,13 +278,3 @@ class SharedPgStore(PgStore):
 def audio_of(sends: Sequence[tuple[str, bool]], job_id: str | None) -> bool:
     """Is `job_id`'s claimed create its add-audio step (then its family is not sent)?"""
     return any(j == job_id and audio for j, audio in sends)
-
-
-def holders(store: PgStore) -> dict[str, str]:
-    """Which runner (host, pid) holds each unfinished job: for `status` and `report`."""
-    cur = store._pg.execute(
-        "SELECT j.job_id, r.host, r.pid, r.dead OR r.lease_until < now() FROM jobs j "
-        "JOIN runners r ON j.holder = r.runner_id WHERE j.state NOT IN (?, ?, ?)",
-        (S.COMPLETED, S.FAILED, S.UNKNOWN))
-    return {j: f"{host}:{pid}" + (" (lease expired)" if gone else "")
-            for j, host, pid, gone in cur}

@@ -271,6 +271,25 @@ class PgStore(Store):
         return [dict(zip(names, r, strict=True)) for r in cur]
 
 
+    def holders(self) -> dict[str, str]:
+        """Which runner (host:pid) holds each unfinished job, for `status`."""
+        cur = self._pg.execute(
+            "SELECT j.job_id, r.host, r.pid, r.dead OR r.lease_until < now() FROM jobs j "
+            "JOIN runners r ON j.holder = r.runner_id WHERE j.state NOT IN (?, ?, ?)",
+            (JobState.COMPLETED, JobState.FAILED, JobState.UNKNOWN))
+        return {j: f"{host}:{pid}" + (" (lease expired)" if gone else "")
+                for j, host, pid, gone in cur}
+
+    def runners(self) -> list[dict[str, Any]]:
+        """Runners that have not left, with their lease and how many jobs each holds."""
+        cur = self._pg.execute(
+            "SELECT r.host, r.pid, r.started_at, r.lease_until, r.lease_until > now(), "
+            "(SELECT count(*) FROM jobs j WHERE j.holder = r.runner_id) FROM runners r "
+            "WHERE NOT r.dead ORDER BY r.started_at")
+        return [{"host": h, "pid": p, "started_at": s.isoformat(), "lease_until": u.isoformat(),
+                 "alive": bool(a), "jobs": n} for h, p, s, u, a, n in cur]
+
+
 def _connect(url: StateUrl) -> _PgConn:
     try:
         conn = psycopg.connect(url.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT,

@@ -592,6 +592,15 @@ class Store:
             raise KeyError(job_id)
         return _row(r)
 
+    def holders(self) -> dict[str, str]:
+        """Which runner holds each unfinished job ("host:pid"): none here, where one run
+        holds the whole output dir (the shared PostgreSQL state has several)."""
+        return {}
+
+    def runners(self) -> list[dict[str, Any]]:
+        """The runners sharing this state, with their leases: none here (see `holders`)."""
+        return []
+
     def committed_credits(self) -> int:
         """Credits held by every sent job of this output dir, across all runs (the budget)."""
         return budget.committed(self.rows(active_only=False))

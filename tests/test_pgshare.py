@@ -12,7 +12,7 @@ import pytest
 from batchgen import budget
 from batchgen.errors import ClaimLost, OutputDirLocked
 from batchgen.jobs import Job
-from batchgen.pgshare import SharedPgStore, holders
+from batchgen.pgshare import SharedPgStore
 from batchgen.pgstore import PgStore
 from batchgen.state_store import parse_state_url
 from batchgen.store import JobState
@@ -143,11 +143,11 @@ def test_a_heartbeat_keeps_the_lease_and_status_names_the_holder(pg_url):
             store.heartbeat()
         store.mark_sent("j000")                  # still ours after 0.45 s
         with PgStore.open(url, "m", lock=False) as reader:
-            assert holders(reader) == {"j000": f"{store.host}:{store.pid}"}
+            assert reader.holders() == {"j000": f"{store.host}:{store.pid}"}
     finally:
         store.close()
     with PgStore.open(url, "m", lock=False) as reader:  # a clean leave settles at once
-        assert reader.get("j000").state is S.UNKNOWN and holders(reader) == {}
+        assert reader.get("j000").state is S.UNKNOWN and reader.holders() == {}
 
 
 def test_shared_runners_and_a_single_runner_run_exclude_each_other(pg_url):
@@ -185,6 +185,41 @@ def test_an_open_claim_reserves_its_learned_price_for_every_runner(pg_url):
                 store.mark_sent(job_id)
                 store.apply(claim.rows[job_id], Accepted(f"task-{job_id}", 25), durable=True)
         assert budget.committed(b.rows()) == 100 <= 120
+    finally:
+        a.close()
+        b.close()
+
+
+def test_status_shows_the_whole_manifest_and_which_runner_holds_what(pg_url, tmp_path):
+    import io
+    import json
+
+    from cli_helpers import write_manifest
+
+    from batchgen.api import load
+    from batchgen.cli import main
+    from batchgen.session import estimates
+
+    manifest = load(write_manifest(tmp_path, 4))
+    url = parse_state_url(pg_url)
+    a, b = SharedPgStore.join(url, manifest.name), SharedPgStore.join(url, manifest.name)
+    try:
+        a.sync(manifest.jobs, estimates(manifest))
+        a.claim(1, 5, None, "t")
+        b.claim(2, 5, None, "t")
+        out = io.StringIO()
+        assert main(["status", str(manifest.path), "--state", pg_url, "--json"], out,
+                    io.StringIO()) == 0
+        doc = json.loads(out.getvalue())
+        assert [(r["pid"], r["jobs"], r["alive"]) for r in doc["runners"]] == [
+            (a.pid, 1, True), (b.pid, 2, True)]
+        held = {j["id"]: j["holder"] for j in doc["job_list"]}
+        assert held == {"job000": f"{a.host}:{a.pid}", "job001": f"{b.host}:{b.pid}",
+                        "job002": f"{b.host}:{b.pid}", "job003": None}
+        text = io.StringIO()
+        main(["status", str(manifest.path), "--state", pg_url], text, io.StringIO())
+        assert f"runner {b.host}:{b.pid} holds 2 job(s)" in text.getvalue()
+        assert "4 jobs in" in text.getvalue() and "state postgresql://" in text.getvalue()
     finally:
         a.close()
         b.close()

@@ -287,8 +287,10 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                           "not_downloaded": len(waiting),
                           "first_expires_at": (waiting[0].expires_at.strftime(ISO)
                                                if waiting else None),
-                          "runners": runners,
-                          "job_list": [{**_job_dict(r), "holder": holders.get(r.job_id)}
+                          # with --state: the runners sharing it and who holds what
+                          **({"runners": runners} if resolved.state else {}),
+                          "job_list": [{**_job_dict(r), **({"holder": holders.get(r.job_id)}
+                                                            if resolved.state else {})}
                                        for r in rows]}, indent=2), file=out)
         return EXIT_OK
     where = resolved.output_dir if ran else f"{resolved.output_dir} (not run yet)"

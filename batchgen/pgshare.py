@@ -28,7 +28,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,10 +153,12 @@ class SharedPgStore(PgStore):
 
     # -- the manifest over the state, serialized with claims ------------------------------
 
-    def sync(self, jobs: Sequence[Job], estimates: Sequence[tuple[int, int]]) -> SyncResult:
+    def sync(self, jobs: Sequence[Job],
+             estimates: Sequence[tuple[int, int]] | Callable[[Job], tuple[int, int]],
+             *, key: str | None = None) -> SyncResult:
         with self._tx():
             self._lock_manifest()
-            return super().sync(jobs, estimates)
+            return super().sync(jobs, estimates, key=key)
 
     def recover(self) -> int:
         """Reap runners whose lease ran out, and settle jobs nobody holds (a run before

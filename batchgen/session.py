@@ -30,6 +30,7 @@ from batchgen.errors import CredentialsError, NoState, UsageError
 
 if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-up light
     from batchgen.client import AkoolClient, Credentials, Limits
+    from batchgen.jobs import Job
     from batchgen.manifest import Manifest
     from batchgen.planning import Plan
     from batchgen.preflight import CheckStore, Preflight, PreflightSettings
@@ -255,11 +256,36 @@ async def api_root(resolved_base: str, sandbox: bool, config: SandboxConfig | No
 # -- the plan --------------------------------------------------------------------------
 
 
-def estimates(manifest: Manifest) -> list[tuple[int, int]]:
-    """(total, add-audio part) credits of each job, as the store records them."""
+def estimates(manifest: Manifest) -> Callable[[Job], tuple[int, int]]:
+    """(total, add-audio part) credits of a job, as the store records them (`Store.sync`
+    calls it job by job, so no list of a million pairs is built)."""
     from batchgen.pricing import add_audio_credits, job_credits
     prices = manifest.budget.prices
-    return [(job_credits(prices, j), add_audio_credits(prices, j)) for j in manifest.jobs]
+
+    def estimate(job: Job) -> tuple[int, int]:
+        return job_credits(prices, job), add_audio_credits(prices, job)
+
+    return estimate
+
+
+#: bump when what `Store.sync` writes for one job changes (its stored request, ...)
+SYNC_FORMAT = 1
+
+
+def sync_key(manifest: Manifest) -> str | None:
+    """What the state's rows were synced from: the manifest's expansion and its prices.
+
+    Equal keys mean a new sync would write what the last one wrote (`Store.sync` skips
+    it); None for a job list without an expansion digest.
+    """
+    import hashlib
+
+    from batchgen.jobs import DEFAULT_NEGATIVE_PROMPT
+    digest = getattr(manifest.jobs, "digest", None)
+    if digest is None:
+        return None
+    made = f"{SYNC_FORMAT}\x1f{digest}\x1f{manifest.budget.prices!r}\x1f{DEFAULT_NEGATIVE_PROMPT}"
+    return hashlib.sha256(made.encode()).hexdigest()
 
 
 def plan_now(resolved: Resolved, *, retry_failed: bool = False, resubmit_unknown: bool = False
@@ -293,7 +319,7 @@ def plan_now(resolved: Resolved, *, retry_failed: bool = False, resubmit_unknown
     else:
         with store:
             store.recover()
-            store.sync(manifest.jobs, estimates(manifest))
+            store.sync(manifest.jobs, estimates(manifest), key=sync_key(manifest))
             store.reopen(unknown=resubmit_unknown, failed=retry_failed)
             rows, spent = store.rows_and_committed()
         owner = {r.job_id: r.parent or r.job_id for r in rows}
@@ -407,7 +433,7 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
     # creates the dir; names what refuses
     with open_state(resolved.output_dir, resolved.state, manifest.name) as store:
         lost = store.recover()
-        sync = store.sync(manifest.jobs, estimates(manifest))
+        sync = store.sync(manifest.jobs, estimates(manifest), key=sync_key(manifest))
         reopened = store.reopen(unknown=resubmit_unknown, failed=retry_failed)
         clean_partials(resolved.output_dir)
         rows, committed = store.rows_and_committed()

@@ -34,7 +34,7 @@ import json
 import os
 import sqlite3
 import stat
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -193,6 +193,91 @@ def job_request(job: Job, audio_estimate: int) -> dict[str, Any]:
     if job.extra:
         req["_extra"] = dict(job.extra)  # for report.csv only; "_" keys are never sent
     return req
+
+
+#: jobs read, compared and written at a time by `Store.sync`; ids per lookup query
+SYNC_BATCH = 5_000
+_LOOKUP = 500
+#: the meta key holding the last sync's expansion key (see `Store.sync`)
+_SYNC_KEY = "sync_key"
+
+
+def _batches(pairs: Iterable[tuple[Job, tuple[int, int]]], size: int
+             ) -> Iterator[list[tuple[Job, tuple[int, int]]]]:
+    batch: list[tuple[Job, tuple[int, int]]] = []
+    for pair in pairs:
+        batch.append(pair)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _SyncWrites:
+    """What `Store.sync` writes for each batch of jobs, one executemany per kind."""
+
+    def __init__(self, free: set[str]) -> None:
+        self.free = free
+        self.changed: list[str] = []
+        self.seen = self.matched = 0
+        self.inserts: list[tuple[Any, ...]] = []
+        self.resets: list[tuple[Any, ...]] = []
+        self.children: list[tuple[Any, ...]] = []
+        self.sent: list[tuple[Any, ...]] = []
+
+    def plan(self, batch: list[tuple[Job, tuple[int, int]]],
+             existing: dict[str, tuple[str, str]]) -> None:
+        for job, (total, audio) in batch:
+            self.seen += 1
+            count = job.count or 1
+            total, audio = total // count, audio // count  # per video
+            prev = existing.get(job.id)
+            self.matched += prev is not None
+            # a job that cost nothing and whose entry changed is sent as corrected
+            fresh = prev is not None and job.id in self.free and prev[1] != job.fingerprint
+            open_ = prev is None or prev[0] == JobState.PENDING or fresh
+            if prev is not None and not open_:
+                is_changed = prev[1] != job.fingerprint
+                if is_changed:
+                    self.changed.append(job.id)
+                self.sent.append((job.index, int(is_changed),
+                                  job.fingerprint if is_changed else None, job.id))
+                if count == 1:
+                    continue  # its recorded request stays: no need to build the new one
+            req = json.dumps(job_request(job, audio), sort_keys=True)
+            for k in range(2, count + 1):
+                child = f"{job.id}#{k}"
+                if child not in existing:
+                    if open_:  # else: count raised after sending: flagged, not paid
+                        self.inserts.append((child, job.index, job.fingerprint, req, total,
+                                             job.id))
+                elif fresh and child in self.free:
+                    self.resets.append((job.index, job.fingerprint, req, total, child))
+                else:
+                    self.children.append((req, total, child))
+            if prev is None:
+                self.inserts.append((job.id, job.index, job.fingerprint, req, total, None))
+            elif open_:
+                self.resets.append((job.index, job.fingerprint, req, total, job.id))
+
+    def flush(self, conn: Any) -> None:
+        conn.executemany(
+            "INSERT INTO jobs(job_id, idx, fingerprint, request, state, credits_estimated, "
+            f"parent) VALUES (?,?,?,?,'{JobState.PENDING.value}',?,?)", self.inserts)
+        # a job not (or no longer) bound by an earlier create takes the manifest's request
+        conn.executemany(
+            "UPDATE jobs SET idx=?, fingerprint=?, request=?, credits_estimated=?, active=1, "
+            "changed=0, new_fingerprint=NULL, error=NULL, unknown_step=NULL, "
+            f"state='{JobState.PENDING.value}' WHERE job_id=?", self.resets)
+        conn.executemany(
+            f"UPDATE jobs SET active=1, request=CASE state WHEN '{JobState.PENDING.value}' "
+            "THEN ? ELSE request END, credits_estimated=CASE state WHEN "
+            f"'{JobState.PENDING.value}' THEN ? ELSE credits_estimated END WHERE job_id=?",
+            self.children)
+        conn.executemany("UPDATE jobs SET idx=?, active=1, changed=?, new_fingerprint=? "
+                         "WHERE job_id=?", self.sent)
+        self.inserts, self.resets, self.children, self.sent = [], [], [], []
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,7 +506,9 @@ class Store:
 
     # -- the manifest over the state ---------------------------------------------------
 
-    def sync(self, jobs: Sequence[Job], estimates: Sequence[tuple[int, int]]) -> SyncResult:
+    def sync(self, jobs: Sequence[Job],
+             estimates: Sequence[tuple[int, int]] | Callable[[Job], tuple[int, int]],
+             *, key: str | None = None) -> SyncResult:
         """Lay the manifest's jobs over the state, in one transaction.
 
         New jobs are added as pending. A pending job takes the manifest's current request.
@@ -429,69 +516,73 @@ class Store:
         for something else, it is flagged `changed` (reported, never resubmitted silently).
         A job whose every create was refused with no task made (`budget.free_to_change`)
         cost nothing: when its entry changed, it takes the new request and is pending again.
-        `estimates` gives (total, add-audio part) credits per job.
+        `estimates` gives (total, add-audio part) credits per job, as a list or a function.
+
+        The jobs are read once, in batches written as they come (a 1,000,000-job manifest
+        is never held whole). `key` names the expansion and its prices (`session.sync_key`):
+        when it is the one the last sync stored and no row waits for the manifest to
+        correct it, that sync's rows stand and are not compared again.
         """
-        existing = {r[0]: (r[1], r[2]) for r in
-                    self._conn.execute("SELECT job_id, state, fingerprint FROM jobs")}
+        total = self._conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+        if key is not None and total and self._synced(key):
+            changed = [r[0] for r in self._conn.execute(
+                "SELECT job_id FROM jobs WHERE active=1 AND parent IS NULL AND changed=1 "
+                "ORDER BY idx")]
+            return SyncResult(added=0, changed=tuple(changed), removed=total - len(jobs))
         free = {r.job_id for r in (_row(x) for x in self._conn.execute(
             f"SELECT {_COLUMNS} FROM jobs WHERE state=?", (JobState.FAILED,)))
             if budget.free_to_change(r)}
-        changed: list[str] = []
-        # one executemany per kind of write: the same rows, a fraction of the calls
-        inserts: list[tuple[Any, ...]] = []
-        resets: list[tuple[Any, ...]] = []
-        children: list[tuple[Any, ...]] = []
-        sent: list[tuple[Any, ...]] = []
-        for job, (total, audio) in zip(jobs, estimates, strict=True):
-            count = job.count or 1
-            total, audio = total // count, audio // count  # per video
-            prev = existing.get(job.id)
-            # a job that cost nothing and whose entry changed is sent as corrected
-            fresh = prev is not None and job.id in free and prev[1] != job.fingerprint
-            open_ = prev is None or prev[0] == JobState.PENDING or fresh
-            if prev is not None and not open_:
-                is_changed = prev[1] != job.fingerprint
-                if is_changed:
-                    changed.append(job.id)
-                sent.append((job.index, int(is_changed),
-                             job.fingerprint if is_changed else None, job.id))
-                if count == 1:
-                    continue  # its recorded request stays: no need to build the new one
-            req = json.dumps(job_request(job, audio), sort_keys=True)
-            for k in range(2, count + 1):
-                child = f"{job.id}#{k}"
-                if child not in existing:
-                    if open_:  # else: count raised after sending: flagged, not paid
-                        inserts.append((child, job.index, job.fingerprint, req, total, job.id))
-                elif fresh and child in free:
-                    resets.append((job.index, job.fingerprint, req, total, child))
-                else:
-                    children.append((req, total, child))
-            if prev is None:
-                inserts.append((job.id, job.index, job.fingerprint, req, total, None))
-            elif open_:
-                resets.append((job.index, job.fingerprint, req, total, job.id))
+        pairs: Iterable[tuple[Job, tuple[int, int]]]
+        if callable(estimates):
+            price = estimates
+            pairs = ((job, price(job)) for job in jobs)
+        else:
+            pairs = zip(jobs, estimates, strict=True)
+        writes = _SyncWrites(free)
         with self._tx():
-            conn = self._conn
-            conn.execute("UPDATE jobs SET active = 0")
-            conn.executemany(
-                "INSERT INTO jobs(job_id, idx, fingerprint, request, state, credits_estimated, "
-                f"parent) VALUES (?,?,?,?,'{JobState.PENDING.value}',?,?)", inserts)
-            # a job not (or no longer) bound by an earlier create takes the manifest's request
-            conn.executemany(
-                "UPDATE jobs SET idx=?, fingerprint=?, request=?, credits_estimated=?, active=1, "
-                "changed=0, new_fingerprint=NULL, error=NULL, unknown_step=NULL, "
-                f"state='{JobState.PENDING.value}' WHERE job_id=?", resets)
-            conn.executemany(
-                f"UPDATE jobs SET active=1, request=CASE state WHEN '{JobState.PENDING.value}' "
-                "THEN ? ELSE request END, credits_estimated=CASE state WHEN "
-                f"'{JobState.PENDING.value}' THEN ? ELSE credits_estimated END WHERE job_id=?",
-                children)
-            conn.executemany("UPDATE jobs SET idx=?, active=1, changed=?, new_fingerprint=? "
-                             "WHERE job_id=?", sent)
-        added = sum(1 for j in jobs if j.id not in existing)
-        removed = len(existing.keys() - {j.id for j in jobs})
-        return SyncResult(added=added, changed=tuple(changed), removed=removed)
+            self._conn.execute("UPDATE jobs SET active = 0")
+            for batch in _batches(pairs, SYNC_BATCH):
+                existing = self._existing(batch) if total else {}
+                writes.plan(batch, existing)
+                writes.flush(self._conn)
+            if key is None:
+                self._conn.execute("DELETE FROM meta WHERE key = ?", (_SYNC_KEY,))
+            else:
+                self._conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) "
+                                   "DO UPDATE SET value = excluded.value", (_SYNC_KEY, key))
+        return SyncResult(added=writes.seen - writes.matched, changed=tuple(writes.changed),
+                          removed=total - writes.matched)
+
+    def _synced(self, key: str) -> bool:
+        """True when the last sync stored `key` and left nothing for a new one to do.
+
+        A sync of the same jobs would still write a pending row flagged or marked since
+        (reopened with an old request, an error or a lost step) and a refused job whose
+        entry changed: any such row makes the sync run in full.
+        """
+        stored = self._conn.execute("SELECT value FROM meta WHERE key = ?",
+                                    (_SYNC_KEY,)).fetchone()
+        if stored is None or stored[0] != key:
+            return False
+        waiting = self._conn.execute(
+            "SELECT 1 FROM jobs WHERE active=1 AND ((state=? AND (changed=1 OR "
+            "new_fingerprint IS NOT NULL OR error IS NOT NULL OR unknown_step IS NOT NULL)) "
+            "OR (state=? AND changed=1)) LIMIT 1",
+            (JobState.PENDING, JobState.FAILED)).fetchone()
+        return waiting is None
+
+    def _existing(self, batch: list[tuple[Job, tuple[int, int]]]
+                  ) -> dict[str, tuple[str, str]]:
+        """(state, fingerprint) of the stored rows of these jobs and of their later videos."""
+        ids = [job.id for job, _ in batch]
+        ids += [f"{job.id}#{k}" for job, _ in batch for k in range(2, (job.count or 1) + 1)]
+        out: dict[str, tuple[str, str]] = {}
+        for start in range(0, len(ids), _LOOKUP):
+            part = ids[start:start + _LOOKUP]
+            out.update((r[0], (r[1], r[2])) for r in self._conn.execute(
+                "SELECT job_id, state, fingerprint FROM jobs WHERE job_id IN "
+                f"({', '.join('?' * len(part))})", part))
+        return out
 
     def recover(self) -> int:
         """After a crash, settle creates that were journaled but never answered.

@@ -228,7 +228,7 @@ async def arun(manifest: ManifestSource, *, base_dir: str | os.PathLike[str] | N
         limits=limits_from_env(environ),
         outage_timeout=(outage_timeout if outage_timeout is not None
                         else outage_timeout_from_env(environ)),
-        preflight=preflight_from_env(environ, preflight),
+        preflight=preflight_from_env(environ, preflight), storage_env=environ,
         on_event=guard.event if on_event is not None else None, on_running=guard.running)
     if guard.error is not None:
         raise guard.error
@@ -284,6 +284,7 @@ async def run_resolved(resolved: Resolved, creds: Credentials, *, sandbox: bool 
                        sandbox_config: SandboxConfig | None = None,
                        outage_timeout: float | None = None,
                        preflight: PreflightSettings | None = None,
+                       storage_env: Mapping[str, str] | None = None,
                        on_event: Callable[[JobEvent], None] | None = None,
                        on_started: Callable[[Started], None] | None = None,
                        on_running: Callable[[RunControl], None] | None = None) -> RunReport:
@@ -293,7 +294,8 @@ async def run_resolved(resolved: Resolved, creds: Credentials, *, sandbox: bool 
                              resubmit_unknown=resubmit_unknown, retry=retry,
                              limits=limits, sandbox_config=sandbox_config,
                              outage_timeout=outage_timeout or DEFAULT_OUTAGE_TIMEOUT,
-                             preflight=preflight, on_event=on_event,
+                             preflight=preflight, storage_env=storage_env,
+                             on_event=on_event,
                              on_started=on_started, on_running=on_running)
     summary = finished.summary
     status = summary["status"]

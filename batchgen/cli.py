@@ -566,7 +566,7 @@ async def _run_async(args: argparse.Namespace, resolved: Resolved, creds: Creden
             sandbox_config=sandbox_config,
             outage_timeout=(args.outage_timeout if args.outage_timeout is not None
                             else outage_timeout_from_env(os.environ)),
-            preflight=preflight_from_env(os.environ, args.preflight),
+            preflight=preflight_from_env(os.environ, args.preflight), storage_env=os.environ,
             on_event=on_event, on_started=on_started, on_running=on_running)
     finally:
         if tick is not None:

@@ -42,6 +42,13 @@ from batchgen.jobs import (
     Job,
     request_fingerprint,
 )
+from batchgen.local_assets import (
+    DEFAULT_URL_LIFETIME,
+    LOCAL_FIELDS,
+    LocalAssets,
+    StorageSettings,
+    is_local,
+)
 from batchgen.manifest_rows import (
     CSV_EXTENSIONS,
     JSONL_EXTENSIONS,
@@ -70,6 +77,7 @@ from batchgen.manifest_stream import (
     request_key,
 )
 from batchgen.manifest_yaml import MAX_DEPTH, JsonPath, ParsedYaml, parse_yaml
+from batchgen.objstore import is_s3_url
 from batchgen.pricing import PriceTable, price_table
 
 DEFAULT_BASE_URL = "https://openapi.akool.com"
@@ -125,6 +133,9 @@ class Manifest:
     output: OutputSettings
     #: expanded again on each iteration (never all in memory); len() is free
     jobs: Jobs
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    #: object URL (s3://...) -> the local file the run uploads there (local_assets.py)
+    uploads: Mapping[str, Path] = field(default_factory=dict)
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -262,6 +273,14 @@ def is_http_url(value: str) -> bool:
     return _HTTP_URL.fullmatch(value) is not None
 
 
+def is_url_or_file(name: str, value: str) -> bool:
+    """An image/audio may also be an s3:// object or a local file (local_assets.py, which
+    checks the file); other URL fields must be http(s)."""
+    if name == "webhook_url":
+        return is_http_url(value)
+    return is_http_url(value) or is_local(value) or is_s3_url(value)
+
+
 def filename_problems(template: str) -> list[tuple[str, str]]:
     """What is wrong with an `output.filename` template, as (what, fix) pairs."""
     name = f"output.filename {template!r}"
@@ -348,7 +367,7 @@ def rule_problems(job: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
                "add prompt: <how to animate>, or effect_code: <code> to use an effect")
     for name in _URL_FIELDS:
         value = job.get(name)
-        if value is not None and not is_http_url(value):
+        if value is not None and not is_url_or_file(name, value):
             yield (name, f"{name} {value!r} is not an http(s) URL",
                    "use a public http:// or https:// URL the API can fetch")
     yield from _audio_rule("", job.get("audio_type"), job.get("audio_url"), "1 (AI) or 3 (none)")
@@ -356,7 +375,7 @@ def rule_problems(job: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
     add_audio = job.get("add_audio")
     if add_audio is not None:
         url = add_audio.get("audio_url")
-        if url is not None and not is_http_url(url):
+        if url is not None and not is_url_or_file("audio_url", url):
             yield ("add_audio", f"add_audio.audio_url {url!r} is not an http(s) URL",
                    "use a public http:// or https:// URL the API can fetch")
         yield from _audio_rule("add_audio.", add_audio.get("audio_type"), url, "1 (AI)")
@@ -399,14 +418,14 @@ def quick_rule_check(job: Mapping[str, Any]) -> bool:
             return True
     elif job["resolution"] not in SINGLE_RESOLUTIONS:
         return True
-    if "image_url" not in job or not is_http_url(job["image_url"]):
+    if "image_url" not in job or not is_url_or_file("image_url", job["image_url"]):
         return True
     if job.get("prompt") is None and job.get("effect_code") is None:
         return True
     audio_url = job.get("audio_url")
     if (job["audio_type"] == 2) != (audio_url is not None):
         return True
-    if audio_url is not None and not is_http_url(audio_url):
+    if audio_url is not None and not is_url_or_file("audio_url", audio_url):
         return True
     webhook = job.get("webhook_url")
     if webhook is not None and not is_http_url(webhook):
@@ -416,7 +435,7 @@ def quick_rule_check(job: Mapping[str, Any]) -> bool:
         url = add_audio.get("audio_url")
         if (add_audio["audio_type"] == 2) != (url is not None):
             return True
-        if url is not None and not is_http_url(url):
+        if url is not None and not is_url_or_file("audio_url", url):
             return True
     return False
 
@@ -439,8 +458,13 @@ class _Loader:
 
     def __init__(self, path: Path, parsed: ParsedYaml, validators: Validators,
                  problems: list[Problem], file: str | None = None, *,
-                 exact: tuple[set[int], set[int]] | None = None, build: bool = False) -> None:
+                 exact: tuple[set[int], set[int]] | None = None, build: bool = False,
+                 local: LocalAssets | None = None) -> None:
         self.path = path
+        #: local files named by jobs, hashed once per load (shared with the replays)
+        self.local = local or LocalAssets(path.parent, None)
+        self.shared_local = local is not None
+        self.storage_settings = StorageSettings()
         #: the problems found before (YAML), for a second, exact pass
         self.before = list(problems)
         #: None: log compact keys (first pass); else the suspect (request, id) keys to
@@ -490,24 +514,29 @@ class _Loader:
             requests, ids = self.keys.suspects()
             if requests or ids:  # maybe the same request or id twice: look exactly
                 return _Loader(self.path, self.parsed, self.validators, self.before,
-                               self.file, exact=(requests, ids)).load()
+                               self.file, exact=(requests, ids), local=self.local).load()
         if self.problems:
             raise ManifestError(self.problems)
         path, parsed, validators, file = self.path, self.parsed, self.validators, self.file
+        local = self.local
 
         def replay() -> Iterator[Job]:
-            return _Loader(path, parsed, validators, [], file, build=True).replay()
+            return _Loader(path, parsed, validators, [], file, build=True,
+                           local=local).replay()
 
         jobs = Jobs(replay, self.expansion.count, self.expansion.hexdigest(), self.file,
                     self.shapes)
         return Manifest(path=self.path, name=name, api=api, budget=budget, output=output,
-                        jobs=jobs)
+                        jobs=jobs, storage=self.storage_settings, uploads=local.uploads)
 
     def prepare(self) -> tuple[str, ApiSettings, BudgetSettings, OutputSettings]:
         """The document's checks and settings, and the defaults merged under each job."""
         self.check_document()
         name = self.name()
         settings = name, self.api(), self.budget(), self.output(name)
+        self.storage_settings = self.storage()
+        if not self.shared_local:
+            self.local = LocalAssets(self.path.parent, self.storage_settings.upload)
         self.defaults = self.section("defaults") or {}
         self.expand = "defaults" not in self.bad_sections
         self.salvage_defaults()
@@ -631,16 +660,26 @@ class _Loader:
         return OutputSettings(dir=out_dir, filename=filename, report=report,
                               delete_remote=bool(output.get("delete_remote", False)))
 
+    def storage(self) -> StorageSettings:
+        storage = self.section("storage") or {}
+        upload = storage.get("upload")
+        if upload is not None and not is_s3_url(upload):
+            self.problem(("storage", "upload"), f"storage.upload {upload!r} is not an "
+                         "s3://bucket/prefix URL", "e.g. upload: s3://my-bucket/batchgen")
+            upload = None
+        return StorageSettings(upload=upload, url_lifetime=int(storage.get(
+            "url_lifetime", DEFAULT_URL_LIFETIME)))
+
     def check_defaults(self) -> None:
         """URLs in defaults are checked once here, not once per job that inherits them."""
         for name in _URL_FIELDS:
             value = self.defaults.get(name)
-            if value is not None and not is_http_url(value):
+            if value is not None and not is_url_or_file(name, value):
                 self.problem(("defaults", name), f"defaults.{name} {value!r} is not an http(s) URL",
                              "use a public http:// or https:// URL the API can fetch")
         add_audio = self.defaults.get("add_audio") or {}
         url = add_audio.get("audio_url")
-        if url is not None and not is_http_url(url):
+        if url is not None and not is_url_or_file("audio_url", url):
             self.problem(("defaults", "add_audio", "audio_url"),
                          f"defaults.add_audio.audio_url {url!r} is not an http(s) URL",
                          "use a public http:// or https:// URL the API can fetch")
@@ -677,8 +716,11 @@ class _Loader:
         matrix = self.section("matrix")
         if not matrix:
             return
+        matrix = {k: self.matrix_files(k, v) for k, v in matrix.items()}
         keys = list(matrix)
         total = math.prod(len(matrix[k]) for k in keys)
+        if not total:
+            return
         line = self.parsed.line_of(("matrix",))
         if self.count + total > MAX_JOBS:
             self.problem(("matrix",), f"the matrix expands to {total:,} jobs, more than "
@@ -727,7 +769,63 @@ class _Loader:
                     display, row.line, "", f"more than {MAX_JOBS:,} jobs in this manifest",
                     "split the batch into several manifests"))
                 return
-            yield self.add_row(row, display)
+            files = self.local.expand(row.fields.get("image_url"))
+            if files is None:
+                yield self.add_row(row, display)
+            else:  # a glob: one job per file
+                yield from self.glob_rows(row, display, files)
+
+    def glob_rows(self, row: Row, display: str, files: list[str]) -> Iterator[Job | None]:
+        if not files:
+            self.problems.append(Problem(display, row.line, _where(self.count, row.fields),
+                                         f"image_url {row.fields['image_url']!r} matches no "
+                                         "file", "the pattern is relative to the manifest's "
+                                         "folder"))
+        for name in files:
+            yield self.add_row(replace(row, fields={**row.fields, "image_url": name}), display)
+
+    def matrix_files(self, key: str, values: list[Any]) -> list[Any]:
+        """A matrix column with each glob (`images/*.png`) replaced by its files."""
+        if key not in LOCAL_FIELDS:
+            return values
+        out: list[Any] = []
+        for value in values:
+            files = self.local.expand(value)
+            if files is None:
+                out.append(value)
+            elif not files:
+                self.problem(("matrix", key), f"matrix.{key} {value!r} matches no file",
+                             "the pattern is relative to the manifest's folder")
+            else:
+                out.extend(files)
+        return out
+
+    def localize(self, eff: dict[str, Any], item: dict[str, Any], index: int, file: str,
+                 line: int, locate: Callable[[str], int] | None, matrix: bool
+                 ) -> dict[str, Any] | None:
+        """The job with its local files replaced by their object URLs; None when a file is
+        missing, unreadable or not an image/audio (reported, located)."""
+        add_audio = eff.get("add_audio") or {}
+        named = [(n, eff.get(n)) for n in ("image_url", "audio_url")]
+        named.append(("add_audio.audio_url", add_audio.get("audio_url")))
+        if not any(is_local(v) for _, v in named):
+            return eff
+        eff = dict(eff)
+        ok = True
+        for name, value in named:
+            if not isinstance(value, str) or not is_local(value):
+                continue
+            url, trouble = self.local.resolve(name, value)
+            if trouble is not None:
+                key = name.split(".")[0]
+                at = locate(key) if locate is not None and key in item else line
+                self.job_problem(file, at, _where(index, item), *trouble, index, matrix)
+                ok = False
+            elif name == "add_audio.audio_url":
+                eff["add_audio"] = {**add_audio, "audio_url": url}
+            else:
+                eff[name] = url
+        return eff if ok else None
 
     def add_row(self, row: Row, display: str) -> Job | None:
         index = self.next_index()
@@ -806,8 +904,13 @@ class _Loader:
         if not self.expand:
             return None
         eff, explicit = self.effective(item)
-        add_audio = eff.get("add_audio")
         bad = quick_rule_check(eff)
+        if not bad:
+            local = self.localize(eff, item, index, file, line, locate, matrix)
+            if local is None:
+                return None
+            eff = local
+        add_audio = eff.get("add_audio")
         if bad or (explicit is not None and explicit in (".", "..")):
             self.rule_failures(eff, item, explicit, index, file, line, locate, matrix,
                                skip=skip)

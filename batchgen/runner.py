@@ -68,7 +68,8 @@ class Runner:
                  clock: Callable[[], float] = time.monotonic,
                  now_iso: Callable[[], str] = utc_now_iso,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 rng: random.Random | None = None, gate: Gate | None = None) -> None:
+                 rng: random.Random | None = None, gate: Gate | None = None,
+                 sign: Callable[[str], Awaitable[str]] | None = None) -> None:
         self.client = client
         ports = Ports(emit=on_event, clock=clock, now_iso=now_iso, sleep=sleep,
                       rng=rng or random.Random())
@@ -78,7 +79,8 @@ class Runner:
         #: the poller: the tasks in flight and when to ask about them
         self.poll = Poll(client, self.state)
         #: the submitter; `gate` (pre-flight) clears each job's assets before its first create
-        self.submit = Submit(client, self.state, self.poll, gate)
+        #: and `sign` presigns its s3:// URLs as it leaves (uploads.py)
+        self.submit = Submit(client, self.state, self.poll, gate, sign)
         #: the deleter (output.delete_remote): its own queue, our write path and clock
         self.cleanup = Cleanup(client, self.state,
                                backoff=lambda n: min(self.polls.base * n, self.polls.cap))

@@ -21,7 +21,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -207,6 +207,26 @@ async def preflight_gate(settings: PreflightSettings, sandbox: bool, api_base: s
             yield checks
         finally:
             await checks.close()
+
+
+async def prepare_uploads(manifest: Manifest, rows: Sequence[JobRow],
+                          env: Mapping[str, str], tell: Callable[[str], None]
+                          ) -> Callable[[str], Awaitable[str]] | None:
+    """Upload the local files of the jobs still to send (each once, ever: its key is its
+    content hash) and return the presigner for s3:// URLs, or None when no job has one."""
+    from batchgen.jobs import JobState
+    from batchgen.uploads import Buckets, Presigner, s3_urls, upload_all
+    todo = (JobState.PENDING, JobState.AUDIO_PENDING)
+    wanted = [u for r in rows if r.state in todo for u in s3_urls(r.request)]
+    if not wanted:
+        return None
+    buckets = Buckets(env)
+    stats = await upload_all(buckets, manifest.uploads, wanted)
+    if stats.uploaded or stats.present:
+        rate = stats.bytes / 1e6 / stats.seconds if stats.seconds > 0 else 0.0
+        tell(f"local files: {stats.uploaded} uploaded ({stats.bytes / 1e6:.1f} MB in "
+             f"{stats.seconds:.1f} s, {rate:.1f} MB/s), {stats.present} already in the bucket")
+    return Presigner(buckets, manifest.storage.url_lifetime).url
 
 
 def limits_from_env(env: Mapping[str, str]) -> Limits:
@@ -404,6 +424,7 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
                   sandbox_config: SandboxConfig | None = None,
                   outage_timeout: float | None = DEFAULT_OUTAGE_TIMEOUT,
                   preflight: PreflightSettings | None = None,
+                  storage_env: Mapping[str, str] | None = None,
                   on_event: Callable[[JobEvent], None] | None = None,
                   on_started: Callable[[Started], None] | None = None,
                   on_running: Callable[[RunControl], None] | None = None) -> Finished:
@@ -413,7 +434,8 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
     taken); `on_running` gets a `RunControl` once the client is authenticated and the
     runner is about to start; `sandbox_config` sets the in-process emulator's knobs;
     `preflight` says whether jobs' assets are checked before they are paid for (default:
-    yes, unless sandboxed).
+    yes, unless sandboxed); `storage_env` holds the object store's AWS_* settings, for
+    local files uploaded to `storage.upload` and s3:// URLs presigned at submit time.
     Reports are written however the run ends; cancelling the task that awaits this stops
     the run as SIGINT does (`_run_to_end`).
     """
@@ -473,7 +495,8 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
                                  limits=limits) as client:
             await authenticate(client, settings.retry)
             await check_models(client, settings.retry, manifest, rows)
-            runner = Runner(store, client, settings, forward, gate=gate)
+            sign = await prepare_uploads(manifest, rows, storage_env or {}, warn)
+            runner = Runner(store, client, settings, forward, gate=gate, sign=sign)
             if on_running is not None:
                 on_running(RunControl(runner))
             try:

@@ -195,7 +195,7 @@ def test_urls_are_http(tmp_path, field, value):
 
 
 def test_bad_default_url_is_reported_once(tmp_path):
-    p = one(tmp_path, HEAD + "defaults:\n  image_url: s3://bucket/a.jpg\n"
+    p = one(tmp_path, HEAD + "defaults:\n  image_url: ftp://bucket/a.jpg\n"
             "jobs:\n  - prompt: a\n  - prompt: b\n")
     assert p.line == 3 and p.what.startswith("defaults.image_url")
 

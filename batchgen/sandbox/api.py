@@ -17,6 +17,7 @@ from aiohttp import web
 
 from batchgen.sandbox import catalog, validate
 from batchgen.sandbox.config import SandboxConfig
+from batchgen.sandbox.fetch import image_fails
 from batchgen.sandbox.state import (
     CODE_NOT_FOUND,
     CODE_OK,
@@ -127,6 +128,7 @@ class AkoolApi:
         )
         if error:
             return fail(CODE_PARAM, error)
+        broken = cfg.fetch_images and await image_fails(body.get("image_url"))
         length = body["video_length"]
         credits = _price(cfg.prices.get(body["resolution"], {}), length)
         if credits is None:
@@ -137,7 +139,7 @@ class AkoolApi:
             return refused
         task = self.state.create_task(
             now=now, create_ms=_now_ms(), video_length=length, credits=credits,
-            prompt=fields["prompt"], fields=fields,
+            prompt=fields["prompt"], fields=fields, broken=broken,
         )
         self.state.record_create("createBySourcePrompt", body)
         return self._answer_create(request, task.created_record())
@@ -149,6 +151,7 @@ class AkoolApi:
         error, fields = validate.batch_create(body, self.models)
         if error:
             return fail(CODE_PARAM, error)
+        broken = self.config.fetch_images and await image_fails(body.get("image_url"))
         length = body["video_length"]
         unit = fields.pop("_unit_credit") * (2 if length == 10 else 1)
         count = fields["batch_count"]
@@ -162,7 +165,7 @@ class AkoolApi:
         for index in range(count):
             task = self.state.create_task(
                 now=now, create_ms=create_ms + index, video_length=length, credits=unit,
-                prompt=fields["prompt"], fields={**fields, "batch_id": batch_id},
+                prompt=fields["prompt"], fields={**fields, "batch_id": batch_id}, broken=broken,
             )
             items.append(task.created_record())
         self.state.record_create("createBySourcePrompt/batch", body)

@@ -94,6 +94,9 @@ class SandboxConfig:
     delete_refusal_rate: float = 0.0
     #: a getToken token stops working (1101) after this many uses; 0 = never
     token_expiry_uses: int = 0
+    #: fetch each create's image_url first: one that serves no image makes a task that is
+    #: charged and ends in status 4, as the real API would (sandbox/fetch.py)
+    fetch_images: bool = False
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SandboxConfig:
@@ -282,4 +285,5 @@ _PARSERS: dict[str, Any] = {
     "delete_refusal_rate": _rate,
     "slow_download": _number,
     "token_expiry_uses": _count,
+    "fetch_images": _bool,
 }

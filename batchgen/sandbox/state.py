@@ -299,10 +299,12 @@ class SandboxState:
     def create_task(
         self, *, now: float, create_ms: int, video_length: int, credits: int,
         prompt: str, fields: dict[str, Any], only_add_audio: bool = False,
+        broken: bool = False,
     ) -> Task:
-        """Create, charge and schedule one task; the caller has checked balance and limits."""
+        """Create, charge and schedule one task; the caller has checked balance and limits.
+        `broken`: its input could not be fetched, so it fails (charged all the same)."""
         cfg = self.config
-        fail = any(s in prompt for s in cfg.fail_prompts) or (
+        fail = broken or any(s in prompt for s in cfg.fail_prompts) or (
             cfg.failure_rate > 0 and self.rng.random() < cfg.failure_rate
         )
         if self.tasks_created < len(cfg.task_times):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from batchgen.client import AkoolClient, TaskRecord
 from batchgen.errors import (
@@ -46,8 +46,11 @@ class Submit:
     """The submitter: its admission queue, the creates on the wire, and `run`, the loop."""
 
     def __init__(self, client: AkoolClient, state: RunState, poll: Poll,
-                 gate: Gate | None = None) -> None:
+                 gate: Gate | None = None,
+                 sign: Callable[[str], Awaitable[str]] | None = None) -> None:
         self._client = client
+        #: presigns an s3:// URL just before a create leaves (uploads.Presigner.url)
+        self._sign = sign
         self._state = state
         #: the poller, told about every accepted task (and how many are in flight)
         self._poll = poll
@@ -148,20 +151,35 @@ class Submit:
             step = req["add_audio"]
 
             async def call() -> list[TaskRecord]:
+                url = (await self._signed({"audio_url": step.get("audio_url")}))["audio_url"]
                 return [await self._client.update_audio(row.task_id or "", step["audio_type"],
-                                                        step.get("audio_url"), on_send)]
+                                                        url, on_send)]
         elif req.get("model_name") or req.get("count"):
             batch_fields = {k: v for k, v in req.items() if k in BATCH_FIELDS}
             batch_fields["count"] = len(self._state.family(row.job_id))
 
             async def call() -> list[TaskRecord]:
-                return await self._client.create_batch(batch_fields, on_send)
+                return await self._client.create_batch(await self._signed(batch_fields),
+                                                       on_send)
         else:
             fields = {k: v for k, v in req.items() if k != "add_audio"}
 
             async def call() -> list[TaskRecord]:
-                return [await self._client.create(fields, on_send)]
+                return [await self._client.create(await self._signed(fields), on_send)]
         return call
+
+    async def _signed(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """The fields with s3:// image/audio URLs presigned now (uploads.py), so a URL is
+        fresh for its whole lifetime when the API fetches it; the state keeps s3://.
+        Presigning fails retryably, before anything is sent."""
+        if self._sign is None:
+            return fields
+        out = dict(fields)
+        for key in ("image_url", "audio_url", "last_image_url"):
+            value = out.get(key)
+            if isinstance(value, str) and value.startswith("s3://"):
+                out[key] = await self._sign(value)
+        return out
 
     async def _create(self, job_id: str, audio: bool) -> None:
         state = self._state

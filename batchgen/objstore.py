@@ -1,0 +1,147 @@
+"""Object storage (S3 and S3-compatible: MinIO, R2, ...): the only module that imports obstore.
+
+Owns talking to a bucket: whether an object exists, uploading a file under a key that
+is never overwritten (a conditional create: the key is a content hash, so an object
+already there is the same bytes), and presigning GET URLs. obstore is an optional
+dependency (`pip install 'batchgen[s3]'`) imported on first use, so a default install
+stays small. Credentials come from the standard environment of the store (AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL for MinIO/R2/...),
+read from the mapping the caller passes, and never appear in a message: errors name the
+bucket and key only.
+
+Deliberately not here: which files go where (local_assets.py) or when (session.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from batchgen.errors import BatchgenError, UsageError
+
+#: SigV4 presigned URLs live at most 7 days
+MAX_URL_LIFETIME = 7 * 24 * 3600
+_S3_URL = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?")
+
+
+class StorageError(BatchgenError):
+    """The bucket refused or could not be reached (named, never with credentials)."""
+
+
+@dataclass(frozen=True, slots=True)
+class S3Location:
+    """`s3://bucket/key-or-prefix`, parsed."""
+
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, url: str) -> S3Location | None:
+        m = _S3_URL.fullmatch(url)
+        if m is None:
+            return None
+        return cls(m.group(1), (m.group(2) or "").strip("/"))
+
+    def child(self, name: str) -> S3Location:
+        return S3Location(self.bucket, f"{self.key}/{name}" if self.key else name)
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def is_s3_url(value: str) -> bool:
+    """An `s3://bucket/key` URL (a bucket name S3 accepts)."""
+    return _S3_URL.fullmatch(value) is not None
+
+
+def _config(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(S3 config, client options) from the standard AWS variables in `env`."""
+    config: dict[str, Any] = {}
+    names = {"access_key_id": ("AWS_ACCESS_KEY_ID",),
+             "secret_access_key": ("AWS_SECRET_ACCESS_KEY",),
+             "session_token": ("AWS_SESSION_TOKEN",),
+             "region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
+             "endpoint": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT")}
+    for key, variables in names.items():
+        for var in variables:
+            if env.get(var):
+                config[key] = env[var]
+                break
+    options: dict[str, Any] = {}
+    if str(config.get("endpoint", "")).startswith("http://"):
+        options["allow_http"] = True
+    return config, options
+
+
+class Bucket:
+    """One bucket, used by key; open with `Bucket.open`."""
+
+    def __init__(self, store: Any, location: S3Location) -> None:
+        self._store = store
+        self.location = location
+
+    @classmethod
+    def open(cls, url: str, env: Mapping[str, str]) -> Bucket:
+        """The bucket of `s3://bucket[/...]` (UsageError when obstore is not installed)."""
+        location = S3Location.parse(url)
+        if location is None:
+            raise UsageError(f"{url!r} is not an s3://bucket/prefix URL")
+        try:
+            from obstore.store import S3Store
+        except ImportError:
+            raise UsageError("s3:// storage needs the s3 extra: pip install 'batchgen[s3]'"
+                             ) from None
+        config, options = _config(env)
+        store = S3Store(location.bucket, config=config,  # type: ignore[arg-type]
+                        client_options=options)  # type: ignore[arg-type]
+        return cls(store, location)
+
+    def _error(self, doing: str, key: str, exc: Exception) -> StorageError:
+        kind = type(exc).__name__
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        # obstore's message names the URL (no query, no credentials); the type says why
+        return StorageError(f"s3://{self.location.bucket}/{key}: {doing} failed ({kind}: "
+                            f"{first})")
+
+    async def exists(self, key: str) -> bool:
+        """Whether an object is stored under `key`."""
+        import obstore
+        try:
+            await obstore.head_async(self._store, key)
+        except FileNotFoundError:
+            return False
+        except Exception as exc:
+            raise self._error("HEAD", key, exc) from None
+        return True
+
+    async def put_file(self, key: str, path: Path) -> bool:
+        """Upload a file under `key` unless an object is there already; True if uploaded.
+
+        The write is a conditional create (If-None-Match), streamed in parts for large
+        files, so a key is written once and never half-replaced.
+        """
+        import obstore
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+        try:
+            with path.open("rb") as f:
+                await obstore.put_async(self._store, key, f, mode="create")
+        except (AlreadyExistsError, PreconditionError):
+            return False
+        except OSError as exc:
+            raise StorageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        except Exception as exc:
+            raise self._error("upload", key, exc) from None
+        return True
+
+    async def sign_get(self, key: str, lifetime: float) -> str:
+        """A presigned GET URL for `key`, valid `lifetime` seconds (at most 7 days)."""
+        import obstore
+        seconds = max(1, min(int(lifetime), MAX_URL_LIFETIME))
+        try:
+            return await obstore.sign_async(self._store, "GET", key, timedelta(seconds=seconds))
+        except Exception as exc:
+            raise self._error("presigning", key, exc) from None

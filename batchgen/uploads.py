@@ -1,0 +1,120 @@
+"""Local files into the bucket before the run, and presigned URLs at the moment of sending.
+
+Owns the run's side of object-storage inputs: `upload_all` puts each local file the
+pending jobs name under its content-hash key (a HEAD first: a key that exists holds the
+same bytes, so a file is uploaded once, ever, whatever manifest or run names it), and
+`Presigner.fields` swaps every `s3://` image/audio URL of a request for a presigned GET
+URL made fresh just before the create is sent (never stored: the state keeps the
+`s3://` URL, and a URL made at submit time is valid for the whole `url_lifetime`).
+
+Deliberately not here: which file is which object (local_assets.py), the bucket protocol
+(objstore.py), when a create is sent (the runner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from batchgen.errors import RetryableApiError
+from batchgen.objstore import Bucket, S3Location, StorageError
+
+#: request fields that may hold an s3:// URL to presign
+SIGNED_FIELDS = ("image_url", "audio_url", "last_image_url")
+
+
+@dataclass(frozen=True, slots=True)
+class UploadStats:
+    """What `upload_all` did: files put, files already there, bytes put, seconds taken."""
+
+    uploaded: int
+    present: int
+    bytes: int
+    seconds: float
+
+
+class Buckets:
+    """The buckets a run uses, opened once each, with credentials from `env`."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        self._open: dict[str, Bucket] = {}
+
+    def of(self, url: str) -> tuple[Bucket, str]:
+        """The bucket of an `s3://bucket/key` URL, and the key."""
+        location = S3Location.parse(url)
+        if location is None:
+            raise StorageError(f"{url!r} is not an s3://bucket/key URL")
+        bucket = self._open.get(location.bucket)
+        if bucket is None:
+            bucket = self._open[location.bucket] = Bucket.open(f"s3://{location.bucket}",
+                                                               self._env)
+        return bucket, location.key
+
+
+def s3_urls(request: Mapping[str, Any]) -> list[str]:
+    """The s3:// URLs a stored request makes the API fetch."""
+    found = [request.get(k) for k in SIGNED_FIELDS]
+    step = request.get("add_audio")
+    if isinstance(step, Mapping):
+        found.append(step.get("audio_url"))
+    return [u for u in found if isinstance(u, str) and u.startswith("s3://")]
+
+
+async def upload_all(buckets: Buckets, files: Mapping[str, Path], wanted: Iterable[str], *,
+                     concurrency: int = 8) -> UploadStats:
+    """Upload the local files behind the object URLs in `wanted` (others are left alone)."""
+    todo = sorted({u for u in wanted if u in files})
+    started = time.monotonic()
+    counts = {"uploaded": 0, "present": 0, "bytes": 0}
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(url: str) -> None:
+        bucket, key = buckets.of(url)
+        async with gate:
+            if await bucket.exists(key):
+                counts["present"] += 1
+                return
+            if await bucket.put_file(key, files[url]):
+                counts["uploaded"] += 1
+                counts["bytes"] += files[url].stat().st_size
+            else:
+                counts["present"] += 1
+
+    async with asyncio.TaskGroup() as group:
+        for url in todo:
+            group.create_task(one(url))
+    return UploadStats(counts["uploaded"], counts["present"], counts["bytes"],
+                       time.monotonic() - started)
+
+
+class Presigner:
+    """Presigns the s3:// URLs of a request just before it is sent."""
+
+    def __init__(self, buckets: Buckets, lifetime: float) -> None:
+        self._buckets = buckets
+        self._lifetime = lifetime
+
+    async def url(self, value: str) -> str:
+        """A presigned GET URL for an s3:// URL (other values unchanged). A failure is
+        retryable: nothing has been sent yet."""
+        if not value.startswith("s3://"):
+            return value
+        try:
+            bucket, key = self._buckets.of(value)
+            return await bucket.sign_get(key, self._lifetime)
+        except StorageError as exc:
+            raise RetryableApiError(f"presigning failed: {exc}") from None
+
+    async def fields(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """`fields` with each s3:// image/audio URL presigned (a new dict)."""
+        out = dict(fields)
+        for key in SIGNED_FIELDS:
+            value = out.get(key)
+            if isinstance(value, str):
+                out[key] = await self.url(value)
+        return out

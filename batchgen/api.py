@@ -8,7 +8,7 @@ guarantee of SPEC §5 (the output dir's lock, resume, the budget, no double spen
 Owns: turning a manifest path or mapping plus keyword options into a resolved run,
 credentials from arguments or the environment, and the typed values handed back
 (`RunReport`, `JobResult`, `RunPlan`). Deliberately not here: printing (nothing is ever
-printed), signal handlers and exit codes (cli.py); the run's assembly (session.py).
+printed), signal handlers and exit codes (batchgen/cli/); the run's assembly (session.py).
 Errors are the exceptions of `batchgen.errors`.
 """
 

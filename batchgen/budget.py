@@ -28,7 +28,7 @@ for a paid item, fractional, not finite, not a number or absurdly large is not u
 estimate stays held and the caller records what the API said.
 
 Pure: plain values in, plain values out; no clock, network or disk. Deliberately not
-here: prices (pricing.py), SQL (store.py), scheduling (runner.py), printing (cli.py).
+here: prices (pricing.py), SQL (store.py), scheduling (runner.py), printing (batchgen/cli/).
 """
 
 from __future__ import annotations

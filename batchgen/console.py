@@ -1,6 +1,6 @@
 """What a command shows a person: the terminal (bars or status lines) and the log file.
 
-Part of the command line (cli.py calls it; nothing below the CLI does): it owns deciding
+Part of the command line (batchgen/cli/ calls it; nothing below the CLI does): it owns deciding
 which line goes where. Three audiences:
 
 * a person at a terminal: progress bars, and every notice written above them;
@@ -10,7 +10,7 @@ which line goes where. Three audiences:
 * a log file (`--log-file PATH`, appended): every status line, notice and result,
   each prefixed with a full ISO 8601 UTC date-time, whatever `--quiet` says.
 
-Deliberately does not decide exit codes or read the environment (cli.py does both).
+Deliberately does not decide exit codes or read the environment (batchgen/cli/ does both).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@
     │       └── UrlGone               a video URL answered 403/404/410 (expired or deleted)
     └── DownloadError         truncated, wrong size, not an MP4, or not writable
 
-Exit codes are mapped in one place only: `cli.py`. Messages never contain secrets:
+Exit codes are mapped in one place only: `batchgen.cli`. Messages never contain secrets:
 `client.py` builds them from the endpoint name, never from headers or full URLs.
 """
 

@@ -11,7 +11,7 @@ back exactly with Python's csv module), and text cells are neutralised against C
 injection the way OWASP recommends: a text cell that begins with `=`, `+`, `-`, `@`, a
 tab or a CR gets a leading `'` (a spreadsheet then shows it as text instead of running
 it as a formula). A cell that is a plain number (`-5`, `+1.5`) is left as it is.
-Deliberately not here: terminal output (cli.py).
+Deliberately not here: terminal output (batchgen/cli/).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ authenticating, driving the `Runner` and writing report.csv/summary.json. The pu
 Python API (`batchgen.api`) and `batchgen run` both call `execute`, so the CLI and a
 pipeline share one code path and the same guarantees (lock, resume, budget).
 
-Deliberately not here: printing, progress bars, signal handlers and exit codes (cli.py),
+Deliberately not here: printing, progress bars, signal handlers and exit codes (batchgen/cli/),
 and reading `os.environ` itself — callers pass the environment mapping they mean.
 What a run found before sending anything (`Started`) and how it ended (`Finished`) come
 back as values; the caller decides what to show.

@@ -117,13 +117,14 @@ def test_a_bad_api_base_is_a_usage_error(tmp_path, base):
 
 def test_an_internal_error_is_one_line_and_a_scrubbed_crash_file(tmp_path, monkeypatch):
     import batchgen.cli as cli_module
+    import batchgen.cli.check as check_module
 
     def explode(args, out, err):
         raise RuntimeError("bug with secret-key-123 inside")
 
     monkeypatch.setenv("AKOOL_API_KEY", "secret-key-123")
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    monkeypatch.setattr(cli_module, "cmd_validate", explode)
+    monkeypatch.setattr(check_module, "cmd_validate", explode)
     monkeypatch.setattr(cli_module.tempfile, "tempdir", None)
     code, _, err = cli("validate", "x.yaml")
     assert code == 70

@@ -1,7 +1,7 @@
 """Running the emulator: the `Sandbox` context manager and the `batchgen sandbox` command.
 
 `Sandbox` serves in the caller's event loop (tests, `run --sandbox`), so no thread and no
-second loop are involved. `add_arguments`/`serve` are the hooks `cli.py` calls; `serve` is
+second loop are involved. `add_arguments`/`serve` are the hooks `batchgen.cli` calls; `serve` is
 the only place here that prints, and it turns every bad flag or config into one line on
 stderr and exit code 2 instead of a traceback.
 """

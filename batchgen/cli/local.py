@@ -1,0 +1,136 @@
+"""`status` and `report`: what the local state says, without asking the API.
+
+`status` counts jobs per state and credits (a manifest never run shows all pending);
+`report` rewrites report.csv, summary.json and report.html from the state alone.
+Deliberately not here: SQL (the stores), the report's columns (report.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any, TextIO
+
+from batchgen.cli.config import Config
+from batchgen.cli.exits import EXIT_OK
+from batchgen.cli.plan import resolve
+from batchgen.errors import NoState
+
+if TYPE_CHECKING:
+    from batchgen.manifest import Manifest
+    from batchgen.store import JobRow
+
+
+def cmd_status(config: Config, out: TextIO, err: TextIO) -> int:
+    from batchgen.audit import not_downloaded, utc_now
+    from batchgen.report import summarize
+    from batchgen.state_store import open_state
+    resolved = resolve(config, os.environ)
+    try:
+        with open_state(resolved.output_dir, resolved.state, resolved.manifest.name,
+                        lock=False, create=False) as store:
+            rows, spent = store.rows_and_committed()
+            holders, runners = store.holders(), store.runners()
+        ran = True
+    except NoState:  # a state that cannot be read raises instead: it is not "never run"
+        rows, spent, ran = _manifest_rows(resolved.manifest), 0, False
+        holders, runners = {}, []
+    summary = summarize(rows)
+    waiting = not_downloaded(rows)
+    if config.display.json:
+        shared = (runners, holders) if resolved.state else None
+        print(json.dumps(_status_doc(summary, spent, ran, rows, shared), indent=2), file=out)
+        return EXIT_OK
+    where = resolved.output_dir if ran else f"{resolved.output_dir} (not run yet)"
+    if resolved.state is not None:
+        where = f"{where}, state {resolved.state}"
+    print(f"{resolved.manifest.name}: {len(rows)} jobs in {where}", file=out)
+    for runner in runners:  # several runners share a PostgreSQL state (--state)
+        print(f"  runner {runner['host']}:{runner['pid']} holds {runner['jobs']} job(s)"
+              + ("" if runner["alive"] else " (lease expired: its jobs go to the others)"),
+              file=out)
+    for state, n in sorted(summary["states"].items()):
+        print(f"  {state:<17}{n:>8}", file=out)
+    budget = resolved.max_credits
+    print(f"credits: {summary['credits_deducted']} deducted by the API, {spent} committed "
+          f"(estimates where unknown)" + (f", budget {budget}" if budget is not None else ""),
+          file=out)
+    if summary["manifest_changed"]:
+        print(f"{summary['manifest_changed']} job(s) changed in the manifest after they were "
+              "submitted (kept as sent; see report.csv column manifest_changed)", file=out)
+    if waiting:
+        first = waiting[0]
+        print(f"warning: {len(waiting)} video(s) finished at the API but not downloaded; the "
+              f"API keeps them 7 days: the oldest, {first.job_id}, expires "
+              f"{first.expires_at:%Y-%m-%d %H:%M} UTC ({first.left(utc_now())}); run "
+              "`batchgen run` again to download them", file=out)
+    return EXIT_OK
+
+
+def _status_doc(summary: dict[str, Any], spent: int, ran: bool, rows: list[JobRow],
+                shared: tuple[list[dict[str, Any]], dict[str, str]] | None
+                ) -> dict[str, Any]:
+    """`status --json`; `shared` (with --state): the runners sharing it and who holds
+    what (the SQLite document is unchanged)."""
+    from batchgen.audit import ISO, not_downloaded
+    waiting = not_downloaded(rows)
+    runners, holders = shared if shared is not None else ([], {})
+    return {**summary, "credits_committed": spent, "ran": ran,
+            "not_downloaded": len(waiting),
+            "first_expires_at": (waiting[0].expires_at.strftime(ISO) if waiting else None),
+            **({"runners": runners} if shared is not None else {}),
+            "job_list": [{**_job_dict(r), **({"holder": holders.get(r.job_id)}
+                                             if shared is not None else {})}
+                         for r in rows]}
+
+
+def _manifest_rows(manifest: Manifest) -> list[JobRow]:
+    """The jobs of a manifest never run: all pending, one row per video (as `sync` makes)."""
+    from batchgen.pricing import add_audio_credits, job_credits
+    from batchgen.store import JobRow, JobState, stored_fields
+    prices = manifest.budget.prices
+    rows = []
+    for job in manifest.jobs:
+        count = job.count or 1
+        video = job_credits(prices, job) // count
+        stored = stored_fields(job, add_audio_credits(prices, job) // count)
+        for k in range(1, count + 1):
+            rows.append(JobRow(job_id=job.id if k == 1 else f"{job.id}#{k}", idx=job.index,
+                               fingerprint=job.fingerprint, **stored,
+                               state=JobState.PENDING, credits_estimated=video,
+                               parent=None if k == 1 else job.id))
+    return rows
+
+
+def _job_dict(row: JobRow) -> dict[str, Any]:
+    """One job for `status --json`."""
+    from batchgen.store import report_status
+    return {"id": row.job_id, "status": report_status(row.state), "state": row.state.value,
+            "task_id": row.task_id, "file": row.file,
+            "credits_estimated": row.credits_estimated,
+            "credits_deducted": row.credits_deducted, "error": row.error,
+            # what the job holds against the budget (budget.held), and what the API said
+            # about a charge the budget could not use (budget.charge)
+            "credits_held": row.committed_credits, "credits_note": row.credits_note}
+
+
+def cmd_report(config: Config, out: TextIO, err: TextIO) -> int:
+    from batchgen.report import add_history, summarize, write_reports
+    from batchgen.report_html import write_html
+    from batchgen.state_store import open_state
+    resolved = resolve(config, os.environ)
+    with open_state(resolved.output_dir, resolved.state, resolved.manifest.name,
+                    create=False) as store:
+        rows, committed = store.rows_and_committed()
+        history = store.run_history()
+        abandoned = store.abandoned()
+    summary = summarize(rows)
+    summary["credits_committed"] = committed
+    add_history(summary, history)  # the last run's budget, wall time and requests stay
+    summary.setdefault("budget", resolved.max_credits)
+    report, _ = write_reports(resolved.output_dir, resolved.manifest.output.report, rows,
+                              summary)
+    html = write_html(resolved.output_dir, rows, name=resolved.manifest.name, summary=summary,
+                      abandoned=abandoned, budget=summary["budget"], committed=committed)
+    print(f"wrote {report} and {html.name} ({len(rows)} jobs)", file=out)
+    return EXIT_OK

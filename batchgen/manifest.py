@@ -78,6 +78,7 @@ from batchgen.manifest_stream import (
 )
 from batchgen.manifest_yaml import MAX_DEPTH, JsonPath, ParsedYaml, parse_yaml
 from batchgen.objstore import is_s3_url
+from batchgen.outputs import work_dir
 from batchgen.pricing import PriceTable, price_table
 
 DEFAULT_BASE_URL = "https://openapi.akool.com"
@@ -122,6 +123,9 @@ class OutputSettings:
     filename: str = DEFAULT_FILENAME
     report: str = DEFAULT_REPORT
     delete_remote: bool = False
+    #: output.dir as s3://bucket/prefix: files go there and `dir` is the local working
+    #: folder (state, lock, staging; outputs.py)
+    bucket: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -649,6 +653,11 @@ class _Loader:
                          f"output.filename {filename!r} could name a video {SUMMARY_NAME}, "
                          "the file batchgen writes its totals to",
                          "end the template with .mp4, e.g. \"{id}.mp4\"")
+        if is_s3_url(str(output.get("dir", ""))):
+            return OutputSettings(dir=work_dir(self.path.parent, output["dir"]),
+                                  filename=filename, report=report,
+                                  delete_remote=bool(output.get("delete_remote", False)),
+                                  bucket=output["dir"])
         out_dir = Path(output["dir"]) if "dir" in output else Path("output") / name
         if _CONTROL.search(str(out_dir)):
             self.problem(("output", "dir"), f"output.dir {str(out_dir)!r} contains a control "

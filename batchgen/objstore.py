@@ -118,17 +118,30 @@ class Bucket:
             raise self._error("HEAD", key, exc) from None
         return True
 
-    async def put_file(self, key: str, path: Path) -> bool:
-        """Upload a file under `key` unless an object is there already; True if uploaded.
+    async def size(self, key: str) -> int | None:
+        """The size of the object under `key`, None when there is none."""
+        import obstore
+        try:
+            meta = await obstore.head_async(self._store, key)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise self._error("HEAD", key, exc) from None
+        return int(meta["size"])
 
-        The write is a conditional create (If-None-Match), streamed in parts for large
-        files, so a key is written once and never half-replaced.
+    async def put_file(self, key: str, path: Path, *, overwrite: bool = False) -> bool:
+        """Upload a file under `key`; True if uploaded. Without `overwrite`, a conditional
+        create (If-None-Match): an object already there is kept (False).
+
+        Files over 5 MB go in parts; either way the object appears under `key` only once
+        the whole upload completed, so a key never holds a partial file.
         """
         import obstore
         from obstore.exceptions import AlreadyExistsError, PreconditionError
         try:
             with path.open("rb") as f:
-                await obstore.put_async(self._store, key, f, mode="create")
+                await obstore.put_async(self._store, key, f,
+                                        mode="overwrite" if overwrite else "create")
         except (AlreadyExistsError, PreconditionError):
             return False
         except OSError as exc:

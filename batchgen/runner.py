@@ -28,6 +28,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from batchgen import budget
@@ -69,7 +70,8 @@ class Runner:
                  now_iso: Callable[[], str] = utc_now_iso,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  rng: random.Random | None = None, gate: Gate | None = None,
-                 sign: Callable[[str], Awaitable[str]] | None = None) -> None:
+                 sign: Callable[[str], Awaitable[str]] | None = None,
+                 publish: Callable[[Path, int], Awaitable[None]] | None = None) -> None:
         self.client = client
         ports = Ports(emit=on_event, clock=clock, now_iso=now_iso, sleep=sleep,
                       rng=rng or random.Random())
@@ -84,9 +86,11 @@ class Runner:
         #: the deleter (output.delete_remote): its own queue, our write path and clock
         self.cleanup = Cleanup(client, self.state,
                                backoff=lambda n: min(self.polls.base * n, self.polls.cap))
-        #: the download workers, fed by the poller
+        #: the download workers, fed by the poller; `publish` puts each verified video in
+        #: the output bucket before it counts as downloaded (outputs.py)
         self.fetch = Fetch(client, self.state, self.poll,
-                           self.cleanup if settings.delete_remote else None, self._posters)
+                           self.cleanup if settings.delete_remote else None, self._posters,
+                           publish)
 
     # -- public ----------------------------------------------------------------------
 

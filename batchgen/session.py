@@ -67,6 +67,9 @@ class Resolved:
     max_credits: int | None
     #: the shared PostgreSQL state (--state, BATCHGEN_STATE); None: SQLite in output_dir
     state: StateUrl | None = None
+    #: s3://bucket/prefix where the files go; `output_dir` is then the local working
+    #: folder (state, lock, staging: outputs.py)
+    output_url: str | None = None
 
 
 def resolve(manifest: Manifest, env: Mapping[str, str], *,
@@ -80,8 +83,17 @@ def resolve(manifest: Manifest, env: Mapping[str, str], *,
     if not is_http_root(base):
         raise UsageError(f"API base URL {base!r} is not a valid http(s) URL; fix "
                          f"--api-base, {ENV_API_BASE} or api.base_url")
+    output_url = manifest.output.bucket
+    if output is not None and str(output).startswith("s3://"):
+        from batchgen.objstore import is_s3_url
+        from batchgen.outputs import work_dir
+        if not is_s3_url(str(output)):
+            raise UsageError(f"--output {output!r} is not an s3://bucket/prefix URL")
+        output_url, output = str(output), work_dir(manifest.path.parent, str(output))
+    elif output is not None:
+        output_url = None
     return Resolved(
-        manifest=manifest,
+        manifest=manifest, output_url=output_url,
         output_dir=Path(output) if output else Path(manifest.output.dir),
         api_base=base,
         concurrency=concurrency or manifest.api.concurrency,
@@ -227,6 +239,17 @@ async def prepare_uploads(manifest: Manifest, rows: Sequence[JobRow],
         tell(f"local files: {stats.uploaded} uploaded ({stats.bytes / 1e6:.1f} MB in "
              f"{stats.seconds:.1f} s, {rate:.1f} MB/s), {stats.present} already in the bucket")
     return Presigner(buckets, manifest.storage.url_lifetime).url
+
+
+async def publish_reports(bucket: Any, paths: Sequence[Path],
+                          tell: Callable[[str], None]) -> None:
+    """The reports into the output bucket; a failure is told (they stay local)."""
+    from batchgen.objstore import StorageError
+    try:
+        await bucket.publish_reports(paths)
+    except StorageError as exc:
+        tell(f"the reports could not be uploaded ({exc}); they are in "
+             f"{paths[0].parent}, and the next run or `batchgen report` uploads them")
 
 
 def limits_from_env(env: Mapping[str, str]) -> Limits:
@@ -496,7 +519,12 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
             await authenticate(client, settings.retry)
             await check_models(client, settings.retry, manifest, rows)
             sign = await prepare_uploads(manifest, rows, storage_env or {}, warn)
-            runner = Runner(store, client, settings, forward, gate=gate, sign=sign)
+            bucket = None
+            if resolved.output_url is not None:
+                from batchgen.outputs import BucketOutput
+                bucket = BucketOutput.open(resolved.output_url, storage_env or {})
+            runner = Runner(store, client, settings, forward, gate=gate, sign=sign,
+                            publish=None if bucket is None else bucket.publish)
             if on_running is not None:
                 on_running(RunControl(runner))
             try:
@@ -513,9 +541,13 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
                 add_history(summary, history)
                 report, _ = write_reports(resolved.output_dir, manifest.output.report,
                                           final_rows, summary)
-                write_html(resolved.output_dir, final_rows, name=manifest.name,
-                           summary=summary, abandoned=store.abandoned(),
-                           budget=resolved.max_credits, committed=runner.committed_credits)
+                html = write_html(resolved.output_dir, final_rows, name=manifest.name,
+                                  summary=summary, abandoned=store.abandoned(),
+                                  budget=resolved.max_credits,
+                                  committed=runner.committed_credits)
+                if bucket is not None:
+                    await publish_reports(bucket, [report, report.parent / "summary.json",
+                                                   html], warn)
     return Finished(outcome=outcome, summary=summary, rows=tuple(final_rows),
                     committed=runner.committed_credits, report=report)
 

@@ -150,3 +150,82 @@ def test_a_glob_in_a_jobs_file_row_makes_one_job_per_file(tmp_path):
     loaded = load(manifest(jobs_file="jobs.csv"), tmp_path)
     assert [j.prompt for j in loaded.jobs] == ["hello", "hello", "bye"]
     assert len({j.image_url for j in loaded.jobs}) == 3
+
+
+# -- outputs in a bucket --------------------------------------------------------------
+
+
+def bucket_objects(s3: dict[str, str], bucket: str, prefix: str) -> dict[str, bytes]:
+    """Every object under prefix, read back through obstore (what a pipeline would see)."""
+    import obstore
+    from obstore.store import S3Store
+    store = S3Store(bucket, endpoint=s3["AWS_ENDPOINT_URL"],
+                    access_key_id=s3["AWS_ACCESS_KEY_ID"],
+                    secret_access_key=s3["AWS_SECRET_ACCESS_KEY"], region="us-east-1",
+                    client_options={"allow_http": True})
+    out: dict[str, bytes] = {}
+    for batch in obstore.list(store, prefix=prefix):
+        for meta in batch:
+            out[meta["path"]] = bytes(obstore.get(store, meta["path"]).bytes())
+    return out
+
+
+def make_bucket(s3: dict[str, str], name: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(f"{s3['AWS_ENDPOINT_URL']}/{name}",
+                                                  method="PUT"))
+
+
+def outputs_manifest(bucket: str, n: int) -> dict[str, Any]:
+    doc = manifest(jobs=[{"id": f"v{i}", "image_url": f"https://example.com/{i}.png",
+                          "prompt": f"p{i}"} for i in range(n)])
+    doc["output"] = {"dir": f"s3://{bucket}/videos/run1"}
+    return doc
+
+
+async def test_videos_and_reports_land_in_the_bucket_verified(sandbox, tmp_path, s3):
+    import hashlib
+    sb = await sandbox()
+    report = await batchgen.arun(outputs_manifest(BUCKET, 3), base_dir=tmp_path,
+                                 api_base=sb.url, api_key="test-key", env=s3)
+    assert report.ok
+    objects = bucket_objects(s3, BUCKET, "videos/run1")
+    for job in report.jobs:
+        body = objects[f"videos/run1/{job.id}.mp4"]
+        assert len(body) == job.bytes and hashlib.sha256(body).hexdigest() == job.sha256
+        assert body[4:8] == b"ftyp"
+    assert {"videos/run1/report.csv", "videos/run1/summary.json",
+            "videos/run1/report.html"} <= set(objects)
+    # the state stays on this machine, in the working folder beside the manifest
+    assert (tmp_path / ".batchgen-work" / BUCKET / "videos" / "run1" / ".batchgen"
+            / "state.db").is_file()
+
+
+async def test_a_failed_upload_keeps_the_video_for_the_next_run_paid_once(sandbox, tmp_path,
+                                                                          s3):
+    sb = await sandbox()
+    doc = outputs_manifest("later-bucket", 2)
+    first = await batchgen.arun(doc, base_dir=tmp_path, api_base=sb.url, api_key="test-key",
+                                env=s3)  # the bucket does not exist yet: every upload fails
+    assert not first.ok and first.counts["completed"] == 0 and first.kept_ready == 2
+    make_bucket(s3, "later-bucket")
+    assert bucket_objects(s3, "later-bucket", "videos") == {}  # nothing half-written
+    second = await batchgen.arun(doc, base_dir=tmp_path, api_base=sb.url,
+                                 api_key="test-key", env=s3)
+    assert second.ok and sb.stats()["tasks_created"] == 2  # resumed, never paid twice
+    assert {"videos/run1/v0.mp4", "videos/run1/v1.mp4"} <= set(
+        bucket_objects(s3, "later-bucket", "videos"))
+
+
+async def test_a_large_video_goes_up_in_parts_and_is_checked(tmp_path, s3):
+    from batchgen.outputs import BucketOutput
+    from batchgen.session import resolve
+    video = tmp_path / "big.mp4"
+    video.write_bytes(b"\0\0\0\x18ftypmp42" + b"x" * (12 * 1024 * 1024))
+    out = BucketOutput.open(f"s3://{BUCKET}/large", s3)
+    await out.publish(video, video.stat().st_size)
+    assert len(bucket_objects(s3, BUCKET, "large")["large/big.mp4"]) == video.stat().st_size
+    # --output s3://... : the files go there, the state to the manifest's working folder
+    resolved = resolve(load(outputs_manifest(BUCKET, 1), tmp_path), {},
+                       output=f"s3://{BUCKET}/other")
+    assert resolved.output_url == f"s3://{BUCKET}/other"
+    assert resolved.output_dir == tmp_path / ".batchgen-work" / BUCKET / "other"

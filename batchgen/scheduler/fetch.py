@@ -9,6 +9,7 @@ one write path (`RunState.apply`). Deliberately not here: polling, deleting.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from batchgen.client import AkoolClient, TaskStatus
 from batchgen.download import Downloaded, fetch_to, render_filename
 from batchgen.errors import ApiError, DownloadError, FatalApiError, RetryableApiError, UrlGone
 from batchgen.jobs import JobRow
+from batchgen.objstore import StorageError
 from batchgen.scheduler.state import (
     COUNT_FILE_SEPARATOR,
     EventKind,
@@ -56,8 +58,11 @@ class Fetch:
     """
 
     def __init__(self, client: AkoolClient, state: RunState, poll: Poll,
-                 cleanup: Cleanup | None, posters: PosterMaker) -> None:
+                 cleanup: Cleanup | None, posters: PosterMaker,
+                 publish: Callable[[Path, int], Awaitable[None]] | None = None) -> None:
         self._client = client
+        #: a bucket output (outputs.py): the verified file goes there before `downloaded`
+        self._publish = publish
         self._state = state
         self._poll = poll
         self._cleanup = cleanup
@@ -131,6 +136,16 @@ class Fetch:
                                           f"download unavailable ({exc}); kept for the next run"))
                 return
             break
+        if self._publish is not None:
+            try:
+                await self._publish(got.path, got.bytes)
+            except StorageError as exc:
+                # the video is verified here and still at the API: the next run uploads it
+                state.outcome.kept_ready += 1
+                state.ports.emit(JobEvent(EventKind.NOTICE, job_id,
+                                          f"upload to the bucket failed ({exc}); kept for "
+                                          "the next run"))
+                return
         done_at = state.ports.now_iso()
         (row,) = state.apply([(job_id, Done(got.path.name, got.bytes, got.sha256, done_at,
                                             url))])

@@ -28,12 +28,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import inspect
 import json
 import math
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, NoReturn
@@ -86,6 +87,9 @@ _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 MIN_SECRET_LENGTH = 8
 MAX_URL_LENGTH = 8192
 MAX_TEXT = 300  # characters of an API message kept in an error
+#: called once a create's connection is in hand, before a byte of it leaves; an awaitable
+#: it returns is awaited first (the caller's durable "sent" mark)
+OnSend = Callable[[], Awaitable[None] | None]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -281,7 +285,11 @@ async def _about_to_send(session: aiohttp.ClientSession, ctx: Any, params: Any) 
     """
     request_ctx = getattr(ctx, "trace_request_ctx", None)
     if isinstance(request_ctx, dict) and (on_send := request_ctx.get("on_send")) is not None:
-        on_send()
+        marked = on_send()
+        if inspect.isawaitable(marked):
+            # the caller's journal write (say, one fsync shared by every create leaving
+            # now): the request waits for it, so nothing leaves before it is durable
+            await marked
 
 
 # -- reading answers -------------------------------------------------------------------
@@ -510,7 +518,7 @@ class AkoolClient:
                        json_body: dict[str, Any] | None = None,
                        params: dict[str, str] | None = None, auth: bool = True,
                        creates: bool = False,
-                       on_send: Callable[[], None] | None = None) -> dict[str, Any]:
+                       on_send: OnSend | None = None) -> dict[str, Any]:
         """Send one request; return the body of a code-1000 answer or raise a typed error.
 
         A 1101 on a token means it expired: a new token is fetched (once, however many
@@ -563,7 +571,7 @@ class AkoolClient:
 
     async def _send(self, name: str, method: str, path: str, json_body: dict[str, Any] | None,
                     params: dict[str, str] | None, auth: bool, creates: bool,
-                    on_send: Callable[[], None] | None = None) -> dict[str, Any]:
+                    on_send: OnSend | None = None) -> dict[str, Any]:
         self.requests[name] += 1
         headers = self._auth_headers() if auth else {}
         trace_ctx = {"on_send": on_send} if on_send is not None else None
@@ -646,7 +654,7 @@ class AkoolClient:
     # -- endpoints ---------------------------------------------------------------------
 
     async def create(self, fields: dict[str, Any],
-                     on_send: Callable[[], None] | None = None) -> TaskRecord:
+                     on_send: OnSend | None = None) -> TaskRecord:
         """createBySourcePrompt: one video task. Charged at creation.
 
         `on_send` is called right before the request is written (see `_about_to_send`).
@@ -658,7 +666,7 @@ class AkoolClient:
         return _created("createBySourcePrompt", data)
 
     async def create_batch(self, fields: dict[str, Any],
-                           on_send: Callable[[], None] | None = None) -> BatchTasks:
+                           on_send: OnSend | None = None) -> BatchTasks:
         """createBySourcePrompt/batch: `count` videos of one request, model selectable.
 
         Videos listed under an id we cannot use were made (and charged) all the same: they
@@ -682,7 +690,7 @@ class AkoolClient:
         return BatchTasks(tasks, unusable=len(listed) - len(tasks))
 
     async def update_audio(self, pre_video_id: str, audio_type: int, audio_url: str | None,
-                           on_send: Callable[[], None] | None = None) -> TaskRecord:
+                           on_send: OnSend | None = None) -> TaskRecord:
         """updateVideoAudio: a new task that adds audio to a completed video."""
         body: dict[str, Any] = {"pre_video_id": pre_video_id, "audio_type": audio_type}
         if audio_url:

@@ -765,7 +765,7 @@ class Store:
         return self.apply_many([(row, event)], durable=durable)[-1]
 
     def apply_many(self, steps: Sequence[tuple[JobRow, Event]], *,
-                   durable: bool = False) -> list[JobRow]:
+                   durable: bool = False, sent: Sequence[str] = ()) -> list[JobRow]:
         """The one write path of the run: apply transitions, in one transaction.
 
         Each new row is `transitions.advance(row, event)` (an illegal event raises
@@ -774,7 +774,8 @@ class Store:
         are the values written, so the caller's in-memory view is the store's. `durable`
         fsyncs at commit: the records that guard money (a claim, an accepted create,
         a hold, an undone create) use it. A claim also clears the job's `sent` mark (the
-        journal's "the request has left", not part of the row).
+        journal's "the request has left", not part of the row); the jobs in `sent` get it,
+        in the same transaction (scheduler/journal.py: one fsync for a tick's creates).
         """
         first: dict[str, JobRow] = {}
         latest: dict[str, JobRow] = {}
@@ -798,6 +799,8 @@ class Store:
                     cols["sent"] = 0
                 if cols:
                     self._write_row(job_id, cols)
+            for job_id in sent:
+                self._write_sent(job_id)
         return out
 
     def _write_row(self, job_id: str, cols: Mapping[str, Any]) -> None:
@@ -805,6 +808,11 @@ class Store:
         on the runner's claim: `pgshare.SharedPgStore`)."""
         names = ", ".join(f"{k}=?" for k in cols)
         self._conn.execute(f"UPDATE jobs SET {names} WHERE job_id=?", (*cols.values(), job_id))
+
+    def _write_sent(self, job_id: str, sent: bool = True) -> None:
+        """The journal's "sent" mark (the shared PostgreSQL store fences it on the
+        runner's claim, and refuses it with `ClaimLost`: do not send)."""
+        self._conn.execute("UPDATE jobs SET sent=? WHERE job_id=?", (int(sent), job_id))
 
     def begin_submit(self, job_ids: Iterable[str], now: str, *, audio: bool = False) -> None:
         """Journal creates about to be sent (durably): the evidence against paying twice."""
@@ -817,7 +825,7 @@ class Store:
         the create waits to try again: a crash during the wait must not leave an unknown.
         """
         with self._tx(durable=True):
-            self._conn.execute("UPDATE jobs SET sent=? WHERE job_id=?", (int(sent), job_id))
+            self._write_sent(job_id, sent)
 
     def mark_accepted(self, job_id: str, task_id: str, credits: int | None, *,
                       audio: bool = False) -> None:

@@ -235,16 +235,14 @@ class SharedPgStore(PgStore):
 
     # -- fenced writes -------------------------------------------------------------------
 
-    def mark_sent(self, job_id: str, sent: bool = True) -> None:
+    def _write_sent(self, job_id: str, sent: bool = True) -> bool:
         """The journal's "sent" mark, written only while this runner holds the job under a
-        current lease; `ClaimLost` (do not send) when that is no longer so."""
-        with self._tx(durable=True):
-            cur = self._conn.execute(
-                f"UPDATE jobs SET sent = ? WHERE job_id = ? AND holder = ? AND state IN (?, ?) "
-                f"AND {_ALIVE}", (int(sent), job_id, self.runner_id, S.SUBMITTING,
-                                  S.AUDIO_SUBMITTING, self.runner_id))
-        if cur.rowcount == 0 and sent:
-            raise self._lost()
+        current lease; refused (so `ClaimLost`: do not send) when that is no longer so."""
+        cur = self._conn.execute(
+            f"UPDATE jobs SET sent = ? WHERE job_id = ? AND holder = ? AND state IN (?, ?) "
+            f"AND {_ALIVE}", (int(sent), job_id, self.runner_id, S.SUBMITTING,
+                              S.AUDIO_SUBMITTING, self.runner_id))
+        return cur.rowcount > 0 or not sent
 
     def _write_row(self, job_id: str, cols: Mapping[str, Any]) -> None:
         names = ", ".join(f"{k}=?" for k in cols)

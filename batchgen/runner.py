@@ -127,6 +127,8 @@ class Runner:
             raise failed.exceptions[0] from None
         finally:
             await self.submit.cancel()
+            # records staged by cancelled creates (say, a task id just read) still land
+            self.state.journal.flush()
             await self._posters.finish(drop_waiting=self.outcome.interrupted)
         if self.submit.fatal is not None:
             raise self.submit.fatal

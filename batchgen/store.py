@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from batchgen import budget
-from batchgen.errors import NoState, OutputDirLocked, OutputNotWritable, StateError
+from batchgen.errors import ClaimLost, NoState, OutputDirLocked, OutputNotWritable, StateError
 from batchgen.jobs import IN_FLIGHT as IN_FLIGHT
 from batchgen.jobs import REPORT_STATUS as REPORT_STATUS
 from batchgen.jobs import SUBMITTED as SUBMITTED
@@ -799,8 +799,11 @@ class Store:
                     cols["sent"] = 0
                 if cols:
                     self._write_row(job_id, cols)
-            for job_id in sent:
-                self._write_sent(job_id)
+            refused = [j for j in sent if not self._write_sent(j)]
+        if refused:
+            # the transitions above are committed (a task id is never lost); no create
+            # whose mark was refused may leave
+            raise self._lost()
         return out
 
     def _write_row(self, job_id: str, cols: Mapping[str, Any]) -> None:
@@ -809,10 +812,15 @@ class Store:
         names = ", ".join(f"{k}=?" for k in cols)
         self._conn.execute(f"UPDATE jobs SET {names} WHERE job_id=?", (*cols.values(), job_id))
 
-    def _write_sent(self, job_id: str, sent: bool = True) -> None:
-        """The journal's "sent" mark (the shared PostgreSQL store fences it on the
-        runner's claim, and refuses it with `ClaimLost`: do not send)."""
+    def _write_sent(self, job_id: str, sent: bool = True) -> bool:
+        """The journal's "sent" mark; False when refused (the shared PostgreSQL store
+        fences it on the runner's claim: then the create must not leave)."""
         self._conn.execute("UPDATE jobs SET sent=? WHERE job_id=?", (int(sent), job_id))
+        return True
+
+    def _lost(self) -> ClaimLost:
+        return ClaimLost(f"{self.path}: this run no longer holds the jobs it meant to send; "
+                         "it sends nothing more — run again")
 
     def begin_submit(self, job_ids: Iterable[str], now: str, *, audio: bool = False) -> None:
         """Journal creates about to be sent (durably): the evidence against paying twice."""
@@ -825,7 +833,9 @@ class Store:
         the create waits to try again: a crash during the wait must not leave an unknown.
         """
         with self._tx(durable=True):
-            self._write_sent(job_id, sent)
+            written = self._write_sent(job_id, sent)
+        if not written:
+            raise self._lost()
 
     def mark_accepted(self, job_id: str, task_id: str, credits: int | None, *,
                       audio: bool = False) -> None:

@@ -86,3 +86,63 @@ async def test_flush_writes_at_once_so_other_writes_keep_their_order(tmp_path):
         await waiter
         group.flush()  # nothing staged: no commit
         assert log == [(0, 1)]
+
+
+async def test_every_create_reaches_the_api_after_its_sent_mark_is_committed(
+        sandbox, tmp_path, monkeypatch):
+    """The journal's promise, seen from the server: when the k-th create arrives, k jobs
+    are durably marked sent. Grouping the marks must never let a request overtake its
+    own (a crash then would resume a paid job as never sent, and pay for it again). The
+    marks are slowed down here, so a request not waiting for its mark would overtake it."""
+    import sqlite3
+
+    from batchgen.scheduler.state import RunState
+
+    marking = RunState.sent
+
+    async def slow_mark(self: RunState, job_id: str) -> None:
+        await asyncio.sleep(0.05)
+        await marking(self, job_id)
+
+    monkeypatch.setattr(RunState, "sent", slow_mark)
+
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+    from cli_helpers import write_manifest
+
+    from batchgen import arun
+
+    sb = await sandbox()
+    arrived: list[int] = []  # marks committed when each create arrived
+    session = aiohttp.ClientSession()
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if request.path.endswith("createBySourcePrompt"):
+            db = next((tmp_path / "out" / ".batchgen").glob("*.db"))
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                (marked,) = conn.execute("SELECT count(*) FROM jobs WHERE sent=1").fetchone()
+            arrived.append(marked)
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() in ("x-api-key", "authorization", "content-type")}
+        async with session.request(request.method, sb.url + request.path_qs, data=body,
+                                   headers=headers) as upstream:
+            raw = await upstream.read()
+            return web.Response(body=raw, status=upstream.status,
+                                content_type=upstream.content_type)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    proxy = TestServer(app, host="127.0.0.1", port=0)
+    await proxy.start_server()
+    try:
+        manifest = write_manifest(tmp_path, 12, base_url=str(proxy.make_url("")).rstrip("/"),
+                                  concurrency=12)
+        report = await arun(str(manifest), api_key="test-key-1234")
+    finally:
+        await proxy.close()
+        await session.close()
+    assert report.counts["completed"] == 12
+    assert len(arrived) == 12
+    assert all(marked >= k for k, marked in enumerate(arrived, start=1)), arrived

@@ -30,9 +30,12 @@ UNREADABLE = ("the batch create listed this video under an unusable task id: it 
               "anyway)")
 
 
-def accepted(state: RunState, poll: Poll, job_id: str, audio: bool,
-             records: list[TaskRecord]) -> None:
-    """Record the API's answer to a create of `job_id` and start polling its tasks."""
+async def accepted(state: RunState, poll: Poll, job_id: str, audio: bool,
+                   records: list[TaskRecord]) -> None:
+    """Record the API's answer to a create of `job_id` and start polling its tasks.
+
+    A single create's task id shares the loop turn's durable commit (journal.py): the
+    task is tracked only once that is written."""
     row = state.rows[job_id]
     req = row.request
     if not audio and (req.get("model_name") or req.get("count")):
@@ -41,7 +44,7 @@ def accepted(state: RunState, poll: Poll, job_id: str, audio: bool,
     (record,) = records
     # the task id is recorded whatever else the answer says: it is paid work
     credits = state.charge(row, record, audio)
-    (row,) = state.apply([(job_id, Accepted(record.task_id, credits, audio))], durable=True)
+    (row,) = await state.apply_shared([(job_id, Accepted(record.task_id, credits, audio))])
     if not audio:
         state.ledger.learn(row, credits)
     state.commit(job_id, row.committed_credits)

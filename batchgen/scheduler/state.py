@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from batchgen import budget
 from batchgen.jobs import JobRow, JobState
 from batchgen.retry import RetryPolicy
+from batchgen.scheduler.journal import GroupCommit
 from batchgen.transitions import AnswerLost, ChargeNoted, CreateRefused, DownloadFailed, Event
 
 if TYPE_CHECKING:
@@ -214,11 +215,30 @@ class RunState:
         self.ready: asyncio.Queue[str | None] = asyncio.Queue()
         #: the submitter has ended: nothing more will be sent in this run
         self.submitting_done = False
+        #: durable submit-path records share one commit per loop turn (journal.py); the
+        #: in-memory rows are updated when it is written, before any writer goes on
+        self.journal = GroupCommit(lambda steps, sent: self._write(steps, durable=True,
+                                                                   sent=sent))
 
     def apply(self, steps: list[tuple[str, Event]], *, durable: bool = False) -> list[JobRow]:
         """The one write path: the store applies the transitions and the in-memory view
         keeps the very rows it wrote (one per step; a job's later steps chain)."""
-        rows = self.store.apply_many([(self.rows[j], e) for j, e in steps], durable=durable)
+        self.journal.flush()  # records staged for a shared commit go first, in order
+        return self._write([(self.rows[j], e) for j, e in steps], durable=durable)
+
+    async def apply_shared(self, steps: list[tuple[str, Event]]) -> list[JobRow]:
+        """`apply(..., durable=True)` in the commit shared by this loop turn's writers
+        (journal.py): returns once the rows are durable."""
+        return await self.journal.apply([(self.rows[j], e) for j, e in steps])
+
+    async def sent(self, job_id: str) -> None:
+        """The journal's durable "sent" mark of a create about to leave, shared likewise;
+        `ClaimLost` when a shared state refuses it (then the create must not leave)."""
+        await self.journal.sent(job_id)
+
+    def _write(self, steps: Sequence[tuple[JobRow, Event]], *, durable: bool,
+               sent: Sequence[str] = ()) -> list[JobRow]:
+        rows = self.store.apply_many(steps, durable=durable, sent=sent)
         for row in rows:
             self.rows[row.job_id] = row
         return rows

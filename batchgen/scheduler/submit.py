@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from batchgen.client import AkoolClient, TaskRecord
+from batchgen.client import AkoolClient, OnSend, TaskRecord
 from batchgen.errors import (
     AccountBusy,
     ApiError,
@@ -142,7 +142,7 @@ class Submit:
             task.cancel()
         await asyncio.gather(*creating, return_exceptions=True)
 
-    def _create_call(self, row: JobRow, audio: bool, on_send: Callable[[], None]
+    def _create_call(self, row: JobRow, audio: bool, on_send: OnSend
                      ) -> Callable[[], Awaitable[list[TaskRecord]]]:
         """The one request a create sends: the add-audio step, a batch create (`count`,
         `model_name`: the family's videos still to make), or a single create."""
@@ -185,11 +185,15 @@ class Submit:
         state = self._state
         sent = False
 
-        def on_send() -> None:
+        def on_send() -> Awaitable[None] | None:
             nonlocal sent
-            if not sent:
-                sent = True
-                state.store.mark_sent(job_id)
+            if sent:
+                return None
+            # set before the mark is durable: a stop while it is being written must not
+            # journal the create as unsent (the mark may reach the disk all the same, and
+            # then the job resumes as unknown: the safe side)
+            sent = True
+            return state.sent(job_id)  # awaited by the client before a byte leaves
 
         call = self._create_call(state.rows[job_id], audio, on_send)
 
@@ -208,6 +212,7 @@ class Submit:
                 # the API refused that attempt, so nothing exists yet; if we die while
                 # waiting to try again, the job must come back as never sent, not unknown
                 sent = False
+                state.journal.flush()  # this job's staged mark first, then its undoing
                 state.store.mark_sent(job_id, False)
             state.ports.emit(JobEvent(EventKind.RETRY, job_id, str(exc)))
 
@@ -226,7 +231,7 @@ class Submit:
         except (OutcomeUnknown, RetryableApiError, FatalApiError) as exc:
             self._refused(job_id, audio, exc)
             return
-        accepted(state, self._poll, job_id, audio, records)
+        await accepted(state, self._poll, job_id, audio, records)
 
     def _refused(self, job_id: str, audio: bool,
                  exc: OutcomeUnknown | RetryableApiError | FatalApiError) -> None:

@@ -242,21 +242,6 @@ def _explain_one(validator: Draft202012Validator, error: ValidationError, subjec
                     hint = "ids belong on single jobs; defaults apply to every job"
                 where = f" in {name}" if path else ""
                 yield ((*path, key), f"unknown key {key!r}{where}", hint)
-    elif kind == "type":
-        wanted = _keyword_list(error)
-        words = " or ".join(_TYPE_WORDS.get(w, w) for w in wanted if w != "null")
-        fix = f"write {words} here"
-        if "string" in wanted and isinstance(v, int | float | bool):
-            fix = "put the value in quotes to make it text"
-        yield path, f"{name} must be {words}, not {kind_of(v)}", fix
-    elif kind == "enum":
-        options = _keyword_list(error)
-        hint = suggest(v, options, memo) if isinstance(v, str | int) else ""
-        listed = ", ".join(str(o) for o in options)
-        yield path, f"{name} is {show(v)}, not one of {listed}", hint or f"use one of {listed}"
-    elif kind == "const":
-        yield (path, f"{name} is {show(v)}; this batchgen reads version 1",
-               "set `version: 1`")
     elif kind == "required":
         for key in _keyword_list(error):
             if isinstance(v, dict) and key not in v:
@@ -265,46 +250,74 @@ def _explain_one(validator: Draft202012Validator, error: ValidationError, subjec
                        }.get(key, f"add {key}")
                 where = f" in {name}" if path else ""
                 yield path, f"missing {key!r}{where}", fix
-    elif kind == "anyOf" and not path and not subject:
+    elif kind == "anyOf":
+        yield from _explain_any_of(validator, error, subject, memo)
+    else:
+        yield path, *_explain_value(error, name, memo)
+
+
+def _explain_any_of(validator: Draft202012Validator, error: ValidationError, subject: str,
+                    memo: dict[tuple[str, str], str] | None
+                    ) -> Iterator[tuple[JsonPath, str, str]]:
+    """`anyOf`: a manifest with nothing to run, `jobs_file` (a path or a mapping), or
+    `add_audio` (a mapping or null); the mapping branch is explained when it is one."""
+    path: JsonPath = tuple(error.absolute_path)
+    name = dotted(path) if path else (subject or "the manifest")
+    v = error.instance
+    if not path and not subject:
         yield (path, "nothing to run: the manifest has no jobs, matrix or jobs_file",
                "add at least one of them; see manifests/example.yaml")
-    elif kind == "anyOf" and path == ("jobs_file",):
-        # a path, or {path, extra_columns}: explain the mapping branch when it is one
-        branch = [e for e in error.context or () if e.schema_path and e.schema_path[0] == 1]
-        if isinstance(v, dict) and branch:
-            for sub in branch:
-                yield from _explain_one(validator, sub, subject, memo)
-        elif isinstance(v, str):
-            yield path, "jobs_file is empty", "name a .csv or .jsonl file, or remove the key"
-        else:
-            yield (path, f"jobs_file must be a file path or a mapping, not {kind_of(v)}",
-                   "write jobs_file: products.csv, or jobs_file: {path: products.csv, "
-                   "extra_columns: keep}")
-    elif kind == "anyOf":
-        # add_audio: a mapping or null; explain the mapping branch when it is one.
-        branch = [e for e in error.context or () if e.schema_path and e.schema_path[0] == 0]
-        if isinstance(v, dict) and branch:
-            for sub in branch:
-                yield from _explain_one(validator, sub, subject, memo)
-        else:
-            yield (path, f"{name} must be a mapping like {{audio_type: 1}}, not {kind_of(v)}",
-                   "write add_audio: {audio_type: 1} or {audio_type: 2, audio_url: https://...}")
-    elif kind in ("minimum", "exclusiveMinimum", "maximum"):
-        yield path, *_range_message(name, path, v, kind, error.validator_value)
-    elif kind == "minLength":
-        yield path, f"{name} is empty", "give it a value or remove the key"
-    elif kind == "maxLength":
-        yield (path, f"{name} is longer than {error.validator_value} characters",
-               "shorten it")
-    elif kind == "pattern":
-        yield (path, f"{name} {show(v)} may only contain letters, digits, '.', '_' and '-'",
-               "rename it, for example " + repr(re.sub(r"[^A-Za-z0-9._-]+", "-", str(v))))
-    elif kind == "minItems":
-        yield path, f"{name} is an empty list", "list at least one value or remove the key"
-    elif kind == "minProperties":
-        yield path, f"{name} has no keys", "list values for at least one job field"
+        return
+    mapping_branch = 1 if path == ("jobs_file",) else 0
+    branch = [e for e in error.context or ()
+              if e.schema_path and e.schema_path[0] == mapping_branch]
+    if isinstance(v, dict) and branch:
+        for sub in branch:
+            yield from _explain_one(validator, sub, subject, memo)
+    elif path != ("jobs_file",):
+        yield (path, f"{name} must be a mapping like {{audio_type: 1}}, not {kind_of(v)}",
+               "write add_audio: {audio_type: 1} or {audio_type: 2, audio_url: https://...}")
+    elif isinstance(v, str):
+        yield path, "jobs_file is empty", "name a .csv or .jsonl file, or remove the key"
     else:
-        yield path, f"{name}: {error.message}", "see schemas/manifest.schema.json"
+        yield (path, f"jobs_file must be a file path or a mapping, not {kind_of(v)}",
+               "write jobs_file: products.csv, or jobs_file: {path: products.csv, "
+               "extra_columns: keep}")
+
+
+def _explain_value(error: ValidationError, name: str,
+                   memo: dict[tuple[str, str], str] | None) -> tuple[str, str]:
+    """(what, fix) for a value that breaks one rule of its own key's schema."""
+    v = error.instance
+    kind = error.validator
+    if kind == "type":
+        wanted = _keyword_list(error)
+        words = " or ".join(_TYPE_WORDS.get(w, w) for w in wanted if w != "null")
+        fix = f"write {words} here"
+        if "string" in wanted and isinstance(v, int | float | bool):
+            fix = "put the value in quotes to make it text"
+        return f"{name} must be {words}, not {kind_of(v)}", fix
+    if kind == "enum":
+        options = _keyword_list(error)
+        hint = suggest(v, options, memo) if isinstance(v, str | int) else ""
+        listed = ", ".join(str(o) for o in options)
+        return f"{name} is {show(v)}, not one of {listed}", hint or f"use one of {listed}"
+    if kind == "const":
+        return f"{name} is {show(v)}; this batchgen reads version 1", "set `version: 1`"
+    if kind in ("minimum", "exclusiveMinimum", "maximum"):
+        return _range_message(name, tuple(error.absolute_path), v, kind,
+                              error.validator_value)
+    if kind == "pattern":
+        return (f"{name} {show(v)} may only contain letters, digits, '.', '_' and '-'",
+                "rename it, for example " + repr(re.sub(r"[^A-Za-z0-9._-]+", "-", str(v))))
+    fixed = {
+        "minLength": (f"{name} is empty", "give it a value or remove the key"),
+        "maxLength": (f"{name} is longer than {error.validator_value} characters",
+                      "shorten it"),
+        "minItems": (f"{name} is an empty list", "list at least one value or remove the key"),
+        "minProperties": (f"{name} has no keys", "list values for at least one job field"),
+    }
+    return fixed.get(str(kind), (f"{name}: {error.message}", "see schemas/manifest.schema.json"))
 
 
 def _keyword_list(error: ValidationError) -> list[Any]:

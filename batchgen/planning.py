@@ -147,19 +147,49 @@ def build_plan(manifest: Manifest, states: Mapping[str, str] | None = None, *,
     """
     table = manifest.budget.prices
     states = states or {}
-    # (row, length, model) -> [jobs, videos, credits, to-submit jobs, to-submit credits]
-    video: dict[tuple[str, int, str], list[int]] = {}
-    audio: dict[tuple[str, int, str], list[int]] = {}
-    buckets = {s: [0, 0] for s in STATES}
     max_credits = manifest.budget.max_credits
-    needs: dict[str, int] = {}
-    for job_id, need in sends or ():
-        needs[job_id] = needs.get(job_id, 0) + need
     shapes = getattr(manifest.jobs, "shapes", None) if not states and sends is None else None
     weighted: Iterable[tuple[Job, int]] = (
         ((job, 1) for job in manifest.jobs) if shapes is None else
         [(shapes.sample(k), shapes.order.count(k)) for k in range(len(shapes.kinds))])
-    costs = array("q")  # credits of each to-submit job in manifest order (sends is None)
+    video, audio, buckets, costs = _tally(weighted, table, states, sends)
+    within: int | None = None
+    if max_credits is not None:
+        within = _within(max_credits, spent_credits, sends, costs, shapes)
+    video_lines = _lines(video, table.video, table.overridden, table)
+    audio_lines = _lines(audio, {ADD_AUDIO: table.add_audio}, table.overridden, table)
+    video_total = sum(line.credits for line in video_lines)
+    audio_total = sum(line.credits for line in audio_lines)
+    return Plan(
+        name=manifest.name, manifest=str(manifest.path), output_dir=str(manifest.output.dir),
+        jobs=len(manifest.jobs), video_lines=video_lines, add_audio_lines=audio_lines,
+        video_credits=video_total, add_audio_jobs=sum(line.jobs for line in audio_lines),
+        add_audio_credits=audio_total, total_credits=video_total + audio_total,
+        states=tuple(StateCount(s, *buckets[s]) for s in STATES),
+        to_submit_jobs=buckets["to_submit"][0], to_submit_credits=buckets["to_submit"][1],
+        max_credits=max_credits, overridden_prices=tuple(sorted(table.overridden)),
+        price_table={**{row: dict(cells) for row, cells in table.video.items()},
+                     ADD_AUDIO: dict(table.add_audio)},
+        spent_credits=spent_credits, jobs_within_budget=within)
+
+
+def _tally(weighted: Iterable[tuple[Job, int]], table: PriceTable,
+           states: Mapping[str, str], sends: Sequence[tuple[str, int]] | None
+           ) -> tuple[dict[tuple[str, int, str], list[int]],
+                      dict[tuple[str, int, str], list[int]], dict[str, list[int]], array[int]]:
+    """Count the jobs (each `n` times) into the plan's lines and state buckets.
+
+    Returns the video and add-audio lines ((row, length, model) -> [jobs, videos,
+    credits, to-submit jobs, to-submit credits]), each state's [jobs, credits], and the
+    credits of each to-submit job in manifest order (used when `sends` is None).
+    """
+    video: dict[tuple[str, int, str], list[int]] = {}
+    audio: dict[tuple[str, int, str], list[int]] = {}
+    buckets = {s: [0, 0] for s in STATES}
+    needs: dict[str, int] = {}
+    for job_id, need in sends or ():
+        needs[job_id] = needs.get(job_id, 0) + need
+    costs = array("q")
     for job, n in weighted:
         state = states.get(job.id, "to_submit")
         if state not in buckets:
@@ -182,24 +212,7 @@ def build_plan(manifest: Manifest, states: Mapping[str, str] | None = None, *,
             bucket[1] += (v + a) * n
             if submit:
                 costs.append(v + a)
-    within: int | None = None
-    if max_credits is not None:
-        within = _within(max_credits, spent_credits, sends, costs, shapes)
-    video_lines = _lines(video, table.video, table.overridden, table)
-    audio_lines = _lines(audio, {ADD_AUDIO: table.add_audio}, table.overridden, table)
-    video_total = sum(line.credits for line in video_lines)
-    audio_total = sum(line.credits for line in audio_lines)
-    return Plan(
-        name=manifest.name, manifest=str(manifest.path), output_dir=str(manifest.output.dir),
-        jobs=len(manifest.jobs), video_lines=video_lines, add_audio_lines=audio_lines,
-        video_credits=video_total, add_audio_jobs=sum(line.jobs for line in audio_lines),
-        add_audio_credits=audio_total, total_credits=video_total + audio_total,
-        states=tuple(StateCount(s, *buckets[s]) for s in STATES),
-        to_submit_jobs=buckets["to_submit"][0], to_submit_credits=buckets["to_submit"][1],
-        max_credits=max_credits, overridden_prices=tuple(sorted(table.overridden)),
-        price_table={**{row: dict(cells) for row, cells in table.video.items()},
-                     ADD_AUDIO: dict(table.add_audio)},
-        spent_credits=spent_credits, jobs_within_budget=within)
+    return video, audio, buckets, costs
 
 
 def _within(max_credits: int, spent: int, sends: Sequence[tuple[str, int]] | None,

@@ -139,7 +139,7 @@ def manifest(urls: list[str], **job: Any) -> dict[str, Any]:
 
 
 async def test_a_bad_asset_is_failed_before_any_create_and_costs_nothing(sandbox, tmp_path):
-    sb = await sandbox()
+    sb = await sandbox(fetch_images=True)  # the emulator fetches images as the API does
     bad_paths = ["page.png", "forbidden", "huge", "missing.png", "loop"]
     async with asset_host({f"{i}.png": png() for i in range(45)} | {"page.png": HTML}) as host:
         urls = [host.url(f"{i}.png") for i in range(45)] + [host.url(p) for p in bad_paths]
@@ -147,7 +147,15 @@ async def test_a_bad_asset_is_failed_before_any_create_and_costs_nothing(sandbox
         report = await batchgen.arun(manifest(urls), base_dir=tmp_path, api_base=sb.url,
                                      api_key="test-key", env={}, preflight=True,
                                      on_event=events.append)
-    stats = sb.stats()
+        stats = sb.stats()
+        # the same manifest without pre-flight, in another output dir: the 5 are paid for
+        # and their tasks fail at the API (what the check saves); the emulator reads only
+        # the first bytes, so it takes the one that claims 10 GB: 4 fail there
+        doc = manifest(urls) | {"output": {"dir": "unchecked"}}
+        unchecked = await batchgen.arun(doc, base_dir=tmp_path, api_base=sb.url,
+                                        api_key="test-key", env={}, preflight=False)
+    assert sb.stats()["credits_charged"] - stats["credits_charged"] == 50 * 20
+    assert unchecked.counts["failed"] == 4 and unchecked.credits_deducted == 50 * 20
     assert stats["tasks_created"] == 45 and stats["credits_charged"] == 45 * 20
     sent = {json.loads(k)["image_url"] if k.startswith("{") else k
             for k in stats["creates_by_fingerprint"]}

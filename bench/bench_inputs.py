@@ -1,0 +1,107 @@
+"""Benchmark of issue 16's inputs: what pre-flight costs per job, and upload throughput.
+
+1. Pre-flight: --jobs jobs, each with its own image URL on an aiohttp host on 127.0.0.1
+   (a 640x480 PNG), run in-process against the emulator (processing 0.05 s) with
+   pre-flight on and off (twice each, alternated; the best of each); prints the wall
+   times, their difference per job, and the time the checks alone take (8 at a time).
+2. Uploads: --files local images of --mb MB each uploaded to moto's S3 server on
+   127.0.0.1 (`uploads.upload_all`, 8 at a time): MB/s; then again (all already there).
+
+Loopback numbers: they show batchgen's own overhead, not a real network's.
+Usage: python bench/bench_inputs.py [--jobs 200] [--files 50] [--mb 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from asset_hosts import asset_host, png
+
+import batchgen
+from batchgen.asset_probe import AssetProber
+from batchgen.preflight import Asset, Preflight
+from batchgen.sandbox import Sandbox, SandboxConfig
+
+
+def manifest(urls: list[str], out: str) -> dict[str, object]:
+    return {"version": 1, "name": "bench", "output": {"dir": out},
+            "api": {"concurrency": 20, "poll_interval": 0.05},
+            "jobs": [{"image_url": u, "prompt": f"p{i}"} for i, u in enumerate(urls)]}
+
+
+async def preflight_cost(n: int, root: Path) -> None:
+    files = {f"{i}.png": png(640, 480) for i in range(n)}
+    config = SandboxConfig.from_dict({"queue_time": 0, "processing_time": 0.05})
+    async with asset_host(files) as host, Sandbox(config) as sb:
+        urls = [host.url(f"{i}.png") for i in range(n)]
+        walls: dict[bool, float] = {}
+        for k, on in enumerate((False, True, True, False)):  # alternated: warm-up is fair
+            started = time.monotonic()
+            report = await batchgen.arun(manifest(urls, f"out-{k}"), base_dir=root,
+                                         api_base=sb.url, api_key="bench-key", env={},
+                                         preflight=on)
+            walls[on] = min(walls.get(on, 1e9), time.monotonic() - started)
+            assert report.ok, report.counts
+        async with AssetProber.open() as prober:
+            checks = Preflight(prober.check)
+            started = time.monotonic()
+            checks.start([(str(i), [Asset("image_url", u, "image")])
+                          for i, u in enumerate(urls)])
+            await checks.wait()
+            alone = time.monotonic() - started
+    print(f"pre-flight, {n} jobs: run {walls[False]:.2f} s without, {walls[True]:.2f} s with "
+          f"({(walls[True] - walls[False]) / n * 1000:+.2f} ms/job wall); the checks alone "
+          f"{alone:.2f} s ({alone / n * 1000:.2f} ms/URL, 8 at a time)")
+
+
+async def upload_rate(count: int, mb: float, root: Path) -> None:
+    from moto.server import ThreadedMotoServer
+
+    from batchgen.local_assets import LocalAssets
+    from batchgen.uploads import Buckets, upload_all
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/bench", method="PUT"))
+        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "x",
+               "AWS_SECRET_ACCESS_KEY": "y", "AWS_REGION": "us-east-1"}
+        local = LocalAssets(root, "s3://bench/in")
+        head = png(640, 480)
+        for i in range(count):
+            path = root / f"img{i}.png"
+            path.write_bytes(head + os.urandom(int(mb * 1024 * 1024)))
+            local.resolve("image_url", path.name)
+        buckets = Buckets(env)
+        first = await upload_all(buckets, local.uploads, local.uploads)
+        again = await upload_all(buckets, local.uploads, local.uploads)
+    finally:
+        server.stop()
+    print(f"uploads, {count} x {mb:g} MB to moto on loopback: {first.uploaded} uploaded in "
+          f"{first.seconds:.2f} s ({first.bytes / 1e6 / first.seconds:.1f} MB/s); again: "
+          f"{again.uploaded} uploaded, {again.present} already there, {again.seconds:.2f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--files", type=int, default=50)
+    parser.add_argument("--mb", type=float, default=1.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(preflight_cost(args.jobs, Path(tmp)))
+        asyncio.run(upload_rate(args.files, args.mb, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()

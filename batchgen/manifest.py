@@ -80,6 +80,7 @@ from batchgen.manifest_yaml import MAX_DEPTH, JsonPath, ParsedYaml, parse_yaml
 from batchgen.objstore import is_s3_url
 from batchgen.outputs import work_dir
 from batchgen.pricing import PriceTable, price_table
+from batchgen.redact import redact_url
 
 DEFAULT_BASE_URL = "https://openapi.akool.com"
 DEFAULT_FILENAME = "{id}.mp4"
@@ -612,7 +613,8 @@ class _Loader:
         api = self.section("api") or {}
         base_url = api.get("base_url", DEFAULT_BASE_URL)
         if not is_http_url(base_url):
-            self.problem(("api", "base_url"), f"api.base_url {base_url!r} is not an http(s) URL",
+            shown = redact_url(str(base_url))
+            self.problem(("api", "base_url"), f"api.base_url {shown!r} is not an http(s) URL",
                          f"use the API's root, e.g. {DEFAULT_BASE_URL}")
         defaults = ApiSettings()
         interval = api.get("poll_interval", defaults.poll_interval)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchgen.errors import CredentialsError, NoState, UsageError
+from batchgen.redact import redact_url
 
 if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-up light
     from batchgen.client import AkoolClient, Credentials, Limits
@@ -81,7 +82,7 @@ def resolve(manifest: Manifest, env: Mapping[str, str], *,
     from batchgen.state_store import state_url_from
     base = api_base or env.get(ENV_API_BASE) or manifest.api.base_url
     if not is_http_root(base):
-        raise UsageError(f"API base URL {base!r} is not a valid http(s) URL; fix "
+        raise UsageError(f"API base URL {redact_url(base)!r} is not a valid http(s) URL; fix "
                          f"--api-base, {ENV_API_BASE} or api.base_url")
     output_url = manifest.output.bucket
     if output is not None and str(output).startswith("s3://"):

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from batchgen.errors import UsageError
+from batchgen.redact import MASK as _MASK
+from batchgen.redact import redact_url
 
 if TYPE_CHECKING:
     from batchgen.jobs import Job, JobRow
@@ -35,7 +37,6 @@ ENV_STATE = "BATCHGEN_STATE"
 SCHEMA_PARAM = "schema"
 DEFAULT_SCHEMA = "batchgen"
 _SCHEMES = ("postgresql", "postgres")
-_MASK = "***"
 
 
 class StateStore(Protocol):
@@ -102,10 +103,10 @@ def parse_state_url(text: str) -> StateUrl:
         parts = urlsplit(text.strip())
         parts.port  # noqa: B018  (raises ValueError when out of range)
     except ValueError:
-        raise UsageError(f"--state {_redact_loose(text)!r} is not a valid URL; expected "
+        raise UsageError(f"--state {redact_url(text)!r} is not a valid URL; expected "
                          "postgresql://USER@HOST[:PORT]/DATABASE") from None
     if parts.scheme not in _SCHEMES:
-        raise UsageError(f"--state {_redact_loose(text)!r}: only postgresql:// URLs are "
+        raise UsageError(f"--state {redact_url(text)!r}: only postgresql:// URLs are "
                          "supported (without --state the state is SQLite in the output dir)")
     query = parse_qsl(parts.query, keep_blank_values=True)
     password = parts.password
@@ -130,16 +131,6 @@ def parse_state_url(text: str) -> StateUrl:
     redacted = urlunsplit(parts._replace(netloc=netloc, query=urlencode(shown, safe="*")))
     return StateUrl(redacted=redacted, schema=schema.lower(), conninfo=conninfo,
                     password=unquote(password) if password else None)
-
-
-def _redact_loose(text: str) -> str:
-    """A URL we could not parse, shown without anything that looks like a password."""
-    head, at, tail = text.rpartition("@")
-    if not at:
-        return text
-    scheme, sep, userinfo = head.partition("://")
-    return f"{scheme}{sep}{userinfo.partition(':')[0]}:{_MASK}@{tail}" if sep else \
-        f"{_MASK}@{tail}"
 
 
 def state_url_from(option: str | None, env: Mapping[str, str]) -> StateUrl | None:

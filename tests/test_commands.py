@@ -149,3 +149,23 @@ def test_plan_prices_what_retry_flags_would_send(tmp_path):
     doc = json.loads(out)
     assert doc["to_submit"] == {"jobs": 1, "credits": 20}  # the download is fetched, not paid
     assert doc["states"]["in_flight"]["jobs"] == 1
+
+
+@pytest.mark.parametrize("where", ["manifest", "env", "option"])
+def test_a_bad_api_base_url_is_refused_without_echoing_its_password(tmp_path, monkeypatch,
+                                                                    where):
+    """A URL with credentials that fails to parse is quoted in the error: redacted."""
+    bad = "https://deploy:hunter2-secret@api.example.com:99999/"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AKOOL_API_KEY", "test-key-1234")
+    extra = {"api": {"base_url": bad, "concurrency": 5}} if where == "manifest" else None
+    path = write_manifest(tmp_path, 1, extra=extra)
+    if where == "env":
+        monkeypatch.setenv("BATCHGEN_API_BASE", bad)
+    argv = ["run", str(path), "--no-progress"]
+    if where == "option":
+        argv += ["--api-base", bad]
+    code, out, err = cli(*argv)
+    assert code in (2, 4), err
+    assert "hunter2" not in out + err
+    assert "deploy:***@api.example.com" in err

@@ -275,6 +275,34 @@ async def test_a_surplus_video_listed_with_an_unreadable_id_is_held(tmp_path):
         await api.close()
 
 
+async def test_surplus_videos_are_held_in_the_same_durable_write_as_the_family(
+        tmp_path, monkeypatch):
+    """A hold written after the family's accept left a crash gap: the charged surplus
+    would be off the budget on the next run. Every write carrying a hold must also carry
+    the batch's accepted videos."""
+    from batchgen import arun
+    from batchgen.transitions import FamilyAccepted, Held
+
+    writes: list[set[type]] = []
+    apply_many = Store.apply_many
+
+    def recording(self, steps, **kw):
+        writes.append({type(event) for _, event in steps})
+        return apply_many(self, steps, **kw)
+
+    monkeypatch.setattr(Store, "apply_many", recording)
+    api = await HostileApi(lambda body: 20, surplus=1, unreadable_ids=1).start()
+    try:
+        manifest = write_manifest(tmp_path, 1, base_url=api.url, concurrency=1,
+                                  job_extra={"model_name": "AkoolImage2VideoFastV1",
+                                             "count": 2})
+        await arun(str(manifest), api_key="test-key-1234")
+    finally:
+        await api.close()
+    holding = [w for w in writes if Held in w]
+    assert holding and all(FamilyAccepted in w for w in holding), writes
+
+
 async def test_plan_never_reads_an_unreadable_state_as_nothing_spent(tmp_path):
     manifest = write_manifest(tmp_path, 2, extra={"budget": {"max_credits": 20}})
     state = tmp_path / "out" / ".batchgen"

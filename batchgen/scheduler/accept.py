@@ -58,7 +58,8 @@ async def accepted(state: RunState, poll: Poll, job_id: str, audio: bool,
 
 def _adopt_family(state: RunState, poll: Poll, job_id: str,
                   records: list[TaskRecord]) -> None:
-    """Give each video of a batch create its own row: one durable write for all."""
+    """Give each video of a batch create its own row, and hold what the API made beyond
+    them: all in one durable write, so no crash can keep a charged video off the budget."""
     members = state.family(job_id)
     assigned = list(zip(members, records, strict=False))
     missing = members[len(assigned):]
@@ -74,33 +75,40 @@ def _adopt_family(state: RunState, poll: Poll, job_id: str,
                                                                     strict=True)]
     steps += [(j, AnswerLost(UNREADABLE)) for j in unreadable]
     steps += [(j, CreateRefused(error)) for j in missing]
+    family = len(steps)
+    steps += [(j, note) for j, r in assigned
+              if (note := state.charge_note(state.rows[j], r, False)) is not None]
+    holds = _holds(state, job_id, records[len(members):], unusable - len(unreadable))
+    steps += [(job_id, held) for held in holds]
     rows = state.apply(steps, durable=True)
     now = state.ports.clock()
-    notes: list[tuple[str, Event]] = []
     for (j, record), credits, row in zip(assigned, charged, rows, strict=False):
         state.commit(j, row.committed_credits)
-        note = state.charge_note(row, record, False)
-        if note is not None:
-            notes.append((j, note))
         state.ledger.learn(row, credits)
         poll.track(record.task_id, row, False, now)
         state.ports.emit(JobEvent(EventKind.SUBMITTED, j, record.task_id, credits=credits or 0))
-    if notes:
-        state.apply(notes)
     lost_rows = rows[len(assigned):len(assigned) + len(unreadable)]
     for j, row in zip(unreadable, lost_rows, strict=True):
         state.commit(j, row.committed_credits)
         state.ports.emit(JobEvent(EventKind.UNKNOWN, j, UNREADABLE))
-    for j, row in zip(missing, rows[len(assigned) + len(unreadable):], strict=True):
+    for j, row in zip(missing, rows[len(assigned) + len(unreadable):family], strict=True):
         state.commit(j, row.committed_credits)
         state.ports.emit(JobEvent(EventKind.FAILED, j, error))
-    if len(records) > len(members):
-        _hold_surplus(state, job_id, records[len(members):])
-    if unusable > len(unreadable):
-        _hold_unnamed(state, job_id, unusable - len(unreadable))
+    for held, row in zip(holds, rows[len(rows) - len(holds):], strict=True):
+        state.commit(job_id, row.committed_credits)
+        state.ports.emit(JobEvent(EventKind.NOTICE, job_id, held.note))
 
 
-def _hold_surplus(state: RunState, job_id: str, surplus: list[TaskRecord]) -> None:
+def _holds(state: RunState, job_id: str, surplus: list[TaskRecord], unnamed: int
+           ) -> list[Held]:
+    """What a batch create made beyond what was asked: charged, so held by the job."""
+    holds = [_hold_surplus(state, job_id, surplus)] if surplus else []
+    if unnamed > 0:
+        holds.append(_hold_unnamed(state, job_id, unnamed))
+    return holds
+
+
+def _hold_surplus(state: RunState, job_id: str, surplus: list[TaskRecord]) -> Held:
     """The API made more videos than asked: they were charged, so the job holds them
     (the API's figure where usable, else the estimate) and their ids are recorded."""
     estimate = budget.video_estimate(state.rows[job_id])
@@ -110,18 +118,12 @@ def _hold_surplus(state: RunState, job_id: str, surplus: list[TaskRecord]) -> No
     ids = ", ".join(r.task_id for r in surplus)
     note = (f"the batch create made {len(surplus)} video(s) more than asked ({ids}); "
             f"they are held against the budget ({prior + lost} credits)")
-    _hold(state, job_id, Held(prior, lost, note))
+    return Held(prior, lost, note)
 
 
-def _hold_unnamed(state: RunState, job_id: str, extra: int) -> None:
+def _hold_unnamed(state: RunState, job_id: str, extra: int) -> Held:
     """Surplus videos listed under ids we cannot even name: held at the estimate."""
     lost = budget.video_estimate(state.rows[job_id]) * extra
     note = (f"the batch create made {extra} video(s) more than asked under unusable "
             f"task ids; they are held against the budget ({lost} credits)")
-    _hold(state, job_id, Held(0, lost, note))
-
-
-def _hold(state: RunState, job_id: str, held: Held) -> None:
-    (row,) = state.apply([(job_id, held)], durable=True)
-    state.commit(job_id, row.committed_credits)
-    state.ports.emit(JobEvent(EventKind.NOTICE, job_id, held.note))
+    return Held(0, lost, note)

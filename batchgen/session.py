@@ -33,12 +33,13 @@ if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-
     from batchgen.client import AkoolClient, Credentials, Limits
     from batchgen.jobs import Job
     from batchgen.manifest import Manifest
+    from batchgen.outputs import BucketOutput
     from batchgen.planning import Plan
     from batchgen.preflight import CheckStore, Preflight, PreflightSettings
     from batchgen.retry import RetryPolicy
-    from batchgen.runner import JobEvent, Runner, RunOutcome
+    from batchgen.runner import JobEvent, Runner, RunOutcome, RunSettings
     from batchgen.sandbox import SandboxConfig
-    from batchgen.state_store import StateUrl
+    from batchgen.state_store import StateStore, StateUrl
     from batchgen.store import JobRow
 
 ENV_API_KEY = "AKOOL_API_KEY"
@@ -453,7 +454,6 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
                   on_started: Callable[[Started], None] | None = None,
                   on_running: Callable[[RunControl], None] | None = None) -> Finished:
     """One run of a resolved manifest: lock the output dir, resume, run, write reports.
-
     `on_started` sees what the state held before anything is sent (after the lock is
     taken); `on_running` gets a `RunControl` once the client is authenticated and the
     runner is about to start; `sandbox_config` sets the in-process emulator's knobs;
@@ -463,67 +463,34 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
     Reports are written however the run ends; cancelling the task that awaits this stops
     the run as SIGINT does (`_run_to_end`).
     """
-    from batchgen.client import AkoolClient
-    from batchgen.download import clean_partials
     from batchgen.preflight import PreflightSettings
-    from batchgen.report import add_history, summarize, write_reports
-    from batchgen.report_html import write_html
     from batchgen.retry import RetryPolicy
-    from batchgen.runner import EventKind, JobEvent, Runner, RunSettings, utc_now_iso
+    from batchgen.runner import EventKind, JobEvent, Runner
     from batchgen.state_store import open_state
-    from batchgen.store import JobState
 
     creds.check()  # before the state is opened: nothing is marked sent with a bad header
     manifest = resolved.manifest
     started = time.monotonic()
     # creates the dir; names what refuses
     with open_state(resolved.output_dir, resolved.state, manifest.name) as store:
-        lost = store.recover()
-        sync = store.sync(manifest.jobs, estimates(manifest), key=sync_key(manifest))
-        reopened = store.reopen(unknown=resubmit_unknown, failed=retry_failed)
-        clean_partials(resolved.output_dir)
-        rows, committed = store.rows_and_committed()
-        done_states = {JobState.COMPLETED}
+        rows, found = _resume(store, resolved, retry_failed=retry_failed,
+                              resubmit_unknown=resubmit_unknown)
         if on_started is not None:
-            on_started(Started(
-                lost=lost, changed=tuple(sync.changed), reopened=reopened, total=len(rows),
-                committed=committed,
-                already={"submitted": sum(1 for r in rows if r.task_id),
-                         "task_done": sum(1 for r in rows
-                                          if r.state in (JobState.READY, *done_states)),
-                         "downloaded": sum(1 for r in rows if r.state in done_states),
-                         "failed": sum(1 for r in rows if r.state is JobState.FAILED),
-                         "unknown": sum(1 for r in rows if r.state is JobState.UNKNOWN)}))
-        settings = RunSettings(
-            output_dir=resolved.output_dir, name=manifest.name,
-            filename=manifest.output.filename, concurrency=resolved.concurrency,
-            poll_interval=manifest.api.poll_interval, poll_batch=manifest.api.poll_batch,
-            max_credits=resolved.max_credits,
-            download_workers=max(2, min(32, resolved.concurrency // 3)),
-            retry=retry or RetryPolicy(),
-            delete_remote=manifest.output.delete_remote, outage_timeout=outage_timeout)
+            on_started(found)
+        settings = _run_settings(resolved, retry or RetryPolicy(), outage_timeout)
 
-        def forward(ev: JobEvent) -> None:
-            if on_event is not None:
-                on_event(ev)
+        forward: Callable[[JobEvent], None] = on_event or _ignore
 
         def warn(message: str) -> None:
             forward(JobEvent(EventKind.NOTICE, "", message))
 
         async with preflight_gate(preflight or PreflightSettings(), sandbox,
                                   resolved.api_base, store, rows, warn) as gate, \
-                api_root(resolved.api_base, sandbox, sandbox_config,
-                         resolved.output_dir) as base, \
-                AkoolClient.open(base, creds, max_connections=min(100, resolved.concurrency * 2
-                                                                   + 8),
-                                 limits=limits) as client:
+                _client(resolved, creds, sandbox, sandbox_config, limits) as client:
             await authenticate(client, settings.retry)
             await check_models(client, settings.retry, manifest, rows)
             sign = await prepare_uploads(manifest, rows, storage_env or {}, warn)
-            bucket = None
-            if resolved.output_url is not None:
-                from batchgen.outputs import BucketOutput
-                bucket = BucketOutput.open(resolved.output_url, storage_env or {})
+            bucket = _bucket(resolved, storage_env or {})
             runner = Runner(store, client, settings, forward, gate=gate, sign=sign,
                             publish=None if bucket is None else bucket.publish)
             if on_running is not None:
@@ -531,26 +498,104 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
             try:
                 outcome = await _run_to_end(runner)
             finally:
-                final_rows = store.rows()
-                wall = time.monotonic() - started
-                summary = summarize(final_rows, wall_seconds=wall, requests=client.requests)
-                summary["credits_committed"] = runner.committed_credits
-                summary["budget"] = resolved.max_credits
-                history = store.record_run(wall_seconds=wall, requests=client.requests,
-                                           budget=resolved.max_credits,
-                                           finished_at=utc_now_iso())
-                add_history(summary, history)
-                report, _ = write_reports(resolved.output_dir, manifest.output.report,
-                                          final_rows, summary)
-                html = write_html(resolved.output_dir, final_rows, name=manifest.name,
-                                  summary=summary, abandoned=store.abandoned(),
-                                  budget=resolved.max_credits,
-                                  committed=runner.committed_credits)
-                if bucket is not None:
-                    await publish_reports(bucket, [report, report.parent / "summary.json",
-                                                   html], warn)
+                final_rows, summary, report = await _write_reports(
+                    store, resolved, runner.committed_credits, client.requests,
+                    time.monotonic() - started, bucket, warn)
     return Finished(outcome=outcome, summary=summary, rows=tuple(final_rows),
                     committed=runner.committed_credits, report=report)
+
+
+@contextlib.asynccontextmanager
+async def _client(resolved: Resolved, creds: Credentials, sandbox: bool,
+                  sandbox_config: SandboxConfig | None, limits: Limits | None
+                  ) -> AsyncIterator[AkoolClient]:
+    """The run's client, on the API (or the emulator it starts) with its connection pool
+    sized to the concurrency."""
+    from batchgen.client import AkoolClient
+    connections = min(100, resolved.concurrency * 2 + 8)
+    async with api_root(resolved.api_base, sandbox, sandbox_config,
+                        resolved.output_dir) as base, \
+            AkoolClient.open(base, creds, max_connections=connections,
+                             limits=limits) as client:
+        yield client
+
+
+def _ignore(event: JobEvent) -> None:
+    """The progress callback when the caller gave none."""
+
+
+def _bucket(resolved: Resolved, env: Mapping[str, str]) -> BucketOutput | None:
+    """The object-store output (output.dir as s3://...), when the manifest names one."""
+    if resolved.output_url is None:
+        return None
+    from batchgen.outputs import BucketOutput
+    return BucketOutput.open(resolved.output_url, env)
+
+
+def _resume(store: StateStore, resolved: Resolved, *, retry_failed: bool,
+            resubmit_unknown: bool) -> tuple[list[JobRow], Started]:
+    """Settle what the last run left (lost creates, partial files), lay the manifest
+    over the state, reopen what the flags ask for, and count what is already done."""
+    from batchgen.download import clean_partials
+    from batchgen.store import JobState
+    manifest = resolved.manifest
+    lost = store.recover()
+    sync = store.sync(manifest.jobs, estimates(manifest), key=sync_key(manifest))
+    reopened = store.reopen(unknown=resubmit_unknown, failed=retry_failed)
+    clean_partials(resolved.output_dir)
+    rows, committed = store.rows_and_committed()
+    done_states = {JobState.COMPLETED}
+    return rows, Started(
+        lost=lost, changed=tuple(sync.changed), reopened=reopened, total=len(rows),
+        committed=committed,
+        already={"submitted": sum(1 for r in rows if r.task_id),
+                 "task_done": sum(1 for r in rows
+                                  if r.state in (JobState.READY, *done_states)),
+                 "downloaded": sum(1 for r in rows if r.state in done_states),
+                 "failed": sum(1 for r in rows if r.state is JobState.FAILED),
+                 "unknown": sum(1 for r in rows if r.state is JobState.UNKNOWN)})
+
+
+def _run_settings(resolved: Resolved, retry: RetryPolicy,
+                  outage_timeout: float | None) -> RunSettings:
+    """What the runner needs, from the manifest and its resolved overrides."""
+    from batchgen.runner import RunSettings
+    manifest = resolved.manifest
+    return RunSettings(
+        output_dir=resolved.output_dir, name=manifest.name,
+        filename=manifest.output.filename, concurrency=resolved.concurrency,
+        poll_interval=manifest.api.poll_interval, poll_batch=manifest.api.poll_batch,
+        max_credits=resolved.max_credits,
+        download_workers=max(2, min(32, resolved.concurrency // 3)),
+        retry=retry,
+        delete_remote=manifest.output.delete_remote, outage_timeout=outage_timeout)
+
+
+async def _write_reports(store: StateStore, resolved: Resolved, committed: int,
+                         requests: Mapping[str, int], wall: float,
+                         bucket: BucketOutput | None, warn: Callable[[str], None]
+                         ) -> tuple[list[JobRow], dict[str, Any], Path]:
+    """report.csv, summary.json and report.html from the state alone, however the run
+    ended (and published to the output bucket, when there is one)."""
+    from batchgen.report import add_history, summarize, write_reports
+    from batchgen.report_html import write_html
+    from batchgen.runner import utc_now_iso
+    manifest = resolved.manifest
+    final_rows = store.rows()
+    summary = summarize(final_rows, wall_seconds=wall, requests=requests)
+    summary["credits_committed"] = committed
+    summary["budget"] = resolved.max_credits
+    history = store.record_run(wall_seconds=wall, requests=requests,
+                               budget=resolved.max_credits, finished_at=utc_now_iso())
+    add_history(summary, history)
+    report, _ = write_reports(resolved.output_dir, manifest.output.report, final_rows,
+                              summary)
+    html = write_html(resolved.output_dir, final_rows, name=manifest.name, summary=summary,
+                      abandoned=store.abandoned(), budget=resolved.max_credits,
+                      committed=committed)
+    if bucket is not None:
+        await publish_reports(bucket, [report, report.parent / "summary.json", html], warn)
+    return final_rows, summary, report
 
 
 async def _run_to_end(runner: Runner) -> RunOutcome:

@@ -524,13 +524,13 @@ class _Loader:
             raise ManifestError(self.problems)
         path, parsed, validators, file = self.path, self.parsed, self.validators, self.file
         local = self.local
+        count, digest = self.expansion.count, self.expansion.hexdigest()
 
         def replay() -> Iterator[Job]:
-            return _Loader(path, parsed, validators, [], file, build=True,
-                           local=local).replay()
+            loader = _Loader(path, parsed, validators, [], file, build=True, local=local)
+            return loader.replay(count, digest)
 
-        jobs = Jobs(replay, self.expansion.count, self.expansion.hexdigest(), self.file,
-                    self.shapes)
+        jobs = Jobs(replay, count, digest, self.shapes)
         return Manifest(path=self.path, name=name, api=api, budget=budget, output=output,
                         jobs=jobs, storage=self.storage_settings, uploads=local.uploads)
 
@@ -555,8 +555,9 @@ class _Loader:
         yield from self.add_matrix()
         yield from self.add_jobs_file()
 
-    def replay(self) -> Iterator[Job]:
-        """The jobs again, for a consumer; a problem now means the files changed."""
+    def replay(self, count: int, digest: str) -> Iterator[Job]:
+        """The jobs again, for a consumer; a problem now, or another expansion than the
+        `count` jobs of `digest` that were validated, means the files changed."""
         self.prepare()
         for job in self.expand_jobs():
             if self.problems:
@@ -566,6 +567,10 @@ class _Loader:
         self.report_matrix_problems()
         if self.problems:
             raise ManifestError(self.problems)
+        if self.expansion.count != count or self.expansion.hexdigest() != digest:
+            raise ManifestError([Problem(
+                self.file, 1, "", "the manifest's files changed while batchgen read them",
+                "run the command again once nothing edits them")])
 
     def problem(self, path: JsonPath, what: str, fix: str, where: str = "") -> None:
         self.problems.append(Problem(self.file, self.parsed.line_of(path), where, what, fix))
@@ -793,7 +798,7 @@ class _Loader:
                                          "file", "the pattern is relative to the manifest's "
                                          "folder"))
         for name in files:
-            yield self.add_row(replace(row, fields={**row.fields, "image_url": name}), display)
+            yield self.add_row(row._replace(fields={**row.fields, "image_url": name}), display)
 
     def matrix_files(self, key: str, values: list[Any]) -> list[Any]:
         """A matrix column with each glob (`images/*.png`) replaced by its files."""
@@ -953,13 +958,13 @@ class _Loader:
             elif self.duplicate(digest, job_id, explicit is not None, index, source, file,
                                 line, item, matrix):
                 return None
-            self.expansion.add(job_id, fingerprint, source, explicit is not None,
-                               tuple(extra.items()) if extra else ())
+            self.expansion.add(source, job_id, explicit is not None, fingerprint, extra)
             shape = (eff["resolution"], eff["video_length"], eff.get("model_name"),
                      eff.get("count"), add_audio is not None)
             kind = self.shapes.index.get(shape)
             self.log_shape(self.shapes.new(shape) if kind is None else kind)
             return None
+        self.expansion.add(source, job_id, explicit is not None, fingerprint, extra)
         get = eff.get
         return Job(
             id=job_id, index=index, image_url=eff["image_url"], resolution=eff["resolution"],

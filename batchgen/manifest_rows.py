@@ -21,8 +21,7 @@ import io
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from batchgen.errors import Problem
 from batchgen.manifest_schema import BOOL_FIELDS, INT_FIELDS, JOB_FIELDS
@@ -43,9 +42,9 @@ _FALSE = frozenset(("false", "no", "n", "off", "0"))
 _INT_TEXT = re.compile(r"[+-]?\d+")
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One job as written in the data file, with the line it starts on."""
+class Row(NamedTuple):
+    """One job as written in the data file, with the line it starts on (a named tuple:
+    made a million times, it costs a third of a frozen dataclass)."""
 
     line: int
     fields: dict[str, Any]

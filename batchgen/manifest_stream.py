@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, overload
 
-from batchgen.errors import ManifestError, Problem
+from batchgen.errors import Problem
 from batchgen.jobs import AddAudio, Job
 from batchgen.manifest_rows import CSV_EXTENSIONS, Row, csv_rows, jsonl_rows
 
@@ -141,9 +141,14 @@ class KeyLog:
         """(request keys, id keys) that more than one job has, where it may matter:
         two jobs with one request are an error unless both have explicit ids (sorted,
         a tagged group ends with its jobs without one)."""
-        ordered = sorted(self.requests)
-        requests = {b >> 1 for a, b in itertools.pairwise(ordered) if b & 1 and a >> 1 == b >> 1}
-        del ordered
+        requests: set[int] = set()
+        if len({k >> 1 for k in self.requests}) != len(self.requests):
+            ordered = sorted(self.requests)
+            requests = {b >> 1 for a, b in itertools.pairwise(ordered)
+                        if b & 1 and a >> 1 == b >> 1}
+            del ordered
+        if len(set(self.ids)) == len(self.ids):
+            return requests, set()
         ordered = sorted(self.ids)
         return requests, {b for a, b in itertools.pairwise(ordered) if a == b}
 
@@ -160,12 +165,12 @@ class ExpansionDigest:
         self._hash = hashlib.sha256()
         self.count = 0
 
-    def add(self, job_id: str, fingerprint: str, source: str, explicit: bool,
-            extra: tuple[tuple[str, str], ...]) -> None:
-        """One job, by the fields that `Job` gets (any other field follows from them)."""
+    def add(self, source: str, job_id: str, explicit: bool, fingerprint: str,
+            extra: dict[str, str] | None) -> None:
+        """One job, by what its `Job` is made from (every other field follows from them)."""
         self.count += 1
-        self._hash.update(f"{job_id}\x1f{fingerprint}\x1f{source}\x1f{explicit:d}\x1f"
-                          f"{extra!r}\x1e".encode())
+        self._hash.update(f"{source}\x1f{'e' if explicit else 'i'}{job_id}\x1f{fingerprint}"
+                          f"\x1e{extra or ''}".encode())
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
@@ -212,15 +217,14 @@ class Jobs(Sequence[Job]):
     """The manifest's jobs, in order, expanded again each time they are iterated.
 
     Holds only how to expand them, how many there are and the digest of the expansion
-    that was validated. An iteration that finds the manifest's files changed since (a
-    different expansion, or a problem) raises ManifestError at the point it notices:
-    a caller writing the jobs somewhere does so in one transaction.
+    that was validated. The replay raises ManifestError where it finds the manifest's
+    files changed since (a problem, or at its end a different expansion): a caller
+    writing the jobs somewhere does so in one transaction.
     """
 
     def __init__(self, replay: Callable[[], Iterator[Job]], count: int, digest: str,
-                 file: str, shapes: Shapes | None = None) -> None:
+                 shapes: Shapes | None = None) -> None:
         self._replay = replay
-        self._file = file
         #: each job's price shape, in order (None when there are too many kinds)
         self.shapes = shapes if shapes is not None and shapes.usable else None
         self._count = count
@@ -231,14 +235,7 @@ class Jobs(Sequence[Job]):
         return self._count
 
     def __iter__(self) -> Iterator[Job]:
-        check = ExpansionDigest()
-        for job in self._replay():
-            check.add(job.id, job.fingerprint, job.source, job.explicit_id, job.extra)
-            yield job
-        if check.count != self._count or check.hexdigest() != self.digest:
-            raise ManifestError([Problem(
-                self._file, 1, "", "the manifest's files changed while batchgen read them",
-                "run the command again once nothing edits them")])
+        return self._replay()
 
     @overload
     def __getitem__(self, index: int) -> Job: ...

@@ -1,0 +1,123 @@
+"""Flat memory at the manifest limit (issue 18): each step of a 1,000,000-job manifest's life,
+with its time and the peak RSS of its own process.
+
+Generates, in a temporary directory, the JSONL manifest of `bench_manifest.py` (a 1,000-job
+matrix plus a jobs_file; --jobs, default 1,000,000), then measures, each as a separate
+process (wall time, peak RSS from os.wait4):
+
+- `batchgen validate` and `batchgen plan` with no state;
+- the first run's sync: the manifest loaded and its jobs written into a new state (what a
+  first `run` does before its first create, in a small script);
+- `batchgen plan` again, now over that state (it replays the run's preparation on a copy);
+- resume to first create: `batchgen run` over that state, against the emulator (queue and
+  processing time 0, concurrency 100), until the emulator sees its first create; the run
+  is then killed (the time includes validation, recovery, the sync check and start-up);
+- `batchgen status` and `batchgen report` (report.csv, summary.json, report.html) of it;
+- with --long, a whole run to the end (about 40 minutes at 1,000,000 jobs).
+
+Goals (issue 18): validate and plan < 8 s and < 300 MB each; a re-run of an unchanged
+manifest reaches its first create in < 5 s; a whole run < 300 MB at >= 412 jobs/s.
+
+Usage: python bench/bench_stream.py [--jobs 1000000] [--long] [--skip-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import benchlib
+from bench_manifest import write_manifest
+
+CREATE = "createBySourcePrompt"
+SYNC = """\
+import sys, time
+from batchgen.manifest import load_manifest
+from batchgen.session import estimates, sync_key
+from batchgen.store import Store
+started = time.perf_counter()
+manifest = load_manifest(sys.argv[1])
+loaded = time.perf_counter()
+with Store.open(manifest.output.dir) as store:
+    result = store.sync(manifest.jobs, estimates(manifest), key=sync_key(manifest))
+print(f"load {loaded - started:.2f} s, sync {time.perf_counter() - loaded:.2f} s, "
+      f"{result.added:,} rows added")
+"""
+
+
+def measure(args: list[str], cwd: Path, env: dict[str, str] | None = None
+            ) -> tuple[float, float, int, str]:
+    """Wall seconds, peak RSS MB, exit code and the last output line of one process."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=env)
+    assert proc.stdout is not None
+    output = proc.stdout.read().decode(errors="replace").strip().splitlines()
+    code, wall, _, rss = benchlib.reap(proc, started)
+    return wall, rss, code, output[-1][:90] if output else ""
+
+
+def first_create(manifest: Path, cwd: Path, jobs: int, long: bool) -> list[tuple[Any, ...]]:
+    """`run` over the synced state: seconds to the emulator's first create (and the end)."""
+    rows: list[tuple[Any, ...]] = []
+    with benchlib.Emulator("--queue-time", "0", "--processing-time", "0", "--seed", "5") as em:
+        args = [*benchlib.run_args(manifest, em.url), "--concurrency", "100"]
+        started = time.perf_counter()
+        proc, _, err = benchlib.start_cli(args, cwd)
+        while int(em.stats()["requests"].get(CREATE, 0)) == 0:
+            if proc.poll() is not None:
+                raise RuntimeError(f"run ended before a create: {err.read_text()[-2000:]}")
+            time.sleep(0.02)
+        seen = time.perf_counter() - started
+        if not long:
+            proc.send_signal(signal.SIGKILL)
+            _, _, _, rss = benchlib.reap(proc, started)
+            rows.append(("resume -> first create (killed there)", seen, rss, "-", ""))
+            return rows
+        code, wall, _, rss = benchlib.reap(proc, started)
+        rows.append(("resume -> first create", seen, "-", "-", ""))
+        rows.append(("whole run", wall, rss, code, f"{jobs / wall:,.0f} jobs/s"))
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1_000_000)
+    parser.add_argument("--long", action="store_true", help="also run every job to the end")
+    parser.add_argument("--skip-run", action="store_true", help="no emulator, no run")
+    opts = parser.parse_args()
+    rows: list[tuple[Any, ...]] = []
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
+        folder = Path(tmp)
+        manifest = write_manifest(folder, opts.jobs, csv=False)
+        base = [sys.executable, "-m", "batchgen"]
+        env = {**os.environ, "AKOOL_API_KEY": benchlib.API_KEY}
+        for label, cmd in (("validate", [*base, "validate", str(manifest)]),
+                           ("plan (no state)", [*base, "plan", str(manifest)]),
+                           ("first-run sync (load + write)",
+                            [sys.executable, "-c", SYNC, str(manifest)]),
+                           ("plan (over the state)", [*base, "plan", str(manifest)])):
+            rows.append((label, *measure(cmd, folder, env)))
+        if not opts.skip_run:
+            rows += first_create(manifest, folder, opts.jobs, opts.long)
+        for label, cmd in (("status", [*base, "status", str(manifest)]),
+                           ("report (csv + html)", [*base, "report", str(manifest)])):
+            rows.append((label, *measure(cmd, folder, env)))
+    header = ("step", "seconds", "peak RSS MB", "exit", "output")
+    print(benchlib.table(f"bench_stream: {opts.jobs:,} jobs (JSONL)", header, rows))
+    print("goals: validate, plan < 8 s and < 300 MB; resume -> first create < 5 s; "
+          "a whole run < 300 MB at >= 412 jobs/s")
+    print(f"(bench took {time.perf_counter() - began:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

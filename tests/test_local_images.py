@@ -229,3 +229,56 @@ async def test_a_large_video_goes_up_in_parts_and_is_checked(tmp_path, s3):
                        output=f"s3://{BUCKET}/other")
     assert resolved.output_url == f"s3://{BUCKET}/other"
     assert resolved.output_dir == tmp_path / ".batchgen-work" / BUCKET / "other"
+
+
+async def test_kill_9_during_a_video_upload_leaves_no_object_and_resume_completes(
+        sandbox, tmp_path, s3):
+    """The run is killed while a video's upload is on the wire (an S3 proxy holds it): no
+    object stands under its key, the job is not recorded downloaded, and the next run
+    uploads it, with no second create."""
+    import asyncio
+
+    from aiohttp import ClientSession, web
+    from cli_helpers import cli_env, run_cli, start_cli
+
+    held = asyncio.Event()
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if request.method == "PUT" and request.path.endswith(".mp4"):
+            held.set()
+            await asyncio.sleep(60)  # the upload never completes: the run is killed here
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with ClientSession() as session, session.request(
+                request.method, s3["AWS_ENDPOINT_URL"] + request.path_qs, headers=headers,
+                data=body) as upstream:
+            return web.Response(status=upstream.status, body=await upstream.read(),
+                                headers={k: v for k, v in upstream.headers.items()
+                                         if k.lower() not in ("content-length",
+                                                              "transfer-encoding")})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    runner = web.AppRunner(app, handler_cancellation=True)  # a held PUT dies with the run
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    sb = await sandbox()
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(outputs_manifest(BUCKET, 1) | {
+        "output": {"dir": f"s3://{BUCKET}/killed"}}))
+    env = cli_env(BATCHGEN_API_BASE=sb.url, **s3)
+    try:
+        proc = await start_cli("run", str(path), "--no-progress", cwd=tmp_path,
+                               env=env | {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"})
+        await asyncio.wait_for(held.wait(), 30)
+        proc.kill()
+        await proc.wait()
+    finally:
+        await runner.cleanup()
+    assert "killed/v0.mp4" not in bucket_objects(s3, BUCKET, "killed")
+    result = await run_cli("run", str(path), "--no-progress", cwd=tmp_path, env=env)
+    assert result.code == 0, result.err
+    assert "killed/v0.mp4" in bucket_objects(s3, BUCKET, "killed")
+    assert sb.stats()["tasks_created"] == 1

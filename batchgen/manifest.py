@@ -96,6 +96,10 @@ _URL_FIELDS = ("image_url", "audio_url", "webhook_url")
 #: what batchgen itself writes in the output dir: never a report's or a video's name
 SUMMARY_NAME = "summary.json"
 STATE_DIR_NAME = ".batchgen"
+#: every other name batchgen writes in the output dir: report.html (report_html.HTML_NAME)
+#: and the posters folder (posters.POSTER_DIR); neither module is imported here (Jinja2,
+#: PyAV), so tests/test_manifest_settings.py pins that the names agree
+OWN_NAMES = (SUMMARY_NAME, STATE_DIR_NAME, "report.html", "posters")
 #: the smallest first poll wait: anything shorter only hammers the API
 MIN_POLL_INTERVAL = 0.01
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -348,7 +352,7 @@ def report_problems(report: str, template: str, batch_name: str) -> list[tuple[s
     if _CONTROL.search(report):
         return [(f"{name} contains a control character (NUL, tab, newline...)",
                  "give a plain file name such as report.csv")]
-    if report.casefold() in (SUMMARY_NAME, STATE_DIR_NAME):
+    if report.casefold() in OWN_NAMES:
         return [(f"{name} is a name batchgen writes itself",
                  "give another name such as report.csv")]
     if report.startswith(".") and report.endswith((".part", ".tmp")):
@@ -655,11 +659,13 @@ class _Loader:
         else:
             for what, fix in report_problems(report, filename, name):
                 self.problem(("output", "report"), what, fix)
-        if filename_could_be(filename, name, SUMMARY_NAME):
-            self.problem(("output", "filename"),
-                         f"output.filename {filename!r} could name a video {SUMMARY_NAME}, "
-                         "the file batchgen writes its totals to",
-                         "end the template with .mp4, e.g. \"{id}.mp4\"")
+        for own in OWN_NAMES:
+            if filename_could_be(filename, name, own):
+                self.problem(("output", "filename"),
+                             f"output.filename {filename!r} could name a video {own}, a "
+                             "name batchgen writes itself (its totals, state, HTML report or "
+                             "posters)", "end the template with .mp4, e.g. \"{id}.mp4\"")
+                break
         if is_s3_url(str(output.get("dir", ""))):
             return OutputSettings(dir=work_dir(self.path.parent, output["dir"]),
                                   filename=filename, report=report,

@@ -48,6 +48,8 @@ def test_control_characters_in_output_dir_and_report_are_refused(tmp_path):
 @pytest.mark.parametrize("output, said", [
     ("  report: summary.json\n", "a name batchgen writes itself"),
     ("  report: .batchgen\n", "a name batchgen writes itself"),
+    ("  report: report.html\n", "a name batchgen writes itself"),
+    ("  report: Posters\n", "a name batchgen writes itself"),
     ("  report: x.mp4\n", "could also be the file name of a job's video"),
     ("  report: BEACH.MP4\n", "could also be the file name of a job's video"),
     ("  filename: '{id}'\n", "could also be the file name of a job's video"),
@@ -62,6 +64,23 @@ def test_a_filename_that_could_be_summary_json_is_refused(tmp_path):
     found = problems(tmp_path, HEAD + "output:\n  filename: '{task_id}'\n  report: r.mp4\n"
                      + JOB)
     assert any("could name a video summary.json" in p.what for p in found), found
+
+
+@pytest.mark.parametrize("template", ["{id}.html", "{id}s", "{prompt}"])
+def test_a_filename_that_could_be_report_html_or_the_posters_folder_is_refused(tmp_path,
+                                                                              template):
+    # a job id "report" (or "poster", or a prompt) would overwrite the HTML report or
+    # stand where the posters folder must be
+    found = problems(tmp_path, HEAD + f"output:\n  filename: '{template}'\n" + JOB)
+    assert any("a name batchgen writes itself" in p.what and "output.filename" in p.what
+               for p in found), found
+
+
+def test_the_names_batchgen_reserves_are_the_ones_it_writes():
+    from batchgen.manifest import OWN_NAMES
+    from batchgen.posters import POSTER_DIR
+    from batchgen.report_html import HTML_NAME
+    assert {HTML_NAME, POSTER_DIR} <= set(OWN_NAMES)
 
 
 def test_the_usual_names_pass(tmp_path):

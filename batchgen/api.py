@@ -378,12 +378,10 @@ def _credentials(api_key: str | None, client_id: str | None, client_secret: str 
 
 
 def _check_options(concurrency: int | None, max_credits: int | None) -> None:
-    """What argparse checks for the CLI (`--concurrency` >= 1, `--max-credits` >= 0)."""
-    if concurrency is not None and (isinstance(concurrency, bool)
-                                    or not isinstance(concurrency, int) or concurrency < 1):
-        raise UsageError(f"concurrency must be a whole number of at least 1, not "
-                         f"{concurrency!r}")
-    if max_credits is not None and (isinstance(max_credits, bool)
-                                    or not isinstance(max_credits, int) or max_credits < 0):
-        raise UsageError(f"max_credits must be a whole number of at least 0, not "
-                         f"{max_credits!r}")
+    """What argparse checks for the CLI: the manifest keys' ranges."""
+    from batchgen.jobs import MAX_CONCURRENCY, MAX_CREDITS
+    for name, value, low, high in (("concurrency", concurrency, 1, MAX_CONCURRENCY),
+                                   ("max_credits", max_credits, 0, MAX_CREDITS)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not low <= value <= high):
+            raise UsageError(f"{name} must be a whole number {low}..{high}, not {value!r}")

@@ -48,6 +48,10 @@ DEFAULT_NEGATIVE_PROMPT = "blurry, distorted, low quality"
 NOT_IN_ID: frozenset[str] = frozenset({"webhook_url"})
 
 ID_HEX_DIGITS = 12
+#: the largest `api.concurrency` and `budget.max_credits` (schemas/manifest.schema.json),
+#: which the command-line options and the Python API take too
+MAX_CONCURRENCY = 1000
+MAX_CREDITS = 10**12
 
 
 @dataclass(frozen=True, slots=True)

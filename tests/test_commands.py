@@ -169,3 +169,33 @@ def test_a_bad_api_base_url_is_refused_without_echoing_its_password(tmp_path, mo
     assert code in (2, 4), err
     assert "hunter2" not in out + err
     assert "deploy:***@api.example.com" in err
+
+
+@pytest.mark.parametrize("option, value", [("--concurrency", "1001"),
+                                           ("--concurrency", "0"),
+                                           ("--max-credits", str(10**12 + 1)),
+                                           ("--max-credits", "-1")])
+def test_overrides_keep_to_the_manifest_keys_ranges(tmp_path, option, value):
+    # a typo of a few digits in a cron line must not lift the budget or flood the API
+    path = write_manifest(tmp_path, 1)
+    code, _, err = cli("run", str(path), option, value)
+    assert code == 2 and ("must be 1..1000" in err or "must be 0..1000000000000" in err), err
+
+
+def test_the_override_ranges_are_the_schemas():
+    from batchgen.jobs import MAX_CONCURRENCY, MAX_CREDITS
+    schema = json.loads((Path(__file__).parent.parent / "schemas" /
+                         "manifest.schema.json").read_text())
+    props = schema["properties"]
+    assert props["api"]["properties"]["concurrency"]["maximum"] == MAX_CONCURRENCY
+    assert props["budget"]["properties"]["max_credits"]["maximum"] == MAX_CREDITS
+
+
+def test_the_python_api_takes_the_same_ranges(tmp_path):
+    import batchgen
+    from batchgen.errors import UsageError
+    path = write_manifest(tmp_path, 1)
+    for kwargs in ({"concurrency": 1001}, {"max_credits": 10**12 + 1}, {"concurrency": True}):
+        with pytest.raises(UsageError, match=r"must be a whole number \d+\.\.\d+"):
+            batchgen.plan(str(path), **kwargs) if "max_credits" in kwargs else \
+                batchgen.run(str(path), sandbox=True, **kwargs)

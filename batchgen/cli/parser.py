@@ -16,20 +16,22 @@ from typing import NoReturn
 from batchgen import __version__
 from batchgen.console import STATUS_EVERY
 from batchgen.errors import UsageError
+from batchgen.jobs import MAX_CONCURRENCY, MAX_CREDITS
 from batchgen.session import ENV_API_BASE
 from batchgen.state_store import ENV_STATE
 
 
-def _whole(minimum: int, what: str) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least `minimum` (`what` names it in errors)."""
+def _whole(minimum: int, maximum: int, what: str) -> Callable[[str], int]:
+    """An argparse type: a whole number in [minimum, maximum] (`what` names it in errors),
+    the same range as the manifest key it overrides."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of {what}"
                                              ) from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{what} must be at least {minimum}")
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"{what} must be {minimum}..{maximum}")
         return value
     return parse
 
@@ -56,8 +58,8 @@ def _seconds(text: str) -> float:
     return value
 
 
-_positive_int = _whole(1, "tasks")
-_credits = _whole(0, "credits")
+_positive_int = _whole(1, MAX_CONCURRENCY, "tasks")
+_credits = _whole(0, MAX_CREDITS, "credits")
 
 class _Parser(argparse.ArgumentParser):
     """argparse that exits 2 with one line, as every usage error should."""

@@ -341,7 +341,12 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
-            store._migrate()
+            if lock or not store._behind():
+                store._migrate()
+            else:
+                # a run of an older batchgen may be writing this file right now: a reader
+                # never changes its schema under it, and reads an up-to-date private copy
+                store = store._migrated_copy()
             store._check_rows()
         except BaseException as exc:
             # release the lock and the file: a caller in a long-lived process (Python API)
@@ -414,15 +419,41 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _migrate(self) -> None:
-        """Bring the schema up to date; refuse a database from a newer batchgen untouched."""
-        self._conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY)")
+    def _applied(self) -> set[str]:
+        """The migrations this database has (read only); StateError when it has one this
+        batchgen does not know (a newer batchgen wrote it: leave it untouched)."""
+        if self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' "
+                              "AND name='_migrations'").fetchone() is None:
+            return set()
         done = {r[0] for r in self._conn.execute("SELECT name FROM _migrations")}
         unknown = done - {n for n, _ in _MIGRATIONS}
         if unknown:
             raise StateError(
                 f"{self.path}: written by a newer batchgen (schema {', '.join(sorted(unknown))} "
                 "is unknown to this version); upgrade batchgen to use this output dir")
+        return done
+
+    def _behind(self) -> bool:
+        """The schema lacks a migration this batchgen would apply."""
+        return self._applied() != {n for n, _ in _MIGRATIONS}
+
+    def _migrated_copy(self) -> Store:
+        """A private in-memory copy, migrated; this store is closed."""
+        copy = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        try:
+            self._conn.backup(copy)
+        except BaseException:
+            copy.close()
+            raise
+        self.close()
+        store = type(self)(copy, None, self.path)
+        store._migrate()
+        return store
+
+    def _migrate(self) -> None:
+        """Bring the schema up to date; refuse a database from a newer batchgen untouched."""
+        done = self._applied()
+        self._conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY)")
         for name, sql in _MIGRATIONS:
             if name in done:
                 continue

@@ -12,7 +12,7 @@ sees aiohttp:
 * the host could not be reached from here (name not resolved, refused, reset, timeout)
   -> INCONCLUSIVE: the API's servers may reach what this machine cannot.
 
-It is an edge of its own, beside client.py, because it talks to other hosts with other
+It is an edge of its own, beside client/, because it talks to other hosts with other
 rules (no API key may ever go there). Deliberately not here: what a format is (assets.py)
 and which job waits for which check (preflight.py).
 """

@@ -5,7 +5,7 @@ name in the same directory, is checked (Content-Length when sent, the MP4 ``ftyp
 signature), hashed (SHA-256), fsync'd, and only then renamed with `os.replace` (atomic on
 one filesystem), after which the directory is fsync'd so the rename survives a power cut.
 A crash at any instant leaves at worst a ``.part`` file, which the next run removes.
-Deliberately not here: retries and URL refreshes (the runner decides), HTTP (client.py).
+Deliberately not here: retries and URL refreshes (the runner decides), HTTP (client/).
 """
 
 from __future__ import annotations

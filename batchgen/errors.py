@@ -22,7 +22,7 @@
     └── DownloadError         truncated, wrong size, not an MP4, or not writable
 
 Exit codes are mapped in one place only: `batchgen.cli`. Messages never contain secrets:
-`client.py` builds them from the endpoint name, never from headers or full URLs.
+`client/` builds them from the endpoint name, never from headers or full URLs.
 """
 
 from __future__ import annotations

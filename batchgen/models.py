@@ -4,7 +4,7 @@ Owns reading the list, which is untrusted data (a record with a missing or odd f
 skipped or ignored, never a crash), and checking a job against the model it names: a
 model decides which resolutions and lengths are valid, not the published table (the
 batch endpoint refuses the others, akool-api.md E2). Pure: the caller fetches the list
-(client.py) and decides what to do with the problems (cli, session).
+(client/) and decides what to do with the problems (cli, session).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ queues, the tasks to poll again) and stop: on `stop()`, creates already on the w
 journaled unsent, one that was sent stays `submitting` and resumes as `unknown`. Every
 transition is written to the store as it happens, so the process may die at any instant.
 Progress is reported through `on_event`; the runner never prints. Time, sleep and
-randomness are injected. Deliberately not here: HTTP details (client.py), files
+randomness are injected. Deliberately not here: HTTP details (client/), files
 (download.py), SQL (store.py), retry arithmetic (retry.py).
 """
 

@@ -2,7 +2,7 @@
 `models`, `schema`, and `sandbox` (serve the emulator).
 
 `catalog` fetches the API's lists for these and for `validate --online`/`plan --online`.
-Deliberately not here: the wire (client.py), the emulator itself (batchgen/sandbox/).
+Deliberately not here: the wire (client/), the emulator itself (batchgen/sandbox/).
 """
 
 from __future__ import annotations

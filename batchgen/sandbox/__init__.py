@@ -2,7 +2,7 @@
 
 Owns everything the emulator is: the fake API (`api.py`), its state and ledger
 (`state.py`), the knobs (`config.py`) and the ways to run it (`server.py`). It deliberately
-shares no code with the client side (`client.py`): a client bug must not be mirrored here.
+shares no code with the client side (`client/`): a client bug must not be mirrored here.
 
     async with Sandbox(SandboxConfig(processing_time=0)) as sb:
         ...  # point the client at sb.url, then assert on sb.stats()

@@ -5,7 +5,7 @@ on, and `RunState` — the one in-memory view every worker is given explicitly.
 job holds (`Ledger`), the run's outcome and the two hand-overs between workers (add-audio
 steps due, videos ready); its `apply` is the one write path (the store applies each
 transition, the view keeps the very row written). No HTTP, SQL or files here: the store
-does the writing, client.py the wire. The runner (runner.py) builds one `RunState` per run
+does the writing, client/ the wire. The runner (runner.py) builds one `RunState` per run
 and passes it to its workers (submit.py, poll.py, fetch.py, cleanup.py); `batchgen.runner`
 re-exports the public names (RunSettings, RunOutcome, JobEvent, EventKind, utc_now_iso).
 """

@@ -12,7 +12,7 @@ grace (`grace`), then are cancelled (`cancel`): one not yet sent is journaled un
 sent stays `submitting` and resumes as `unknown`.
 
 Deliberately not here: which job may spend next (admit.py), what an accepted create
-records (accept.py), polling (poll.py), the wire (client.py), retry arithmetic (retry.py).
+records (accept.py), polling (poll.py), the wire (client/), retry arithmetic (retry.py).
 """
 
 from __future__ import annotations

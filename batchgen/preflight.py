@@ -191,7 +191,10 @@ class Preflight:
     async def _work(self, queue: asyncio.Queue[str], kinds: Mapping[str, str]) -> None:
         while not queue.empty():
             url = queue.get_nowait()
-            check = await self._check(url, kinds[url])
+            try:
+                check = await self._check(url, kinds[url])
+            except Exception as exc:  # a bug must not hold the submitter forever
+                check = Check(Verdict.INCONCLUSIVE, f"the check failed ({type(exc).__name__})")
             self._done[url] = check
             for notify in self._listeners:
                 notify()

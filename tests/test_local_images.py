@@ -282,3 +282,20 @@ async def test_kill_9_during_a_video_upload_leaves_no_object_and_resume_complete
     assert result.code == 0, result.err
     assert "killed/v0.mp4" in bucket_objects(s3, BUCKET, "killed")
     assert sb.stats()["tasks_created"] == 1
+
+
+async def test_report_uploads_the_reports_of_a_bucket_output(sandbox, tmp_path, s3,
+                                                              monkeypatch):
+    import asyncio
+    sb = await sandbox()
+    doc = outputs_manifest(BUCKET, 1) | {"output": {"dir": f"s3://{BUCKET}/rep"}}
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    await batchgen.arun(path, api_base=sb.url, api_key="test-key", env=s3)
+    for name, value in s3.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / ".batchgen-work" / BUCKET / "rep" / "report.csv").unlink()
+    out = io.StringIO()
+    assert await asyncio.to_thread(main, ["report", str(path)], out, io.StringIO()) == 0
+    assert f"uploaded them to s3://{BUCKET}/rep" in out.getvalue()
+    assert b"job_id" in bucket_objects(s3, BUCKET, "rep")["rep/report.csv"]

@@ -210,3 +210,13 @@ async def test_validate_online_lists_every_bad_asset_with_its_line(tmp_path, mon
     assert code == 2 and len(lines) == 2, err.getvalue()
     assert lines[0].startswith(f"{path}:") and "(id job01)" in lines[0] and "HTML" in lines[0]
     assert "(id job02)" in lines[1] and "HTTP 403" in lines[1]
+
+
+async def test_a_check_that_raises_never_holds_the_submitter():
+    async def broken(url: str, kind: str):
+        raise RuntimeError("a bug in a probe")
+
+    checks = Preflight(broken)
+    checks.start([("j", [Asset("image_url", "https://h.example/a.png", IMAGE)])])
+    await checks.wait()
+    assert checks.verdict("j") == Cleared(True)

@@ -133,4 +133,11 @@ def cmd_report(config: Config, out: TextIO, err: TextIO) -> int:
     html = write_html(resolved.output_dir, rows, name=resolved.manifest.name, summary=summary,
                       abandoned=abandoned, budget=summary["budget"], committed=committed)
     print(f"wrote {report} and {html.name} ({len(rows)} jobs)", file=out)
+    if resolved.output_url is not None:  # a bucket output: the reports go there too
+        import asyncio
+
+        from batchgen.outputs import BucketOutput
+        bucket = BucketOutput.open(resolved.output_url, os.environ)
+        asyncio.run(bucket.publish_reports([report, report.parent / "summary.json", html]))
+        print(f"uploaded them to {resolved.output_url}", file=out)
     return EXIT_OK

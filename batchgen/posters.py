@@ -6,8 +6,9 @@ never all at report time. A poster is named after the video's SHA-256, which the
 already holds: the report finds it without any new bookkeeping, a re-download of the same
 bytes reuses it, and no job id (which may hold `#`) ever becomes part of a URL.
 
-A downloaded file is untrusted: the decoder reads at most a few hundred packets, refuses
-absurd dimensions, and any failure only means "no poster" — never a failed job or run.
+A downloaded file is untrusted: the decoder runs in a child process (a crash or hang in
+FFmpeg's C code costs one poster), reads at most a few hundred packets, refuses absurd
+dimensions, and any failure only means "no poster" — never a failed job or run.
 Deliberately not here: downloading (download.py), the page (report_html.py).
 """
 
@@ -15,11 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import json
 import logging
 import os
+import signal
+import sys
 import threading
+from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
@@ -34,11 +39,14 @@ MAX_WIDTH = 320
 MAX_SIDE = 8192
 #: packets read looking for the first picture before giving up
 MAX_PACKETS = 400
+#: seconds one poster may take before its decoder process is killed (~3 ms is usual)
+POSTER_SECONDS = 20
 
 log = logging.getLogger(__name__)
 #: the poster thread's scaler and encoders (see `_jpeg`)
 _local = threading.local()
-_pool: ThreadPoolExecutor | None = None
+#: what makes one poster in the child, as "module:function" ((video, target) -> made)
+DEFAULT_WORK = "batchgen.posters:extract_poster"
 
 
 def poster_name(sha256: str) -> str:
@@ -72,7 +80,7 @@ def _first_frame(video: Path) -> av.VideoFrame | None:
 def _jpeg(frame: av.VideoFrame) -> bytes:
     """The frame scaled to at most `MAX_WIDTH` and encoded as one JPEG.
 
-    The scaler and the JPEG encoder are kept between posters (per thread, per size): made
+    The scaler and the JPEG encoder are kept between posters (per process, per size): made
     afresh they cost 3 of a poster's 3.5 ms, and a run of 10,000 short videos would pay it
     10,000 times. MJPEG frames are independent, so one encoder serves every poster.
     """
@@ -129,33 +137,44 @@ def extract_poster(video: Path, target: Path) -> bool:
         return False
 
 
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batchgen-posters")
-    return _pool
+def bad_marker(target: Path) -> Path:
+    """The file that says a video's poster killed or hung the decoder: never tried again."""
+    return target.with_name(f".{target.name}.bad")
 
 
 class PosterMaker:
-    """Makes a run's posters in one background thread while the downloads go on.
+    """Makes a run's posters, one at a time, in a child process, while the downloads go on.
 
     A download hands its verified file over (`add`) and moves on: awaiting ~1.5 ms of
-    decoding per video would cap a fast run's downloads at the poster thread's pace. One
-    thread makes every poster, so at high concurrency one decoder is in memory, not one
-    per download, and its scaler and encoder are reused. `finish` waits for what is left
-    when the run ends (a stopped run drops the posters not yet started; the next run makes
-    them, as it makes those of videos downloaded before posters existed: `backfill`).
+    decoding per video would cap a fast run's downloads at the decoder's pace. The file is
+    untrusted and FFmpeg is C: decoding in a process of its own (`python -m
+    batchgen.posters`, one line per poster on its stdin and stdout) means a crash or a
+    hang in it (killed after `seconds`) costs that one poster — marked, so no later run
+    tries it again — never the run, and never every later run retrying it at start-up.
+    A plain child process rather than multiprocessing: spawn would re-run the caller's
+    own script (a pipeline calling `batchgen.run` at top level) inside the child. One
+    process makes every poster, reusing its scaler and encoder. `finish` waits for what is
+    left when the run ends and stops the child (a stopped run drops the posters not yet
+    started; the next run makes them, as it makes those of videos downloaded before
+    posters existed: `backfill`).
     """
 
-    def __init__(self, output_dir: Path) -> None:
+    def __init__(self, output_dir: Path, *, work: str = DEFAULT_WORK,
+                 seconds: int = POSTER_SECONDS) -> None:
         self.output_dir = output_dir
-        self._pending: set[Future[bool]] = set()
+        self._work = work
+        self._seconds = seconds
+        self._queue: deque[tuple[Path, Path]] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._child: asyncio.subprocess.Process | None = None
+        #: posters given up because the decoder died or hung on them (this run)
+        self.given_up = 0
 
     def add(self, video: Path, sha256: str) -> None:
-        """Queue the poster of a verified video (returns at once)."""
-        future = _executor().submit(extract_poster, video, poster_path(self.output_dir, sha256))
-        self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
+        """Queue the poster of a verified video (returns at once; needs a running loop)."""
+        self._queue.append((video, poster_path(self.output_dir, sha256)))
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._drain())
 
     def backfill(self, rows: Iterable[tuple[str, str]]) -> int:
         """Queue posters missing for downloaded videos: (file name, sha256) pairs."""
@@ -165,17 +184,84 @@ class PosterMaker:
             have = set()
         n = 0
         for file, sha256 in rows:
-            if poster_name(sha256) not in have and (self.output_dir / file).is_file():
+            name = poster_name(sha256)
+            if (name not in have and bad_marker(Path(name)).name not in have
+                    and (self.output_dir / file).is_file()):
                 self.add(self.output_dir / file, sha256)
                 n += 1
         return n
 
+    async def _drain(self) -> None:
+        while self._queue:
+            video, target = self._queue.popleft()
+            if target.exists():
+                continue
+            try:
+                made = await self._make(video, target)
+            except OSError as exc:  # no child process at all: no posters, never a failed run
+                log.debug("no poster for %s: %s", video, exc)
+                continue
+            if made is None:
+                self.given_up += 1
+                log.warning("no poster for %s: the decoder died or hung on it", video.name)
+                with contextlib.suppress(OSError):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    bad_marker(target).touch()
+
+    async def _make(self, video: Path, target: Path) -> bool | None:
+        """One poster in the child; None when the child died on it (it is restarted)."""
+        child = self._child
+        if child is None or child.returncode is not None:
+            child = self._child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "batchgen.posters", self._work, str(self._seconds),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            child.stdin.write(json.dumps([str(video), str(target)]).encode() + b"\n")
+            await child.stdin.drain()
+            answer = await child.stdout.readline()
+        except (BrokenPipeError, ConnectionResetError):
+            answer = b""
+        if not answer:
+            await child.wait()
+            self._child = None
+            return None
+        return answer.strip() == b"1"
+
     async def finish(self, *, drop_waiting: bool = False) -> None:
-        """Wait for the posters in the making; with `drop_waiting`, skip those not begun."""
-        pending = list(self._pending)
+        """Wait for the posters in the making, then stop the child; with `drop_waiting`,
+        skip those not begun."""
         if drop_waiting:
-            for future in pending:
-                future.cancel()
-        waits = [asyncio.wrap_future(f) for f in pending if not f.cancelled()]
-        if waits:
-            await asyncio.gather(*waits, return_exceptions=True)
+            self._queue.clear()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        child, self._child = self._child, None
+        if child is not None and child.returncode is None:
+            assert child.stdin is not None
+            child.stdin.close()  # end of input: the child exits
+            try:
+                await asyncio.wait_for(child.wait(), 5)
+            except TimeoutError:
+                child.kill()
+                await child.wait()
+
+
+def _serve(work_name: str, seconds: int) -> None:
+    """The child's loop: a JSON [video, target] per line in, "1" or "0" per line out.
+
+    Each poster is bounded by SIGALRM (default action: the process ends, and the parent
+    marks that poster); a decoder that crashes ends it the same way."""
+    module, _, attr = work_name.partition(":")
+    work = getattr(importlib.import_module(module), attr)
+    for line in sys.stdin:
+        video, target = json.loads(line)
+        signal.alarm(seconds)
+        made = work(Path(video), Path(target))
+        signal.alarm(0)
+        sys.stdout.write("1\n" if made else "0\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1], int(sys.argv[2]))

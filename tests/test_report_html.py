@@ -183,3 +183,29 @@ def test_an_unknown_add_audio_step_is_audited_without_a_task_id_it_never_had():
     [item] = money_audit([row])["unknown"]
     assert item.step == "add_audio" and item.task_id is None  # not the video's task
     assert "video task vid1" in item.line() and "answer lost" in item.line()
+
+
+async def test_a_decoder_that_crashes_or_hangs_costs_one_poster_never_the_run(tmp_path):
+    """FFmpeg is C and the videos are untrusted: a crash (SIGABRT) or a hang in it ends the
+    decoder's process, not the run; that poster is marked and never tried again (a run
+    retrying it at every start-up would never finish), and the others are made."""
+
+    from batchgen.posters import PosterMaker, bad_marker, poster_path
+    from batchgen.sandbox.video import mp4_bytes
+
+    names = ["a.mp4", "crash.mp4", "b.mp4", "hang.mp4", "c.mp4"]
+    for i, name in enumerate(names):
+        (tmp_path / name).write_bytes(mp4_bytes(f"video {i}", 0.5))
+    shas = [f"{i:x}" * 64 for i in range(len(names))]
+    maker = PosterMaker(tmp_path, work="poster_faults:crash_or_hang", seconds=2)
+    assert maker.backfill(zip(names, shas, strict=True)) == 5
+    await maker.finish()
+    made = {n: poster_path(tmp_path, s).exists() for n, s in zip(names, shas, strict=True)}
+    assert made == {"a.mp4": True, "crash.mp4": False, "b.mp4": True, "hang.mp4": False,
+                    "c.mp4": True}
+    assert maker.given_up == 2
+    for name, sha in zip(names, shas, strict=True):
+        assert bad_marker(poster_path(tmp_path, sha)).exists() is (name in ("crash.mp4",
+                                                                            "hang.mp4"))
+    again = PosterMaker(tmp_path, work="poster_faults:crash_or_hang", seconds=2)
+    assert again.backfill(zip(names, shas, strict=True)) == 0  # nothing retried

@@ -36,7 +36,7 @@ from batchgen import budget
 from batchgen.errors import BatchgenError, ClaimLost
 from batchgen.jobs import Job, JobRow, JobState
 from batchgen.pgstore import PgStore, _connect, _lock_key, schema_name
-from batchgen.state_store import StateUrl
+from batchgen.state_store import DEFAULT_LEASE, StateUrl
 from batchgen.store import SyncResult
 from batchgen.transitions import Claimed
 
@@ -48,8 +48,6 @@ ADOPTABLE = (S.RUNNING, S.AUDIO_RUNNING, S.READY)
 _ALIVE = "EXISTS (SELECT 1 FROM runners WHERE runner_id = ? AND NOT dead AND lease_until > now())"
 _LOST = ("the create request was sent but its answer was lost (the runner that sent it "
          "stopped renewing its lease); re-run with --resubmit-unknown to send it again")
-#: seconds a runner's lease lasts unless renewed
-DEFAULT_LEASE = 30.0
 
 
 def _vals(states: Sequence[JobState]) -> list[str]:
@@ -67,10 +65,16 @@ class Claim:
     committed: int                        #: credits held by all runners after it
     #: the admission at the head of the queue that the budget holds back (or None)
     blocked: tuple[str, int] | None = None
+    blocked_jobs: int = 0                 #: admissions held back by the budget
+    blocked_need: int = 0                 #: the credits they would need
+    claimable: bool = False               #: creates left that a free slot could take
+    elsewhere: int = 0                    #: unfinished jobs other runners hold (or nobody)
 
 
 class SharedPgStore(PgStore):
     """One runner's handle on a manifest shared with other runners (see module doc)."""
+
+    shared = True
 
     def __init__(self, *args: Any, lease: float = DEFAULT_LEASE) -> None:
         super().__init__(*args)
@@ -87,6 +91,12 @@ class SharedPgStore(PgStore):
         store = cls(_connect(url), url, schema, lease=lease)
         store._pg.where = store.where
         try:
+            # a runner frozen inside a transaction (SIGSTOP, a VM pause) would hold the
+            # manifest's claim lock and stall every runner: the server ends its session
+            # once it has sat idle in a transaction for a lease (its locks go, nothing it
+            # had not committed counts, and it can send nothing without the database)
+            store._pg.execute(f"SET idle_in_transaction_session_timeout = "
+                              f"{max(1000, int(lease * 1000))}")
             store._prepare(scope, create=True)
             with store._tx():
                 store._conn.execute(
@@ -167,6 +177,12 @@ class SharedPgStore(PgStore):
             self._lock_manifest()
             return self._reap() + self._settle("holder IS NULL", ())
 
+    def record_run(self, **figures: Any) -> dict[str, Any]:
+        """As `Store.record_run`; runners ending together add their figures in turn."""
+        with self._tx():
+            self._lock_manifest()
+            return super().record_run(**figures)
+
     def reopen(self, *, unknown: bool, failed: bool) -> int:
         with self._tx():
             self._lock_manifest()
@@ -185,21 +201,25 @@ class SharedPgStore(PgStore):
             every = self.rows(active_only=False)
             busy = sum(1 for r in every if r.state in BUSY)
             committed = budget.committed(every) + self._reserved_extra(every)
-            slots = min(free, limit - busy)
-            sends, needs, blocked = self._choose(every, slots, max_credits, committed)
-            if not sends:
-                return Claim((), {}, {}, busy, committed, blocked)
+            plan = _choose(every, min(free, limit - busy), max_credits, committed)
+            sends, needs = plan.sends, plan.needs
             rows = {r.job_id: r for r in every}
             family = [r.job_id for r in every if r.parent in needs
                       and r.state is S.PENDING and not audio_of(sends, r.parent)]
-            self._conn.executemany("UPDATE jobs SET holder = ?, reserved = ? WHERE job_id = ?",
-                                   [(self.runner_id, needs[j], j) for j, _ in sends]
-                                   + [(self.runner_id, 0, j) for j in family])
-            written = self.apply_many([(rows[j], Claimed(now, audio)) for j, audio in sends])
-            rows.update({r.job_id: r for r in written})
-            held = {j: rows[j] for j in [*(j for j, _ in sends), *family]}
-            return Claim(tuple(sends), held, needs, busy,
-                         committed + sum(needs.values()), blocked)
+            if sends:
+                self._conn.executemany(
+                    "UPDATE jobs SET holder = ?, reserved = ? WHERE job_id = ?",
+                    [(self.runner_id, needs[j], j) for j, _ in sends]
+                    + [(self.runner_id, 0, j) for j in family])
+                written = self.apply_many([(rows[j], Claimed(now, a)) for j, a in sends])
+                rows.update({r.job_id: r for r in written})
+            elsewhere = self._conn.execute(
+                "SELECT count(*) FROM jobs WHERE active = 1 AND state IN (?, ?, ?, ?, ?) "
+                "AND holder IS DISTINCT FROM ?", (*BUSY, S.READY, self.runner_id)).fetchone()
+            return Claim(tuple(sends), {j: rows[j] for j in [*(j for j, _ in sends), *family]},
+                         needs, busy, committed + sum(needs.values()), plan.blocked,
+                         plan.blocked_jobs, plan.blocked_need, plan.claimable,
+                         int(elsewhere[0]))
 
     def _reserved_extra(self, every: Sequence[JobRow]) -> int:
         """What open claims reserved beyond what their rows hold (a learned price, the
@@ -213,25 +233,6 @@ class SharedPgStore(PgStore):
                 spent = budget.held(row) - row.credits_prior - row.credits_lost
                 extra += max(0, reserved[row.job_id] - spent)
         return extra
-
-    @staticmethod
-    def _choose(every: Sequence[JobRow], slots: int, cap: int | None, committed: int
-                ) -> tuple[list[tuple[str, bool]], dict[str, int], tuple[str, int] | None]:
-        """The runner's order (runner._claim): add-audio steps already paid for first,
-        then admissions in manifest order until the first that does not fit (budget.py)."""
-        queue = budget.queue([r for r in every if r.active])
-        state = {r.job_id: r.state for r in every}
-        sends: list[tuple[str, bool]] = []
-        needs: dict[str, int] = {}
-        for send in [s for s in queue if not s.admission] + [s for s in queue if s.admission]:
-            if len(sends) >= slots:
-                break
-            if send.admission and not budget.fits(cap, committed, send.need):
-                return sends, needs, (send.job_id, send.need)
-            sends.append((send.job_id, state[send.job_id] is S.AUDIO_PENDING))
-            needs[send.job_id] = send.need
-            committed += max(0, send.need)
-        return sends, needs, None
 
     # -- fenced writes -------------------------------------------------------------------
 
@@ -273,6 +274,37 @@ class SharedPgStore(PgStore):
                 self._conn.execute("UPDATE runners SET dead = true WHERE runner_id = ?",
                                    (self.runner_id,))
         super().close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    sends: list[tuple[str, bool]]
+    needs: dict[str, int]
+    blocked: tuple[str, int] | None
+    blocked_jobs: int
+    blocked_need: int
+    claimable: bool
+
+
+def _choose(every: Sequence[JobRow], slots: int, cap: int | None, committed: int) -> _Plan:
+    """The runner's order (runner's admissions): add-audio steps already paid for first,
+    then admissions in manifest order until the first that does not fit (budget.py)."""
+    queue = budget.queue([r for r in every if r.active])
+    state = {r.job_id: r.state for r in every}
+    ordered = [s for s in queue if not s.admission] + [s for s in queue if s.admission]
+    sends: list[tuple[str, bool]] = []
+    needs: dict[str, int] = {}
+    for k, send in enumerate(ordered):
+        if send.admission and not budget.fits(cap, committed, send.need):
+            held = [s for s in ordered[k:] if s.admission]
+            return _Plan(sends, needs, (send.job_id, send.need), len(held),
+                         sum(s.need for s in held), False)
+        if len(sends) >= slots:
+            return _Plan(sends, needs, None, 0, 0, True)
+        sends.append((send.job_id, state[send.job_id] is S.AUDIO_PENDING))
+        needs[send.job_id] = send.need
+        committed += max(0, send.need)
+    return _Plan(sends, needs, None, 0, 0, False)
 
 
 def audio_of(sends: Sequence[tuple[str, bool]], job_id: str | None) -> bool:

@@ -225,7 +225,8 @@ class PgStore(Store):
                   .replace("job_id TEXT PRIMARY KEY", 'job_id TEXT COLLATE "C" PRIMARY KEY'))
                  for n, sql in _MIGRATIONS] + list(_PG_MIGRATIONS)
         with self._tx():
-            self._pg.execute("SELECT pg_advisory_xact_lock(?)", (_lock_key("migrate"),))
+            self._pg.execute("SELECT pg_advisory_xact_lock(?)",
+                             (_lock_key(self.schema + ":migrate"),))
             self._pg.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             self._pg.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY)")
             done = {r[0] for r in self._pg.execute("SELECT name FROM _migrations")}

@@ -29,7 +29,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from batchgen import budget
 from batchgen.client import AkoolClient
@@ -41,6 +41,7 @@ from batchgen.retry import OutageWatch
 from batchgen.scheduler.cleanup import Cleanup
 from batchgen.scheduler.fetch import Fetch, target_path
 from batchgen.scheduler.poll import Poll
+from batchgen.scheduler.share import Sharing
 from batchgen.scheduler.state import (
     BATCH_FIELDS,
     COUNT_FILE_SEPARATOR,
@@ -56,6 +57,9 @@ from batchgen.scheduler.state import (
 )
 from batchgen.scheduler.submit import Submit
 from batchgen.store import IN_FLIGHT, JobState, Store
+
+if TYPE_CHECKING:
+    from batchgen.state_store import SharedState
 
 __all__ = ["BATCH_FIELDS", "COUNT_FILE_SEPARATOR", "MISSING_LIMIT", "MISSING_MIN_AGE",
            "EventKind", "JobEvent", "RunOutcome", "RunSettings", "Runner", "utc_now_iso"]
@@ -80,9 +84,13 @@ class Runner:
         self._posters = PosterMaker(settings.output_dir)
         #: the poller: the tasks in flight and when to ask about them
         self.poll = Poll(client, self.state)
+        #: with a state shared by several runners (--state): claims, lease, adoption
+        self.sharing = (Sharing(cast("SharedState", store), self.state)
+                        if store.shared else None)
         #: the submitter; `gate` (pre-flight) clears each job's assets before its first create
         #: and `sign` presigns its s3:// URLs as it leaves (uploads.py)
-        self.submit = Submit(client, self.state, self.poll, gate, sign)
+        self.submit = Submit(client, self.state, self.poll, gate, sign,
+                             sharing=self.sharing)
         #: the deleter (output.delete_remote): its own queue, our write path and clock
         self.cleanup = Cleanup(client, self.state,
                                backoff=lambda n: min(self.polls.base * n, self.polls.cap))
@@ -109,12 +117,17 @@ class Runner:
 
     @property
     def committed_credits(self) -> int:
-        """Credits held by everything sent from this output dir, all runs included."""
+        """Credits held by everything sent from this output dir, all runs included (with
+        a shared state: by every runner, as the store has it now)."""
+        if self.sharing is not None:
+            return self.state.store.committed_credits()
         return self.state.ledger.total
 
     async def run(self) -> RunOutcome:
         """Drive every job of the store to a final state (or until stopped)."""
         self._load()
+        lease = (asyncio.create_task(self.sharing.keep_lease(self.poll, self.fetch))
+                 if self.sharing is not None else None)
         try:
             async with asyncio.TaskGroup() as group:
                 workers = self._start(group)
@@ -129,10 +142,13 @@ class Runner:
             await self.submit.cancel()
             # records staged by cancelled creates (say, a task id just read) still land
             self.state.journal.flush()
+            if lease is not None:
+                lease.cancel()
             await self._posters.finish(drop_waiting=self.outcome.interrupted)
-        if self.submit.fatal is not None:
-            raise self.submit.fatal
-        self.outcome.budget_blocked, self.outcome.budget_needed = self.submit.admissions.blocked()
+        for fatal in (self.submit.fatal, self.sharing and self.sharing.fatal):
+            if fatal:
+                raise fatal
+        self.outcome.budget_blocked, self.outcome.budget_needed = self.submit.blocked()
         return self.outcome
 
     def _start(self, group: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
@@ -210,6 +226,9 @@ class Runner:
             if row.parent:
                 state.children.setdefault(row.parent, []).append(row.job_id)
         active = list(state.rows.values())
+        self._check_filenames(files)
+        if self.sharing is not None:
+            return  # the store hands out the work: claims and adoption (share.py)
         # the queue is budget.queue's, so `plan` counts exactly what this run will send
         for send in budget.queue(active):
             (self.submit.admissions.pending if send.admission else state.audio_due).append(
@@ -227,7 +246,6 @@ class Runner:
             elif (row.state is JobState.COMPLETED and row.sha256 and not row.remote_deleted
                   and state.settings.delete_remote):
                 self.cleanup.schedule(row, now)
-        self._check_filenames(files)
         self._posters.backfill((r.file, r.sha256) for r in active
                                if r.state is JobState.COMPLETED and r.file and r.sha256)
 

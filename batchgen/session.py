@@ -472,7 +472,8 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
     manifest = resolved.manifest
     started = time.monotonic()
     # creates the dir; names what refuses
-    with open_state(resolved.output_dir, resolved.state, manifest.name) as store:
+    with open_state(resolved.output_dir, resolved.state, manifest.name,
+                    runner=True) as store:
         rows, found = _resume(store, resolved, retry_failed=retry_failed,
                               resubmit_unknown=resubmit_unknown)
         if on_started is not None:
@@ -502,7 +503,7 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
                     store, resolved, runner.committed_credits, client.requests,
                     time.monotonic() - started, bucket, warn)
     return Finished(outcome=outcome, summary=summary, rows=tuple(final_rows),
-                    committed=runner.committed_credits, report=report)
+                    committed=summary["credits_committed"], report=report)
 
 
 @contextlib.asynccontextmanager
@@ -542,7 +543,8 @@ def _resume(store: StateStore, resolved: Resolved, *, retry_failed: bool,
     lost = store.recover()
     sync = store.sync(manifest.jobs, estimates(manifest), key=sync_key(manifest))
     reopened = store.reopen(unknown=resubmit_unknown, failed=retry_failed)
-    clean_partials(resolved.output_dir)
+    if not store.shared:  # a shared output dir's .part files may be other runners'
+        clean_partials(resolved.output_dir)
     rows, committed = store.rows_and_committed()
     done_states = {JobState.COMPLETED}
     return rows, Started(

@@ -29,6 +29,7 @@ from batchgen.redact import redact_url
 
 if TYPE_CHECKING:
     from batchgen.jobs import Job, JobRow
+    from batchgen.pgshare import Claim
     from batchgen.store import Store, SyncResult
     from batchgen.transitions import Event
 
@@ -36,11 +37,17 @@ ENV_STATE = "BATCHGEN_STATE"
 #: the query parameter naming the schemas' prefix (batchgen's own; not sent to the server)
 SCHEMA_PARAM = "schema"
 DEFAULT_SCHEMA = "batchgen"
+#: the query parameter setting the runners' lease in seconds (also batchgen's own)
+LEASE_PARAM = "lease"
+DEFAULT_LEASE = 30.0
 _SCHEMES = ("postgresql", "postgres")
 
 
 class StateStore(Protocol):
     """What the rest of batchgen uses of a state store (both backends provide it)."""
+
+    #: several runners drain this state at once (`SharedState`): the store hands out work
+    shared: bool
 
     def __enter__(self) -> StateStore: ...
     def __exit__(self, *exc: object) -> None: ...
@@ -65,6 +72,17 @@ class StateStore(Protocol):
     def record_asset_check(self, key: str, value: str) -> None: ...
 
 
+class SharedState(StateStore, Protocol):
+    """A state several runners drain at once (pgshare.SharedPgStore): the store claims."""
+
+    #: seconds a runner's lease lasts unless renewed
+    lease: float
+
+    def claim(self, free: int, limit: int, max_credits: int | None, now: str) -> Claim: ...
+    def heartbeat(self) -> None: ...
+    def adopt(self) -> list[JobRow]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class StateUrl:
     """A PostgreSQL state URL: what to connect to, and the schema prefix to use.
@@ -77,6 +95,9 @@ class StateUrl:
     schema: str
     conninfo: str = field(repr=False)
     password: str | None = field(default=None, repr=False)
+    #: seconds a runner's lease lasts (``?lease=``): a runner silent for longer is taken
+    #: for dead, and its jobs go to the others
+    lease: float = DEFAULT_LEASE
 
     def __str__(self) -> str:
         return self.redacted
@@ -110,11 +131,13 @@ def parse_state_url(text: str) -> StateUrl:
                          "supported (without --state the state is SQLite in the output dir)")
     query = parse_qsl(parts.query, keep_blank_values=True)
     password = parts.password
-    schema = DEFAULT_SCHEMA
+    schema, lease = DEFAULT_SCHEMA, str(DEFAULT_LEASE)
     kept: list[tuple[str, str]] = []
     for key, value in query:
         if key == SCHEMA_PARAM:
             schema = value
+        elif key == LEASE_PARAM:
+            lease = value
         else:
             kept.append((key, value))
             if key == "password":
@@ -122,6 +145,13 @@ def parse_state_url(text: str) -> StateUrl:
     if not schema.isidentifier() or not schema.isascii() or len(schema) > 20:
         raise UsageError(f"--state: schema={schema!r} must be a short name of letters, digits "
                          "and _ (at most 20 characters)")
+    try:
+        seconds = float(lease)
+    except ValueError:
+        seconds = -1.0
+    if not 0.1 <= seconds <= 3600:
+        raise UsageError(f"--state: lease={lease!r} must be a number of seconds from 0.1 to "
+                         "3600 (how long a silent runner keeps its jobs)")
     conninfo = urlunsplit(parts._replace(query=urlencode(kept)))
     shown = [(k, _MASK if k == "password" else v) for k, v in query]
     netloc = parts.netloc
@@ -130,7 +160,7 @@ def parse_state_url(text: str) -> StateUrl:
         netloc = f"{user.partition(':')[0]}:{_MASK}@{host}"
     redacted = urlunsplit(parts._replace(netloc=netloc, query=urlencode(shown, safe="*")))
     return StateUrl(redacted=redacted, schema=schema.lower(), conninfo=conninfo,
-                    password=unquote(password) if password else None)
+                    password=unquote(password) if password else None, lease=seconds)
 
 
 def state_url_from(option: str | None, env: Mapping[str, str]) -> StateUrl | None:
@@ -140,9 +170,10 @@ def state_url_from(option: str | None, env: Mapping[str, str]) -> StateUrl | Non
 
 
 def open_state(output_dir: Path, url: StateUrl | None, scope: str, *, lock: bool = True,
-               create: bool = True) -> Store:
+               create: bool = True, runner: bool = False) -> Store:
     """Open the state of one manifest: SQLite under `output_dir`, or PostgreSQL at `url`
-    where the manifest's rows are kept under `scope` (its name).
+    where the manifest's rows are kept under `scope` (its name). A `runner` joins the
+    runners sharing it (pgshare.SharedPgStore); other commands read it without a lock.
 
     Typed as `Store`, which both backends are (PgStore reuses its SQL); `StateStore` is
     the part of it the rest of batchgen may rely on.
@@ -153,7 +184,11 @@ def open_state(output_dir: Path, url: StateUrl | None, scope: str, *, lock: bool
     pgstore = _pgstore()
     if create:
         output_dir.mkdir(parents=True, exist_ok=True)  # the videos and reports go there
-    opened: Store = pgstore.PgStore.open(url, scope, lock=lock, create=create)
+    if runner:
+        from batchgen.pgshare import SharedPgStore
+        joined: Store = SharedPgStore.join(url, scope, lease=url.lease)
+        return joined
+    opened: Store = pgstore.PgStore.open(url, scope, lock=False, create=create)
     return opened
 
 

@@ -292,6 +292,10 @@ class SyncResult:
 class Store:
     """SQLite state of one output dir. Open with `Store.open` (takes the lock)."""
 
+    #: several runners drain this state at once: the store hands out the work
+    #: (state_store.SharedState, pgshare.SharedPgStore); never for SQLite
+    shared = False
+
     def __init__(self, conn: sqlite3.Connection, lock_fd: int | None, path: Path) -> None:
         self._conn = conn
         self._lock_fd = lock_fd

@@ -40,6 +40,7 @@ from batchgen.transitions import AnswerLost, Claimed, CreateRefused, Unsent
 
 if TYPE_CHECKING:
     from batchgen.preflight import Gate
+    from batchgen.scheduler.share import Sharing
 
 
 class Submit:
@@ -47,7 +48,8 @@ class Submit:
 
     def __init__(self, client: AkoolClient, state: RunState, poll: Poll,
                  gate: Gate | None = None,
-                 sign: Callable[[str], Awaitable[str]] | None = None) -> None:
+                 sign: Callable[[str], Awaitable[str]] | None = None,
+                 sharing: Sharing | None = None) -> None:
         self._client = client
         #: presigns an s3:// URL just before a create leaves (uploads.Presigner.url)
         self._sign = sign
@@ -62,10 +64,20 @@ class Submit:
         self._limit = state.settings.concurrency
         #: what a create raised that ends the run (rejected credentials)
         self.fatal: BaseException | None = None
+        #: a state shared with other runners (share.py): the store claims, not `admissions`
+        self._sharing = sharing
 
     def draining(self) -> bool:
         """Nothing is left to send in this run (the poller then times only completions)."""
+        if self._sharing is not None:
+            return self._state.halted() or not self._sharing.waiting()
         return self._state.halted() or not (self.admissions.pending or self._state.audio_due)
+
+    def blocked(self) -> tuple[int, int]:
+        """Jobs the budget holds back, and the credits they would need."""
+        if self._sharing is not None:
+            return self._sharing.blocked()
+        return self.admissions.blocked()
 
     async def run(self) -> None:
         """Send creates as slots free, until stopped or nothing more can be sent."""
@@ -79,12 +91,17 @@ class Submit:
                     if batch:
                         self._launch(batch)
                         continue
-                nothing_to_send = state.halted() or not (
-                    self.admissions.ready() or state.audio_due)
+                timeout = None
+                if self._sharing is None:
+                    nothing_to_send = state.halted() or not (
+                        self.admissions.ready() or state.audio_due)
+                else:  # other runners free slots and may die: claim again in a while
+                    nothing_to_send = state.halted() or not self._sharing.waiting()
+                    timeout = None if state.halted() else self._sharing.retry_every
                 # could a job still become submittable without us doing anything?
                 if nothing_to_send and not (self._poll.flights or self.creating):
                     return
-                await state.wake.wait(token, None)
+                await state.wake.wait(token, timeout)
         finally:
             state.submitting_done = True
             state.wake.notify()
@@ -98,6 +115,8 @@ class Submit:
         and the journal, so two claims can never both spend the same credits.
         """
         state = self._state
+        if self._sharing is not None:
+            return self._sharing.claim(free, self._limit)
         batch: list[tuple[str, bool]] = []
         while state.audio_due and len(batch) < free:
             batch.append((state.audio_due.popleft(), True))

@@ -791,7 +791,10 @@ class _Loader:
                     display, row.line, "", f"more than {MAX_JOBS:,} jobs in this manifest",
                     "split the batch into several manifests"))
                 return
-            files = self.local.expand(row.fields.get("image_url"))
+            image = row.fields.get("image_url")
+            # a URL is never a glob: skip the call for it (once per row)
+            files = None if image.__class__ is str and "://" in image else \
+                self.local.expand(image)
             if files is None:
                 yield self.add_row(row, display)
             else:  # a glob: one job per file
@@ -828,10 +831,11 @@ class _Loader:
         """The job with its local files replaced by their object URLs; None when a file is
         missing, unreadable or not an image/audio (reported, located)."""
         add_audio = eff.get("add_audio") or {}
-        named = [(n, eff.get(n)) for n in ("image_url", "audio_url")]
-        named.append(("add_audio.audio_url", add_audio.get("audio_url")))
-        if not any(is_local(v) for _, v in named):
-            return eff
+        image, audio, extra = eff.get("image_url"), eff.get("audio_url"), \
+            add_audio.get("audio_url")
+        if not (is_local(image) or is_local(audio) or is_local(extra)):
+            return eff  # the usual case, once per job: no list, no generator
+        named = [("image_url", image), ("audio_url", audio), ("add_audio.audio_url", extra)]
         eff = dict(eff)
         ok = True
         for name, value in named:
@@ -927,7 +931,8 @@ class _Loader:
             return None
         eff, explicit = self.effective(item)
         bad = quick_rule_check(eff)
-        if not bad:
+        if not bad and not ("://" in eff["image_url"] and "audio_url" not in eff
+                            and "add_audio" not in eff):  # else: no local file, surely
             local = self.localize(eff, item, index, file, line, locate, matrix)
             if local is None:
                 return None
@@ -937,7 +942,8 @@ class _Loader:
             self.rule_failures(eff, item, explicit, index, file, line, locate, matrix,
                                skip=skip)
             return None
-        single = eff.get("model_name") is None and eff.get("count") is None
+        model, count = eff.get("model_name"), eff.get("count")
+        single = model is None and count is None
         negative = item["negative_prompt"] if "negative_prompt" in item \
             else self.defaults.get("negative_prompt")
         if single and negative is not None and not negative.strip():
@@ -965,8 +971,8 @@ class _Loader:
                                 line, item, matrix):
                 return None
             self.expansion.add(source, job_id, explicit is not None, fingerprint, extra)
-            shape = (eff["resolution"], eff["video_length"], eff.get("model_name"),
-                     eff.get("count"), add_audio is not None)
+            shape = (eff["resolution"], eff["video_length"], model, count,
+                     add_audio is not None)
             kind = self.shapes.index.get(shape)
             self.log_shape(self.shapes.new(shape) if kind is None else kind)
             return None
@@ -980,7 +986,7 @@ class _Loader:
             else get("negative_prompt"),
             extend_prompt=get("extend_prompt"), audio_url=get("audio_url"),
             is_premium_model=get("is_premium_model"), effect_code=get("effect_code"),
-            webhook_url=get("webhook_url"), model_name=get("model_name"), count=get("count"),
+            webhook_url=get("webhook_url"), model_name=model, count=count,
             add_audio=None if add_audio is None else AddAudio(**add_audio),
             explicit_id=explicit is not None, source=source, fingerprint=fingerprint,
             extra=tuple(extra.items()) if extra else ())

@@ -5,7 +5,9 @@ Lines) that together expand to --jobs jobs (default 100,000), then runs
 `python -m batchgen validate` and `python -m batchgen plan` (and `plan --json`) as
 separate processes and prints, for each, the wall time and the peak RSS of that process
 (from os.wait4), the best of --repeat runs. Goal (issue 3): under 5 s and under 300 MB
-each on a 2-core machine.
+each on a 2-core machine; past 100,000 jobs, up to the 1,000,000 limit (issue 18): under
+8 s and 300 MB. bench_stream.py measures the rest of a large manifest's life (sync,
+resume, status, report).
 
 Usage: python bench/bench_manifest.py [--jobs 100000] [--repeat 3] [--csv]
 """
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 GOAL_SECONDS = 5.0
+GOAL_SECONDS_AT_LIMIT = 8.0  # more than 100,000 jobs
 GOAL_MB = 300
 MATRIX_IMAGES = 25
 MATRIX_PROMPTS = 10
@@ -75,8 +78,9 @@ jobs_file: {data.name}
     return manifest
 
 
-def run(args: list[str], cwd: Path) -> tuple[float, float, int, str]:
-    """Wall seconds, peak RSS in MB, exit code and the first output line of one process."""
+def run(args: list[str], cwd: Path) -> tuple[float, float, int, str, float]:
+    """Wall seconds, peak RSS in MB, exit code, the first output line and the CPU seconds
+    (user + system) of one process: on a shared machine CPU time says more than wall."""
     start = time.perf_counter()
     proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None
@@ -85,7 +89,8 @@ def run(args: list[str], cwd: Path) -> tuple[float, float, int, str]:
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     first = output.decode(errors="replace").strip().splitlines()[:1]
-    return wall, usage.ru_maxrss / 1024, proc.returncode, first[0] if first else ""
+    return (wall, usage.ru_maxrss / 1024, proc.returncode, first[0] if first else "",
+            usage.ru_utime + usage.ru_stime)
 
 
 def main() -> int:
@@ -97,6 +102,7 @@ def main() -> int:
     print(f"cores: {os.cpu_count()}  python: {sys.version.split()[0]}  jobs: {opts.jobs:,}"
           f"  jobs_file: {'CSV' if opts.csv else 'JSONL'}")
     failed = False
+    goal = GOAL_SECONDS if opts.jobs <= 100_000 else GOAL_SECONDS_AT_LIMIT
     with tempfile.TemporaryDirectory(prefix="bench-manifest-") as tmp:
         folder = Path(tmp)
         t = time.perf_counter()
@@ -112,14 +118,16 @@ def main() -> int:
             wall = min(r[0] for r in runs)
             rss = max(r[1] for r in runs)
             codes = {r[2] for r in runs}
-            ok = codes == {0} and wall < GOAL_SECONDS and rss < GOAL_MB
+            ok = codes == {0} and wall < goal and rss < GOAL_MB
             failed |= not ok
+            cpu = min(r[4] for r in runs)
             print(f"{label:<12} wall {wall:5.2f} s (best of {opts.repeat}; worst "
-                  f"{max(r[0] for r in runs):.2f})  peak RSS {rss:6.1f} MB  exit {codes}  "
+                  f"{max(r[0] for r in runs):.2f}; CPU {cpu:.2f} s)  peak RSS {rss:6.1f} MB  "
+                  f"exit {codes}  "
                   f"{'ok' if ok else 'OVER GOAL'}  | {runs[0][3][:60]}")
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak RSS of any child (RUSAGE_CHILDREN): {children:.1f} MB; "
-          f"goal: < {GOAL_SECONDS:.0f} s and < {GOAL_MB} MB each")
+          f"goal: < {goal:.0f} s and < {GOAL_MB} MB each")
     return 1 if failed else 0
 
 

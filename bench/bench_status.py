@@ -24,7 +24,7 @@ from typing import Any
 import benchlib
 
 from batchgen.manifest import load_manifest
-from batchgen.pricing import add_audio_credits, job_credits
+from batchgen.session import estimates, sync_key
 from batchgen.store import JobState, Store
 
 
@@ -32,10 +32,10 @@ def build_state(manifest_path: Path, out: Path) -> tuple[int, float]:
     """A state with half the jobs completed and 100 in flight; (jobs, seconds taken)."""
     started = time.perf_counter()
     manifest = load_manifest(manifest_path)
-    prices = manifest.budget.prices
-    jobs = manifest.jobs
+    jobs = list(manifest.jobs)
     with Store.open(out) as store:
-        store.sync(jobs, [(job_credits(prices, j), add_audio_credits(prices, j)) for j in jobs])
+        # as a run syncs: with the key, so a later command finds the expansion unchanged
+        store.sync(manifest.jobs, estimates(manifest), key=sync_key(manifest))
         half = len(jobs) // 2
         now = "2025-01-01T00:00:00Z"
         store.update((j.id, {"state": JobState.COMPLETED, "credits_video": 20,

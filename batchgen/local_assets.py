@@ -58,6 +58,8 @@ class LocalAssets:
 
     base_dir: Path
     upload: str | None               #: storage.upload (s3://bucket/prefix), or None
+    #: storage.upload is set but is no s3:// URL (reported by the manifest, once)
+    upload_broken: bool = False
     #: object URL -> the local file to upload there
     uploads: dict[str, Path] = field(default_factory=dict)
     _seen: dict[tuple[str, str], tuple[str | None, tuple[str, str] | None]] = field(
@@ -72,7 +74,8 @@ class LocalAssets:
         return sorted(p for p in found if (self.base_dir / p).is_file())
 
     def resolve(self, field_name: str, value: str) -> tuple[str | None, tuple[str, str] | None]:
-        """(object URL, None) for a good local file, or (None, (what, fix))."""
+        """(object URL, None) for a good local file, or (None, (what, fix)); (None, None)
+        when storage.upload is wrong (the manifest says so once)."""
         key = (field_name, value)
         if key not in self._seen:
             self._seen[key] = self._resolve(field_name, value)
@@ -95,9 +98,11 @@ class LocalAssets:
         if check.bad:
             return None, (f"{field_name} {value!r}: {check.reason}",
                           "use a PNG or JPEG image" if kind == IMAGE else "use an MP3 file")
+        if self.upload_broken:
+            return None, None
         if self.upload is None or not is_s3_url(self.upload):
-            return None, (f"{field_name} {value!r} is a local file, and the API only fetches "
-                          "URLs", "add storage: {upload: s3://bucket/prefix} to the manifest "
+            return None, (f"{field_name} names a local file, and the API only fetches URLs",
+                          "add storage: {upload: s3://bucket/prefix} to the manifest "
                           "(batchgen uploads it there and sends a presigned URL)")
         found = sniff(head)
         ext = _EXT.get(found.format, found.format) if found else "bin"

@@ -474,6 +474,7 @@ class _Loader:
         self.local = local or LocalAssets(path.parent, None)
         self.shared_local = local is not None
         self.storage_settings = StorageSettings()
+        self.storage_broken = False  #: storage.upload is set but wrong (reported once)
         #: the problems found before (YAML), for a second, exact pass
         self.before = list(problems)
         #: None: log compact keys (first pass); else the suspect (request, id) keys to
@@ -545,7 +546,8 @@ class _Loader:
         settings = name, self.api(), self.budget(), self.output(name)
         self.storage_settings = self.storage()
         if not self.shared_local:
-            self.local = LocalAssets(self.path.parent, self.storage_settings.upload)
+            self.local = LocalAssets(self.path.parent, self.storage_settings.upload,
+                                     upload_broken=self.storage_broken)
         self.defaults = self.section("defaults") or {}
         self.expand = "defaults" not in self.bad_sections
         self.salvage_defaults()
@@ -687,7 +689,9 @@ class _Loader:
         upload = storage.get("upload")
         if upload is not None and not is_s3_url(upload):
             self.problem(("storage", "upload"), f"storage.upload {upload!r} is not an "
-                         "s3://bucket/prefix URL", "e.g. upload: s3://my-bucket/batchgen")
+                         "s3://bucket/prefix URL", "a bucket name has 3-63 lowercase letters, "
+                         "digits, '.' or '-', e.g. upload: s3://my-bucket/batchgen")
+            self.storage_broken = True
             upload = None
         return StorageSettings(upload=upload, url_lifetime=int(storage.get(
             "url_lifetime", DEFAULT_URL_LIFETIME)))
@@ -846,6 +850,8 @@ class _Loader:
                 key = name.split(".")[0]
                 at = locate(key) if locate is not None and key in item else line
                 self.job_problem(file, at, _where(index, item), *trouble, index, matrix)
+                ok = False
+            elif url is None:  # storage.upload is wrong: told once, not once per file
                 ok = False
             elif name == "add_audio.audio_url":
                 eff["add_audio"] = {**add_audio, "audio_url": url}

@@ -234,8 +234,14 @@ async def prepare_uploads(manifest: Manifest, rows: Sequence[JobRow],
     wanted = [u for r in rows if r.state in todo for u in s3_urls(r.request)]
     if not wanted:
         return None
+    from batchgen.objstore import StorageError
     buckets = Buckets(env)
-    stats = await upload_all(buckets, manifest.uploads, wanted)
+    try:
+        stats = await upload_all(buckets, manifest.uploads, wanted)
+    except* StorageError as group:
+        first = group.exceptions[0]
+        raise StorageError(f"{first}; nothing was sent or paid: check the bucket and the "
+                           "AWS_* settings, then run again") from None
     if stats.uploaded or stats.present:
         rate = stats.bytes / 1e6 / stats.seconds if stats.seconds > 0 else 0.0
         tell(f"local files: {stats.uploaded} uploaded ({stats.bytes / 1e6:.1f} MB in "

@@ -299,3 +299,41 @@ async def test_report_uploads_the_reports_of_a_bucket_output(sandbox, tmp_path, 
     assert await asyncio.to_thread(main, ["report", str(path)], out, io.StringIO()) == 0
     assert f"uploaded them to s3://{BUCKET}/rep" in out.getvalue()
     assert b"job_id" in bucket_objects(s3, BUCKET, "rep")["rep/report.csv"]
+
+
+def test_a_wrong_storage_upload_is_told_once_not_once_per_file(tmp_path):
+    folder(tmp_path, 3)
+    doc = manifest(matrix={"image_url": ["images/*.png"], "prompt": ["a"]})
+    doc["storage"]["upload"] = "s3://b/p"  # a bucket name has 3 to 63 characters
+    with pytest.raises(ManifestError) as caught:
+        load(doc, tmp_path)
+    (problem,) = caught.value.problems
+    assert "storage.upload" in problem.what and "3-63" in problem.fix
+    del doc["storage"]
+    with pytest.raises(ManifestError) as caught:
+        load(doc, tmp_path)
+    (problem,) = caught.value.problems  # one matrix line: one problem for its 3 files
+    assert "names a local file" in problem.what
+
+
+async def test_a_bucket_that_refuses_uploads_stops_the_run_before_any_create(
+        sandbox, tmp_path, s3):
+    folder(tmp_path, 2)
+    doc = manifest(matrix={"image_url": ["images/*.png"], "prompt": ["a"]})
+    doc["storage"]["upload"] = "s3://no-such-bucket/in"
+    sb = await sandbox()
+    from batchgen.objstore import StorageError
+    with pytest.raises(StorageError, match="nothing was sent or paid"):
+        await batchgen.arun(doc, base_dir=tmp_path, api_base=sb.url, api_key="test-key",
+                            env=s3)
+    assert sb.stats()["tasks_created"] == 0
+
+
+def test_without_the_s3_extra_the_message_says_what_to_install(monkeypatch):
+    import sys
+
+    from batchgen.errors import UsageError
+    from batchgen.objstore import Bucket
+    monkeypatch.setitem(sys.modules, "obstore.store", None)
+    with pytest.raises(UsageError, match=r"pip install 'batchgen\[s3\]'"):
+        Bucket.open("s3://some-bucket/x", {})

@@ -231,7 +231,7 @@ class Runner:
             return  # the store hands out the work: claims and adoption (share.py)
         # the queue is budget.queue's, so `plan` counts exactly what this run will send
         for send in budget.queue(active):
-            (self.submit.admissions.pending if send.admission else state.audio_due).append(
+            (self.submit.admissions.pending if send.admission else state.handoffs.audio_due).append(
                 send.job_id)
         for row in active:
             if row.state in IN_FLIGHT:
@@ -242,7 +242,7 @@ class Runner:
                     self.poll.track(task_id, row, audio, now, timed=False)
             elif row.state is JobState.READY:
                 self.fetch.stale.add(row.job_id)
-                state.ready.put_nowait(row.job_id)
+                state.handoffs.ready.put_nowait(row.job_id)
             elif (row.state is JobState.COMPLETED and row.sha256 and not row.remote_deleted
                   and state.settings.delete_remote):
                 self.cleanup.schedule(row, now)

@@ -51,7 +51,7 @@ class BadBody(RetryableApiError):
 
 
 class Fetch:
-    """The download workers; `run_worker` is one worker's loop over `RunState.ready`.
+    """The download workers; `run_worker` is one worker's loop over `RunState.handoffs.ready`.
 
     Given explicitly: the poller (`results`, to refresh an expired URL), the deleter to
     hand a verified file to (None unless output.delete_remote) and report.html's posters.
@@ -80,7 +80,7 @@ class Fetch:
         """Download ready jobs until the poller closes the queue."""
         try:
             while True:
-                job_id = await self._state.ready.get()
+                job_id = await self._state.handoffs.ready.get()
                 if job_id is None:
                     return
                 await self._download(job_id)
@@ -104,10 +104,8 @@ class Fetch:
         if not url:
             # done and paid, but no usable URL yet: the job stays `ready` and the next
             # run asks again (failing it would let --retry-failed pay twice)
-            state.outcome.kept_ready += 1
-            state.ports.emit(JobEvent(EventKind.NOTICE, job_id,
-                                      f"task {row.final_task_id} is done but the API gave no "
-                                      "usable video_url; kept for the next run"))
+            self._keep(job_id, f"task {row.final_task_id} is done but the API gave no "
+                               "usable video_url; kept for the next run")
             return
         while True:
             try:
@@ -131,20 +129,28 @@ class Fetch:
             except RetryableApiError as exc:
                 # the host could not be reached: the video is still there, and the next
                 # run fetches it (state stays `ready`): an outage never fails paid work
-                state.outcome.kept_ready += 1
-                state.ports.emit(JobEvent(EventKind.NOTICE, job_id,
-                                          f"download unavailable ({exc}); kept for the next run"))
+                self._keep(job_id, f"download unavailable ({exc}); kept for the next run")
                 return
             break
+        await self._done(job_id, got, url)
+
+    def _keep(self, job_id: str, why: str) -> None:
+        """The job stays `ready` and the next run fetches it: paid work is never failed
+        for a fault that may pass."""
+        self._state.outcome.kept_ready += 1
+        self._state.ports.emit(JobEvent(EventKind.NOTICE, job_id, why))
+
+    async def _done(self, job_id: str, got: Downloaded, url: str) -> None:
+        """A verified file: published (to an output bucket, if any), recorded, its remote
+        copy queued for deletion (output.delete_remote) and report.html's poster made."""
+        state = self._state
         if self._publish is not None:
             try:
                 await self._publish(got.path, got.bytes)
             except StorageError as exc:
                 # the video is verified here and still at the API: the next run uploads it
-                state.outcome.kept_ready += 1
-                state.ports.emit(JobEvent(EventKind.NOTICE, job_id,
-                                          f"upload to the bucket failed ({exc}); kept for "
-                                          "the next run"))
+                self._keep(job_id, f"upload to the bucket failed ({exc}); kept for the "
+                                   "next run")
                 return
         done_at = state.ports.now_iso()
         (row,) = state.apply([(job_id, Done(got.path.name, got.bytes, got.sha256, done_at,

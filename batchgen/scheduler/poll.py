@@ -4,7 +4,7 @@ answer into the job's transitions (through `RunState.apply`, the one write path)
 `PollClock` (polling.py) says when: probing early and backing off while nothing is
 known, then timed by the durations the API reports. This worker owns the tasks in flight
 (`flights`), asks about the due ones `poll_batch` ids per request (filling each request
-up with tasks due soon), and hands done videos on (`RunState.ready`, `audio_due`). A task
+up with tasks due soon), and hands done videos on (`RunState.handoffs`). A task
 missing again and again, for minutes, is taken to be gone; one older than `max_task_age`
 is left for the next run. Deliberately not here: what a charge means (budget.py), sending
 (submit.py), downloading (fetch.py).
@@ -70,7 +70,7 @@ class Poll:
             while True:
                 token = state.wake.token()
                 if not self.flights:
-                    if state.submitting_done:
+                    if state.handoffs.submitting_done:
                         return
                     await state.wake.wait(token, None)
                     continue
@@ -83,7 +83,8 @@ class Poll:
                     continue
                 await self._round(now)
         finally:
-            state.close_ready()  # no more videos will become ready
+            # no more videos will become ready
+            state.handoffs.close_ready(state.settings.download_workers)
 
     async def _round(self, now: float) -> None:
         """Ask about every due task, filling each request up with tasks due soon."""
@@ -128,7 +129,7 @@ class Poll:
                 if isinstance(event, Charged):
                     state.commit(row.job_id, row.committed_credits)
                 elif isinstance(event, TaskDone) and row.state is JobState.READY:
-                    state.ready.put_nowait(row.job_id)
+                    state.handoffs.ready.put_nowait(row.job_id)
             state.wake.notify()
 
     async def results(self, ids: list[str]) -> list[TaskRecord]:
@@ -175,7 +176,7 @@ class Poll:
             self.schedule.finished(task_id, now, record.create_time, record.update_time)
             ports.emit(JobEvent(EventKind.TASK_DONE, job_id, task_id))
             if not flight.audio and row.request.get("add_audio"):
-                state.audio_due.append(job_id)
+                state.handoffs.audio_due.append(job_id)
             # finished_at: the report's timeline (a URL expires 7 days on)
             events.append(TaskDone(task_id, record.video_url, flight.audio, ports.now_iso()))
         elif record.status is TaskStatus.FAILED:

@@ -96,7 +96,7 @@ class Sharing:
             state.commit(row.job_id, row.committed_credits)
             if row.state is JobState.READY:
                 fetch.stale.add(row.job_id)
-                state.ready.put_nowait(row.job_id)
+                state.handoffs.ready.put_nowait(row.job_id)
                 continue
             audio = row.state is JobState.AUDIO_RUNNING
             task_id = row.audio_task_id if audio else row.task_id

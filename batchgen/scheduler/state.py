@@ -2,12 +2,13 @@
 on, and `RunState` — the one in-memory view every worker is given explicitly.
 
 `RunState` holds the rows of the jobs still in play, the count families, the credits each
-job holds (`Ledger`), the run's outcome and the two hand-overs between workers (add-audio
-steps due, videos ready); its `apply` is the one write path (the store applies each
-transition, the view keeps the very row written). No HTTP, SQL or files here: the store
-does the writing, client/ the wire. The runner (runner.py) builds one `RunState` per run
-and passes it to its workers (submit.py, poll.py, fetch.py, cleanup.py); `batchgen.runner`
-re-exports the public names (RunSettings, RunOutcome, JobEvent, EventKind, utc_now_iso).
+job holds (`Ledger`, ledger.py), the run's outcome and the hand-offs between workers
+(`Handoffs`: add-audio steps due, videos ready, the end of sending); its `apply` is the
+one write path (the store applies each transition, the view keeps the very row written).
+No HTTP, SQL or files here: the store does the writing, client/ the wire. The runner
+(runner.py) builds one `RunState` per run and passes it to its workers (submit.py,
+poll.py, fetch.py, cleanup.py); `batchgen.runner` re-exports the public names
+(RunSettings, RunOutcome, JobEvent, EventKind, utc_now_iso).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from batchgen import budget
 from batchgen.jobs import JobRow, JobState
 from batchgen.retry import RetryPolicy
 from batchgen.scheduler.journal import GroupCommit
+from batchgen.scheduler.ledger import Ledger
 from batchgen.transitions import AnswerLost, ChargeNoted, CreateRefused, DownloadFailed, Event
 
 if TYPE_CHECKING:
@@ -154,41 +156,25 @@ class Ports:
     rng: random.Random
 
 
-class Ledger:
-    """The run's money in memory: the credits each job holds against the budget (all runs
-    of this output dir), their total, and the prices the API really charged.
-
-    The rule itself is budget.py's; this only keeps the figures it is applied to, so that
-    a claim can weigh them without reading the store.
-    """
+class Handoffs:
+    """What the workers hand each other, in memory: add-audio steps due (poller ->
+    submitter), videos ready (poller -> download workers), and the end of sending
+    (submitter -> poller)."""
 
     def __init__(self) -> None:
-        #: job -> credits it holds (`JobRow.committed_credits`)
-        self.held: dict[str, int] = {}
-        self.total = 0
-        #: the head of the admission queue does not fit: admissions wait until room frees
-        self.stalled = False
-        #: what the API really charged for a video of each kind (resolution, length, ...)
-        self.learned: dict[budget.PriceKind, int] = {}
-        #: a charge from the API could not be used (told once per run)
-        self.bad_charge_noticed = False
+        #: add-audio steps of admitted jobs (their credits are reserved), sent as slots
+        #: free: the poller adds a job once its video is done, the submitter sends
+        self.audio_due: deque[str] = deque()
+        #: jobs whose final video is ready: the poller adds, the download workers fetch;
+        #: None ends one worker
+        self.ready: asyncio.Queue[str | None] = asyncio.Queue()
+        #: the submitter has ended: nothing more will be sent in this run
+        self.submitting_done = False
 
-    def hold(self, job_id: str, credits: int) -> bool:
-        """Record what a job holds now; True when that freed room a stalled queue waits for
-        (the API charged less than estimated, or a create made nothing)."""
-        before = self.held.get(job_id, 0)
-        self.held[job_id] = credits
-        self.total += credits - before
-        if credits < before and self.stalled:
-            self.stalled = False
-            return True
-        return False
-
-    def learn(self, row: JobRow, credits: int | None) -> None:
-        """Keep the highest price the API charged for a video of this kind."""
-        if credits is not None:
-            kind = budget.price_kind(row)
-            self.learned[kind] = max(self.learned.get(kind, 0), credits)
+    def close_ready(self, workers: int) -> None:
+        """No more videos will become ready: each download worker ends once it drains."""
+        for _ in range(max(1, workers)):
+            self.ready.put_nowait(None)
 
 
 class RunState:
@@ -207,14 +193,8 @@ class RunState:
         #: a `count` job -> the ids of its later videos (`<id>#k`)
         self.children: dict[str, list[str]] = {}
         self.ledger = Ledger()
-        #: add-audio steps of admitted jobs (their credits are reserved), sent as slots
-        #: free: the poller adds a job once its video is done, the submitter sends
-        self.audio_due: deque[str] = deque()
-        #: jobs whose final video is ready: the poller adds, the download workers fetch;
-        #: None ends one worker
-        self.ready: asyncio.Queue[str | None] = asyncio.Queue()
-        #: the submitter has ended: nothing more will be sent in this run
-        self.submitting_done = False
+        #: add-audio steps due, videos ready, the end of sending
+        self.handoffs = Handoffs()
         #: durable submit-path records share one commit per loop turn (journal.py); the
         #: in-memory rows are updated when it is written, before any writer goes on
         self.journal = GroupCommit(lambda steps, sent: self._write(steps, durable=True,
@@ -274,11 +254,6 @@ class RunState:
         if not isinstance(event, AnswerLost):
             self.ports.emit(JobEvent(EventKind.FAILED, job_id, event.error))
         self.wake.notify()
-
-    def close_ready(self) -> None:
-        """No more videos will become ready: each download worker ends once it drains."""
-        for _ in range(max(1, self.settings.download_workers)):
-            self.ready.put_nowait(None)
 
     def charge(self, row: JobRow, record: TaskRecord, audio: bool) -> int | None:
         """The API's `deduction_credit` for one task, if the budget may use it."""

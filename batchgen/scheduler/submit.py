@@ -71,7 +71,8 @@ class Submit:
         """Nothing is left to send in this run (the poller then times only completions)."""
         if self._sharing is not None:
             return self._state.halted() or not self._sharing.waiting()
-        return self._state.halted() or not (self.admissions.pending or self._state.audio_due)
+        due = self._state.handoffs.audio_due
+        return self._state.halted() or not (self.admissions.pending or due)
 
     def blocked(self) -> tuple[int, int]:
         """Jobs the budget holds back, and the credits they would need."""
@@ -94,7 +95,7 @@ class Submit:
                 timeout = None
                 if self._sharing is None:
                     nothing_to_send = state.halted() or not (
-                        self.admissions.ready() or state.audio_due)
+                        self.admissions.ready() or state.handoffs.audio_due)
                 else:  # other runners free slots and may die: claim again in a while
                     nothing_to_send = state.halted() or not self._sharing.waiting()
                     timeout = None if state.halted() else self._sharing.retry_every
@@ -103,7 +104,7 @@ class Submit:
                     return
                 await state.wake.wait(token, timeout)
         finally:
-            state.submitting_done = True
+            state.handoffs.submitting_done = True
             state.wake.notify()
 
     def _claim(self, free: int) -> list[tuple[str, bool]]:
@@ -118,8 +119,8 @@ class Submit:
         if self._sharing is not None:
             return self._sharing.claim(free, self._limit)
         batch: list[tuple[str, bool]] = []
-        while state.audio_due and len(batch) < free:
-            batch.append((state.audio_due.popleft(), True))
+        while state.handoffs.audio_due and len(batch) < free:
+            batch.append((state.handoffs.audio_due.popleft(), True))
         batch += [(j, state.rows[j].state is JobState.AUDIO_PENDING)
                   for j in self.admissions.take(free - len(batch))]
         if not batch:
@@ -294,7 +295,7 @@ class Submit:
         (durably) and queued again at the front."""
         (row,) = self._state.apply([(job_id, Unsent(audio))], durable=True)
         if audio:
-            self._state.audio_due.appendleft(job_id)
+            self._state.handoffs.audio_due.appendleft(job_id)
         else:
             self._state.commit(job_id, row.committed_credits)
             self.admissions.put_back(job_id)

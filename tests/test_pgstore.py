@@ -51,6 +51,11 @@ def script(store: Store) -> dict:
     out["committed"] = store.rows_and_committed()[1]
     out["abandoned"] = [{k: v for k, v in a.items() if k != "abandoned_at"}
                         for a in store.abandoned()]
+    # pre-flight verdicts (preflight.py) live beside the run history; a later one replaces
+    store.record_asset_check("url:https://h.example/a.png", '{"verdict": "bad"}')
+    store.record_asset_check("url:https://h.example/a.png", '{"verdict": "ok"}')
+    store.record_asset_check("host:https://dead.example", '{"verdict": "inconclusive"}')
+    out["asset_checks"] = store.asset_checks()
     return out
 
 
@@ -61,6 +66,8 @@ def test_postgres_keeps_exactly_the_rows_sqlite_keeps(pg_url, tmp_path):
         got = script(pg)
     assert got == expected
     assert {r.job_id: r.state for r in got["rows"]}["j0"] is JobState.PENDING  # reopened
+    assert got["asset_checks"] == {"url:https://h.example/a.png": '{"verdict": "ok"}',
+                                   "host:https://dead.example": '{"verdict": "inconclusive"}'}
 
 
 def test_migrations_run_once_even_when_two_hosts_start_together(pg_url):

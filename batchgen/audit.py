@@ -159,19 +159,22 @@ def not_downloaded(rows: Sequence[JobRow]) -> list[Expiring]:
     The finish time is the one the runner recorded; a state written before it was kept
     falls back to the submission time, which is earlier, so the warning is never late.
     """
-    out = []
-    for r in rows:
-        waiting = r.state is JobState.READY or (
-            r.state is JobState.FAILED and r.video_url and not r.file)
-        if not waiting:
-            continue
-        stamp = r.finished_at or r.submitted_at
-        at = parse_iso(stamp)
-        if at is None or stamp is None:
-            continue
-        out.append(Expiring(r.job_id, r.final_task_id, stamp, at + RETENTION, r.state.value))
+    out = [e for e in map(expiring, rows) if e is not None]
     out.sort(key=lambda e: (e.expires_at, e.job_id))
     return out
+
+
+def expiring(r: JobRow) -> Expiring | None:
+    """The job's video waiting at the API for download (see `not_downloaded`), or None."""
+    waiting = r.state is JobState.READY or (
+        r.state is JobState.FAILED and r.video_url and not r.file)
+    if not waiting:
+        return None
+    stamp = r.finished_at or r.submitted_at
+    at = parse_iso(stamp)
+    if at is None or stamp is None:
+        return None
+    return Expiring(r.job_id, r.final_task_id, stamp, at + RETENTION, r.state.value)
 
 
 def utc_now() -> datetime:

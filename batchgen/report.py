@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from batchgen.errors import OutputNotWritable
-from batchgen.store import JobRow, report_status
+from batchgen.store import JobRow, JobState, report_status
 
 #: SPEC §4 columns, in this order; extra columns follow them.
 COLUMNS: tuple[str, ...] = (
@@ -158,22 +158,50 @@ def charges(rows: Sequence[JobRow]) -> dict[str, int]:
 def summarize(rows: Sequence[JobRow], *, wall_seconds: float | None = None,
               requests: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Totals for summary.json and the terminal."""
-    counts = Counter(report_status(r.state) for r in rows)
-    charged = charges(rows)
-    return {
-        "jobs": len(rows),
-        "status": {k: counts.get(k, 0) for k in ("completed", "failed", "pending", "unknown")},
-        "states": dict(Counter(r.state.value for r in rows)),
-        "credits_estimated": sum(r.credits_estimated for r in rows),
-        "credits_estimated_submitted": sum(r.credits_estimated for r in rows
-                                           if r.state.value != "pending" or r.task_id),
-        "credits_deducted": charged["deducted"],
-        "charged_differently": charged["differs"],
-        "manifest_changed": sum(1 for r in rows if r.changed),
-        "wall_seconds": round(wall_seconds, 3) if wall_seconds is not None else None,
-        "requests": dict(sorted((requests or {}).items())),
-        "requests_total": sum((requests or {}).values()),
-    }
+    totals = Totals()
+    for row in rows:
+        totals.add(row)
+    return totals.summary(wall_seconds=wall_seconds, requests=requests)
+
+
+class Totals:
+    """`summarize`, fed one row at a time: `status` streams a million rows through it."""
+
+    def __init__(self) -> None:
+        self.jobs = self.estimated = self.estimated_submitted = self.deducted = 0
+        self.differs = self.changed = 0
+        self.states: Counter[str] = Counter()
+
+    def add(self, r: JobRow) -> None:
+        self.jobs += 1
+        self.states[r.state.value] += 1
+        self.estimated += r.credits_estimated
+        if r.state.value != "pending" or r.task_id:
+            self.estimated_submitted += r.credits_estimated
+        deducted = r.credits_deducted
+        if deducted is not None:
+            self.deducted += deducted
+            self.differs += deducted != r.credits_estimated
+        self.changed += bool(r.changed)
+
+    def summary(self, *, wall_seconds: float | None = None,
+                requests: Mapping[str, int] | None = None) -> dict[str, Any]:
+        counts: Counter[str] = Counter()
+        for state, n in self.states.items():
+            counts[report_status(JobState(state))] += n
+        return {
+            "jobs": self.jobs,
+            "status": {k: counts.get(k, 0) for k in ("completed", "failed", "pending", "unknown")},
+            "states": dict(self.states),
+            "credits_estimated": self.estimated,
+            "credits_estimated_submitted": self.estimated_submitted,
+            "credits_deducted": self.deducted,
+            "charged_differently": self.differs,
+            "manifest_changed": self.changed,
+            "wall_seconds": round(wall_seconds, 3) if wall_seconds is not None else None,
+            "requests": dict(sorted((requests or {}).items())),
+            "requests_total": sum((requests or {}).values()),
+        }
 
 
 def add_history(summary: dict[str, Any], history: Mapping[str, Any]) -> dict[str, Any]:

@@ -711,6 +711,13 @@ class Store:
         return [_row(r) for r in self._conn.execute(
             f"SELECT {_COLUMNS} FROM jobs {where}ORDER BY idx, parent IS NOT NULL, job_id")]
 
+    def iter_rows(self, *, active_only: bool = True) -> Iterator[JobRow]:
+        """`rows()`, one at a time from the cursor (status over a million rows)."""
+        where = "WHERE active = 1 " if active_only else ""
+        for r in self._conn.execute(
+                f"SELECT {_COLUMNS} FROM jobs {where}ORDER BY idx, parent IS NOT NULL, job_id"):
+            yield _row(r)
+
     def get(self, job_id: str) -> JobRow:
         """One job row (KeyError when absent)."""
         r = self._conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id=?", (job_id,)).fetchone()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from batchgen.cli.config import Config
@@ -17,34 +18,31 @@ from batchgen.cli.plan import resolve
 from batchgen.errors import NoState
 
 if TYPE_CHECKING:
+    from batchgen.audit import Expiring
     from batchgen.manifest import Manifest
+    from batchgen.session import Resolved
     from batchgen.store import JobRow
 
 
 def cmd_status(config: Config, out: TextIO, err: TextIO) -> int:
-    from batchgen.audit import not_downloaded, utc_now
-    from batchgen.report import summarize
+    from batchgen.audit import utc_now
     from batchgen.state_store import open_state
     resolved = resolve(config, os.environ)
+    if config.display.json:
+        return _status_json(resolved, out)
     try:
         with open_state(resolved.output_dir, resolved.state, resolved.manifest.name,
                         lock=False, create=False) as store:
-            rows, spent = store.rows_and_committed()
-            holders, runners = store.holders(), store.runners()
+            summary, spent, waiting = _stream_totals(store.iter_rows(active_only=False))
+            runners = store.runners()
         ran = True
     except NoState:  # a state that cannot be read raises instead: it is not "never run"
-        rows, spent, ran = _manifest_rows(resolved.manifest), 0, False
-        holders, runners = {}, []
-    summary = summarize(rows)
-    waiting = not_downloaded(rows)
-    if config.display.json:
-        shared = (runners, holders) if resolved.state else None
-        print(json.dumps(_status_doc(summary, spent, ran, rows, shared), indent=2), file=out)
-        return EXIT_OK
+        summary, spent, waiting = _stream_totals(_manifest_rows(resolved.manifest))
+        ran, runners = False, []
     where = resolved.output_dir if ran else f"{resolved.output_dir} (not run yet)"
     if resolved.state is not None:
         where = f"{where}, state {resolved.state}"
-    print(f"{resolved.manifest.name}: {len(rows)} jobs in {where}", file=out)
+    print(f"{resolved.manifest.name}: {summary['jobs']} jobs in {where}", file=out)
     for runner in runners:  # several runners share a PostgreSQL state (--state)
         print(f"  runner {runner['host']}:{runner['pid']} holds {runner['jobs']} job(s)"
               + ("" if runner["alive"] else " (lease expired: its jobs go to the others)"),
@@ -67,6 +65,45 @@ def cmd_status(config: Config, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _stream_totals(rows: Iterable[JobRow]) -> tuple[dict[str, Any], int, list[Expiring]]:
+    """(summary, credits committed, videos waiting for download) of rows read one at a
+    time: what `status` prints, in memory that does not grow with the jobs. Committed
+    credits count inactive rows too (money is money); the rest, active rows only."""
+    from batchgen.audit import expiring
+    from batchgen.budget import held
+    from batchgen.report import Totals
+    totals, spent, waiting = Totals(), 0, []
+    for row in rows:
+        spent += held(row)
+        if not row.active:
+            continue
+        totals.add(row)
+        soon = expiring(row)
+        if soon is not None:
+            waiting.append(soon)
+    waiting.sort(key=lambda e: (e.expires_at, e.job_id))
+    return totals.summary(), spent, waiting
+
+
+def _status_json(resolved: Resolved, out: TextIO) -> int:
+    """`status --json`: every job listed, so the rows are read into memory."""
+    from batchgen.report import summarize
+    from batchgen.state_store import open_state
+    try:
+        with open_state(resolved.output_dir, resolved.state, resolved.manifest.name,
+                        lock=False, create=False) as store:
+            rows, spent = store.rows_and_committed()
+            holders, runners = store.holders(), store.runners()
+        ran = True
+    except NoState:
+        rows, spent, ran = list(_manifest_rows(resolved.manifest)), 0, False
+        holders, runners = {}, []
+    shared = (runners, holders) if resolved.state else None
+    print(json.dumps(_status_doc(summarize(rows), spent, ran, rows, shared), indent=2),
+          file=out)
+    return EXIT_OK
+
+
 def _status_doc(summary: dict[str, Any], spent: int, ran: bool, rows: list[JobRow],
                 shared: tuple[list[dict[str, Any]], dict[str, str]] | None
                 ) -> dict[str, Any]:
@@ -84,22 +121,20 @@ def _status_doc(summary: dict[str, Any], spent: int, ran: bool, rows: list[JobRo
                          for r in rows]}
 
 
-def _manifest_rows(manifest: Manifest) -> list[JobRow]:
+def _manifest_rows(manifest: Manifest) -> Iterator[JobRow]:
     """The jobs of a manifest never run: all pending, one row per video (as `sync` makes)."""
     from batchgen.pricing import add_audio_credits, job_credits
     from batchgen.store import JobRow, JobState, stored_fields
     prices = manifest.budget.prices
-    rows = []
     for job in manifest.jobs:
         count = job.count or 1
         video = job_credits(prices, job) // count
         stored = stored_fields(job, add_audio_credits(prices, job) // count)
         for k in range(1, count + 1):
-            rows.append(JobRow(job_id=job.id if k == 1 else f"{job.id}#{k}", idx=job.index,
-                               fingerprint=job.fingerprint, **stored,
-                               state=JobState.PENDING, credits_estimated=video,
-                               parent=None if k == 1 else job.id))
-    return rows
+            yield JobRow(job_id=job.id if k == 1 else f"{job.id}#{k}", idx=job.index,
+                         fingerprint=job.fingerprint, **stored,
+                         state=JobState.PENDING, credits_estimated=video,
+                         parent=None if k == 1 else job.id)
 
 
 def _job_dict(row: JobRow) -> dict[str, Any]:

@@ -227,8 +227,11 @@ def queue(rows: Sequence[Row]) -> list[Send]:
             continue
         if r.state is JobState.PENDING and r.parent:
             parent = by_id.get(r.parent)
-            if parent is not None and parent.state is JobState.PENDING:
-                continue  # rides on its parent's create
+            if parent is not None and parent.state in (JobState.PENDING,
+                                                       JobState.SUBMITTING):
+                # rides on its parent's create, also while that is on the wire (a shared
+                # state rebuilds this queue mid-run: the video would be made twice)
+                continue
         size = 1 + family.get(r.job_id, 0) if r.state is JobState.PENDING else 1
         sends.append(Send(r.job_id, need(r, learned, size), is_admission(r)))
     return sends

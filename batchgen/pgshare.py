@@ -17,7 +17,9 @@ at the same time. What makes that safe, all in the database:
 * **Fences.** The durable "sent" mark (`mark_sent`) is written only while this runner
   holds the job and its lease is current: an update that touches no row raises
   `ClaimLost`, and the create is not sent. Every other write of a job is fenced on its
-  holder too, so a runner paused past its lease cannot overwrite what another took over.
+  holder too, so a runner paused past its lease cannot overwrite what another took over,
+  with one exception: a task id (paid work) answered after the job was reaped is recorded
+  on the job nobody holds, for a live runner to adopt (`_record_paid`).
 
 Deliberately not here: the budget rule itself (budget.py), scheduling (runner.py).
 """
@@ -249,8 +251,30 @@ class SharedPgStore(PgStore):
         names = ", ".join(f"{k}=?" for k in cols)
         cur = self._conn.execute(f"UPDATE jobs SET {names} WHERE job_id=? AND holder=?",
                                  (*cols.values(), job_id, self.runner_id))
-        if cur.rowcount == 0:
+        if cur.rowcount == 0 and not self._record_paid(job_id, cols):
             raise self._lost()
+
+    def _record_paid(self, job_id: str, cols: Mapping[str, Any]) -> bool:
+        """A task id read after this runner lost the job (its lease ran out while the
+        create's answer was on its way: the job was reaped to `unknown`) is paid work:
+        it is recorded all the same, with the job left to no runner so a live one adopts
+        the task, unless another runner took the job since (then the id is told, never
+        silently dropped)."""
+        step = "task_id" if cols.get("task_id") else "audio_task_id"
+        paid = cols.get(step)
+        if not paid:
+            return False
+        rescue = {**cols, "holder": None, "error": None, "unknown_step": None}
+        names = ", ".join(f"{k}=?" for k in rescue)
+        cur = self._conn.execute(
+            f"UPDATE jobs SET {names} WHERE job_id=? AND holder IS NULL AND {step} IS NULL "
+            "AND state IN (?, ?, ?, ?)", (*rescue.values(), job_id, S.SUBMITTING,
+                                          S.AUDIO_SUBMITTING, S.PENDING, S.UNKNOWN))
+        if cur.rowcount:
+            return True
+        raise ClaimLost(f"{self.where}: task {paid} of job {job_id} was made and charged, but "
+                        "another runner holds the job now (this runner's lease ran out "
+                        "first); keep this task id to claim the video — run again to rejoin")
 
     # -- adoption and who holds what -------------------------------------------------------
 

@@ -124,7 +124,11 @@ def test_a_count_job_queues_one_create_for_its_pending_family():
             row("k", state=JobState.COMPLETED, task_id="t", credits_video=30,
                 request={"resolution": "1080p"})]
     assert [(s.job_id, s.need) for s in budget.queue(rows)] == [("j", 60)]
-    # a video left to make on its own once its family's create was sent
+    # while the family's create is on the wire its videos are still riding on it: a
+    # shared state rebuilds this queue mid-run, and must not send them again
+    rows[0] = replace(rows[0], state=JobState.SUBMITTING)
+    assert budget.queue(rows) == []
+    # a video left to make on its own once its family's create was answered without it
     rows[0] = replace(rows[0], state=JobState.RUNNING, task_id="t1")
     assert [(s.job_id, s.need) for s in budget.queue(rows)] == [("j#2", 20), ("j#3", 20)]
 

@@ -223,3 +223,58 @@ def test_status_shows_the_whole_manifest_and_which_runner_holds_what(pg_url, tmp
     finally:
         a.close()
         b.close()
+
+
+def test_a_task_id_read_after_the_lease_ran_out_is_recorded_never_lost(pg_url):
+    """The create left, the runner stalled past its lease and was reaped (the job became
+    `unknown`), then the answer came: the task is paid, so its id is recorded and the
+    task left to a live runner to adopt, not rolled back (which lost a paid video and
+    offered --resubmit-unknown, paying again)."""
+    url = parse_state_url(pg_url)
+    seeded(url, 2)
+    slow = SharedPgStore.join(url, "m", lease=0.3)
+    got = slow.claim(1, 1, None, "t")
+    slow.mark_sent("j000")
+    time.sleep(0.4)  # a blocked event loop, a VM pause, a slow answer
+    other = SharedPgStore.join(url, "m", lease=10)
+    try:
+        other.claim(1, 1, None, "t")  # reaps the slow runner: j000 -> unknown
+        assert other.get("j000").state is S.UNKNOWN
+        slow.apply(got.rows["j000"], Accepted("task-late", 20), durable=True)
+        row = other.get("j000")
+        assert (row.state, row.task_id, row.error) == (S.RUNNING, "task-late", None)
+        assert [r.job_id for r in other.adopt()] == ["j000"]  # a live runner takes it over
+        with pytest.raises(ClaimLost):  # the slow runner's other writes stay fenced
+            slow.apply(row, TaskDone("task-late", "http://v/0.mp4"))
+    finally:
+        other.close()
+        slow.close()
+
+
+async def test_a_count_jobs_later_videos_are_never_claimed_while_its_create_is_out(
+        sandbox, tmp_path, pg_url):
+    """Two runners, one `count: 3` job, a slow API: the second runner must not claim the
+    videos riding on the first runner's batch create (5 tasks were made, 25 credits)."""
+    import asyncio
+
+    import batchgen
+
+    def doc(concurrency: int) -> dict:
+        return {"version": 1, "name": "fam",
+                "api": {"concurrency": concurrency, "poll_interval": 0.05},
+                "output": {"dir": "out"},
+                "defaults": {"resolution": "720p", "video_length": 5, "audio_type": 3},
+                "jobs": [{"id": "fam", "image_url": "https://e.com/a.png", "prompt": "p",
+                          "count": 3}]}
+
+    sb = await sandbox(latency=(0.6, 0.6))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = asyncio.create_task(batchgen.arun(doc(1), base_dir=tmp_path / "a", api_base=sb.url,
+                                              api_key="test-key", env={}, state=pg_url))
+    await asyncio.sleep(0.3)  # its batch create is on the wire
+    second = asyncio.create_task(batchgen.arun(doc(3), base_dir=tmp_path / "b",
+                                               api_base=sb.url, api_key="test-key", env={},
+                                               state=pg_url))
+    await asyncio.gather(first, second)
+    assert sb.stats()["tasks_created"] == 3

@@ -146,3 +146,41 @@ async def test_every_create_reaches_the_api_after_its_sent_mark_is_committed(
     assert report.counts["completed"] == 12
     assert len(arrived) == 12
     assert all(marked >= k for k, marked in enumerate(arrived, start=1)), arrived
+
+
+async def test_a_stop_while_the_sent_marks_are_being_written_leaves_no_unknown(
+        sandbox, tmp_path, monkeypatch):
+    """A stop can land while a create waits for its mark: no byte of it has left, so the
+    job must come back pending (a staged mark that still reaches the disk is undone),
+    not `unknown`, which would need --resubmit-unknown for a create never sent."""
+    from cli_helpers import write_manifest
+
+    from batchgen import arun
+    from batchgen.scheduler.journal import GroupCommit
+    from batchgen.store import JobState, Store
+
+    waiting = asyncio.Event()
+    stage = GroupCommit._wait
+
+    def slow_commit(self: GroupCommit):
+        if self._done is None:  # the commit of this turn is slow to reach the disk
+            loop = asyncio.get_running_loop()
+            self._done = loop.create_future()
+            loop.call_later(0.3, self.flush)
+            waiting.set()
+        return stage(self)
+
+    monkeypatch.setattr(GroupCommit, "_wait", slow_commit)
+    sb = await sandbox()
+    manifest = write_manifest(tmp_path, 3, base_url=sb.url, concurrency=3)
+    run = asyncio.ensure_future(arun(str(manifest), api_key="test-key-1234"))
+    await asyncio.wait_for(waiting.wait(), 10)
+    run.cancel()
+    await asyncio.sleep(0.05)
+    run.cancel()  # a second stop cuts the creates' grace short: they end mid-mark
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert sb.stats()["tasks_created"] == 0
+    with Store.open(tmp_path / "out") as store:
+        assert store.recover() == 0
+        assert {r.state for r in store.rows()} == {JobState.PENDING}

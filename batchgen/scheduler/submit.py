@@ -203,17 +203,20 @@ class Submit:
 
     async def _create(self, job_id: str, audio: bool) -> None:
         state = self._state
-        sent = False
+        sent = False  # this attempt's "sent" mark was asked for
+        left = False  # ...and is durable: from here on the request's bytes may leave
+
+        async def mark() -> None:
+            nonlocal left
+            await state.sent(job_id)
+            left = True
 
         def on_send() -> Awaitable[None] | None:
             nonlocal sent
             if sent:
                 return None
-            # set before the mark is durable: a stop while it is being written must not
-            # journal the create as unsent (the mark may reach the disk all the same, and
-            # then the job resumes as unknown: the safe side)
             sent = True
-            return state.sent(job_id)  # awaited by the client before a byte leaves
+            return mark()  # awaited by the client before a byte leaves
 
         call = self._create_call(state.rows[job_id], audio, on_send)
 
@@ -221,13 +224,14 @@ class Submit:
             try:
                 return await call()
             except OutcomeUnknown as exc:
-                if sent:
+                if left:
                     raise
                 # failed before a byte left (e.g. waiting for a connection): nothing made
                 raise RetryableApiError(str(exc)) from None
 
         def on_retry(n: int, exc: ApiError, wait: float) -> None:
-            nonlocal sent
+            nonlocal sent, left
+            left = False
             if sent:
                 # the API refused that attempt, so nothing exists yet; if we die while
                 # waiting to try again, the job must come back as never sent, not unknown
@@ -242,7 +246,10 @@ class Submit:
                 attempt, sleep=ports.sleep, clock=ports.clock, rng=ports.rng,
                 retry_unknown=False, on_retry=on_retry)
         except asyncio.CancelledError:
-            if not sent:  # stopped before this attempt left: provably nothing made
+            if not left:
+                # stopped before a byte of this attempt left (at most its mark was being
+                # written: apply() writes that first, then undoes it): provably nothing
+                # made, so the job is pending again, never a needless unknown
                 state.apply([(job_id, Unsent(audio))], durable=True)
             raise
         except CredentialsError:

@@ -39,7 +39,7 @@ from batchgen.errors import BatchgenError, ClaimLost
 from batchgen.jobs import Job, JobRow, JobState
 from batchgen.pgstore import PgStore, _connect, _lock_key, schema_name
 from batchgen.state_store import DEFAULT_LEASE, StateUrl
-from batchgen.store import SyncResult
+from batchgen.store import _COLUMNS, SyncResult, _row
 from batchgen.transitions import Claimed
 
 S = JobState
@@ -81,6 +81,8 @@ class SharedPgStore(PgStore):
     def __init__(self, *args: Any, lease: float = DEFAULT_LEASE) -> None:
         super().__init__(*args)
         self.runner_id = uuid.uuid4().hex
+        #: rows as last parsed, by (job id, the transaction that wrote them)
+        self._parsed: dict[tuple[str, str], JobRow] = {}
         self.lease = lease
         self.host = socket.gethostname()
         self.pid = os.getpid()
@@ -200,7 +202,7 @@ class SharedPgStore(PgStore):
             if self._conn.execute(f"SELECT {_ALIVE}", (self.runner_id,)).fetchone() != (True,):
                 raise self._lost()
             self._reap()
-            every = self.rows(active_only=False)
+            every = self._every_row()
             busy = sum(1 for r in every if r.state in BUSY)
             committed = budget.committed(every) + self._reserved_extra(every)
             plan = _choose(every, min(free, limit - busy), max_credits, committed)
@@ -222,6 +224,28 @@ class SharedPgStore(PgStore):
                          needs, busy, committed + sum(needs.values()), plan.blocked,
                          plan.blocked_jobs, plan.blocked_need, plan.claimable,
                          int(elsewhere[0]))
+
+    def _every_row(self) -> list[JobRow]:
+        """`rows(active_only=False)`, parsing only rows changed since the last claim.
+
+        A row version is named by its job and the transaction that wrote it (``xmin``);
+        read at the start of a claim's transaction, it is a committed version, so an
+        unchanged name means unchanged content. Parsing every row's JSON was 70 % of a
+        claim's time on 2,000 jobs.
+        """
+        seen: dict[tuple[str, str], JobRow] = {}
+        out: list[JobRow] = []
+        for r in self._conn.execute(
+                f"SELECT xmin::text, {_COLUMNS} FROM jobs "
+                "ORDER BY idx, parent IS NOT NULL, job_id"):
+            key = (r[1], r[0])
+            row = self._parsed.get(key)
+            if row is None:
+                row = _row(r[1:])
+            seen[key] = row
+            out.append(row)
+        self._parsed = seen
+        return out
 
     def _reserved_extra(self, every: Sequence[JobRow]) -> int:
         """What open claims reserved beyond what their rows hold (a learned price, the

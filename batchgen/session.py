@@ -435,6 +435,9 @@ async def check_models(client: AkoolClient, policy: RetryPolicy, manifest: Manif
     from batchgen.errors import ApiError, ManifestError
     from batchgen.models import model_problems, parse_models
     from batchgen.store import JobState
+    shapes = getattr(manifest.jobs, "shapes", None)
+    if shapes is not None and not any(model for _, _, model, _, _ in shapes.kinds):
+        return  # no job names a model (their price shapes say): no need to expand them
     pending = {r.parent or r.job_id for r in rows if r.state is JobState.PENDING}
     jobs = [j for j in manifest.jobs if j.model_name and j.id in pending]
     if not jobs:

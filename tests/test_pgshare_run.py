@@ -90,3 +90,27 @@ async def test_a_runner_stopped_past_its_lease_sends_nothing_another_took_over(
     statuses = [r["status"] for r in report(tmp_path / "out")]
     assert set(statuses) <= {"completed", "unknown"} and len(statuses) == 12
     assert other.code == (1 if "unknown" in statuses else 0), other.err
+
+
+async def test_a_runner_whose_lease_was_taken_stops_sending_and_says_so(pg_url, sandbox,
+                                                                        tmp_path):
+    import pytest
+
+    import batchgen
+    from batchgen.errors import ClaimLost
+    from batchgen.pgstore import PgStore
+    from batchgen.state_store import parse_state_url
+
+    sb = await sandbox(processing_time=0.4)
+    manifest = write_manifest(tmp_path, 10, base_url=sb.url, concurrency=2)
+    run = asyncio.create_task(batchgen.arun(str(manifest), api_key="test-key-123",
+                                            state=f"{pg_url}&lease=0.3"))
+    while sb.stats()["tasks_created"] < 2 and not run.done():
+        await asyncio.sleep(0.01)
+    with PgStore.open(parse_state_url(pg_url), "t", lock=False) as other:
+        other._pg.execute("UPDATE runners SET dead = true")  # reaped, as by another host
+        created = sb.stats()["tasks_created"]
+    with pytest.raises(ClaimLost, match="lease"):
+        await asyncio.wait_for(run, 20)
+    assert sb.stats()["tasks_created"] <= created + 2  # at most what was already claimed
+    assert sb.stats()["duplicate_fingerprints"] == 0

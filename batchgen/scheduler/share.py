@@ -5,7 +5,8 @@ With a shared state (pgshare.py) the store, not this process, decides what is se
 and the budget over everything they hold, and the rows it returns replace this run's
 view of them. `keep_lease` renews the runner's lease and adopts the work of runners that
 died (tasks in flight are polled, finished videos fetched: both safe to repeat); when the
-lease is lost, the run stops sending and ends with `ClaimLost`. `waiting` tells the
+lease is lost (or the state cannot be reached), the run stops sending and ends with
+that error (`ClaimLost`, `StateUnavailable`). `waiting` tells the
 submitter whether to stay: while any job can still be claimed, or is held by a runner
 that may yet die, a runner does not leave.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from batchgen.errors import ClaimLost, StateUnavailable
+from batchgen.errors import BatchgenError
 from batchgen.jobs import JobRow, JobState
 from batchgen.scheduler.state import EventKind, JobEvent, RunState
 
@@ -82,7 +83,9 @@ class Sharing:
                 await state.ports.sleep(self._store.lease / 3)
                 self._store.heartbeat()
                 self.adopt(poll, fetch)
-        except (ClaimLost, StateUnavailable) as exc:
+        except BatchgenError as exc:  # ClaimLost, StateUnavailable, a damaged state...
+            # a lease that cannot be renewed must not end silently: the run stops
+            # sending at once, and the runner raises it when the workers have ended
             self.fatal = exc
             state.stop()
 

@@ -220,3 +220,11 @@ async def test_a_check_that_raises_never_holds_the_submitter():
     checks.start([("j", [Asset("image_url", "https://h.example/a.png", IMAGE)])])
     await checks.wait()
     assert checks.verdict("j") == Cleared(True)
+
+
+def test_the_emulator_fetches_images_when_told_on_the_command_line():
+    from batchgen.cli import build_parser
+    from batchgen.sandbox.flags import config_from_args, knobs_given
+    args = build_parser().parse_args(["run", "m.yaml", "--sandbox", "--fetch-images"])
+    assert config_from_args(args).fetch_images and "--fetch-images" in knobs_given(args)
+    assert not config_from_args(build_parser().parse_args(["run", "m.yaml"])).fetch_images

@@ -98,6 +98,9 @@ def add_knob_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, dest=_dest(flag), action="append", metavar=metavar, help=text)
     parser.add_argument("--no-negative-prompt-required", dest="sbx_optional_negative",
                         action="store_true", help="accept creates without negative_prompt")
+    parser.add_argument("--fetch-images", dest="sbx_fetch_images", action="store_true",
+                        help="fetch each create's image_url as the API does: one that serves "
+                             "no image makes a charged task that fails (status 4)")
 
 
 def knobs_given(args: argparse.Namespace) -> list[str]:
@@ -107,6 +110,8 @@ def knobs_given(args: argparse.Namespace) -> list[str]:
         given.append("--config")
     if getattr(args, "sbx_optional_negative", False):
         given.append("--no-negative-prompt-required")
+    if getattr(args, "sbx_fetch_images", False):
+        given.append("--fetch-images")
     return given
 
 
@@ -129,6 +134,8 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
             raise ConfigError(f"{flag}: invalid value {shown!r}{detail}") from None
     if getattr(args, "sbx_optional_negative", False):
         config.require_negative_prompt = False
+    if getattr(args, "sbx_fetch_images", False):
+        config.fetch_images = True
     return config
 
 

@@ -1,8 +1,8 @@
-"""The run's assembly: settings resolved, state opened, emulator, client and runner started.
+"""The run's assembly: state opened, emulator, client and runner started, reports written.
 
 Owns everything between "a manifest and its options are known" and "the run ended and the
-reports are written": resolving the API root and overrides, credentials and the retry
-policy from an environment mapping, opening the store (recover, sync, reopen, clean
+reports are written" (what the manifest's overrides and the environment say is
+settings.py's; its names are re-exported here): opening the store (recover, sync, reopen, clean
 partial downloads), starting the in-process emulator for `sandbox`, opening the client,
 authenticating, driving the `Runner` and writing report.csv/summary.json. The public
 Python API (`batchgen.api`) and `batchgen run` both call `execute`, so the CLI and a
@@ -18,16 +18,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchgen.errors import CredentialsError, NoState, UsageError
-from batchgen.redact import redact_url
+from batchgen.errors import NoState
+from batchgen.settings import DEFAULT_OUTAGE_TIMEOUT as DEFAULT_OUTAGE_TIMEOUT
+from batchgen.settings import ENV_API_BASE as ENV_API_BASE
+from batchgen.settings import ENV_API_KEY as ENV_API_KEY
+from batchgen.settings import ENV_CLIENT_ID as ENV_CLIENT_ID
+from batchgen.settings import ENV_CLIENT_SECRET as ENV_CLIENT_SECRET
+from batchgen.settings import ENV_MAX_VIDEO as ENV_MAX_VIDEO
+from batchgen.settings import ENV_OUTAGE as ENV_OUTAGE
+from batchgen.settings import ENV_PREFLIGHT_TIMEOUT as ENV_PREFLIGHT_TIMEOUT
+from batchgen.settings import ENV_RETRY as ENV_RETRY
+from batchgen.settings import SANDBOX_KEY as SANDBOX_KEY
+from batchgen.settings import Resolved as Resolved
+from batchgen.settings import credentials_from_env as credentials_from_env
+from batchgen.settings import is_http_root as is_http_root
+from batchgen.settings import limits_from_env as limits_from_env
+from batchgen.settings import outage_timeout_from_env as outage_timeout_from_env
+from batchgen.settings import preflight_from_env as preflight_from_env
+from batchgen.settings import require_credentials as require_credentials
+from batchgen.settings import resolve as resolve
+from batchgen.settings import retry_policy_from_env as retry_policy_from_env
 
 if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-up light
     from batchgen.client import AkoolClient, Credentials, Limits
@@ -39,163 +55,8 @@ if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-
     from batchgen.retry import RetryPolicy
     from batchgen.runner import JobEvent, Runner, RunOutcome, RunSettings
     from batchgen.sandbox import SandboxConfig
-    from batchgen.state_store import StateStore, StateUrl
+    from batchgen.state_store import StateStore
     from batchgen.store import JobRow
-
-ENV_API_KEY = "AKOOL_API_KEY"
-ENV_CLIENT_ID = "AKOOL_CLIENT_ID"
-ENV_CLIENT_SECRET = "AKOOL_CLIENT_SECRET"
-ENV_API_BASE = "BATCHGEN_API_BASE"
-ENV_RETRY = "BATCHGEN_RETRY_"
-ENV_MAX_VIDEO = "BATCHGEN_MAX_VIDEO_BYTES"
-ENV_OUTAGE = "BATCHGEN_OUTAGE_TIMEOUT"
-ENV_PREFLIGHT_TIMEOUT = "BATCHGEN_PREFLIGHT_TIMEOUT"
-#: seconds with no usable answer from the API before a run saves its state and ends
-DEFAULT_OUTAGE_TIMEOUT = 600.0
-SANDBOX_KEY = "sandbox-key"
-
-
-# -- settings --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Resolved:
-    """A manifest with the caller's overrides and the environment laid over it."""
-
-    manifest: Manifest
-    output_dir: Path
-    api_base: str
-    concurrency: int
-    max_credits: int | None
-    #: the shared PostgreSQL state (--state, BATCHGEN_STATE); None: SQLite in output_dir
-    state: StateUrl | None = None
-    #: s3://bucket/prefix where the files go; `output_dir` is then the local working
-    #: folder (state, lock, staging: outputs.py)
-    output_url: str | None = None
-
-
-def resolve(manifest: Manifest, env: Mapping[str, str], *,
-            output: str | os.PathLike[str] | None = None,
-            api_base: str | None = None, concurrency: int | None = None,
-            max_credits: int | None = None, state: str | None = None) -> Resolved:
-    """Overrides first, then the environment (`BATCHGEN_API_BASE`, `BATCHGEN_STATE`),
-    then the manifest."""
-    from batchgen.state_store import state_url_from
-    base = api_base or env.get(ENV_API_BASE) or manifest.api.base_url
-    if not is_http_root(base):
-        raise UsageError(f"API base URL {redact_url(base)!r} is not a valid http(s) URL; fix "
-                         f"--api-base, {ENV_API_BASE} or api.base_url")
-    output_url = manifest.output.bucket
-    if output is not None and str(output).startswith("s3://"):
-        from batchgen.objstore import is_s3_url
-        from batchgen.outputs import work_dir
-        if not is_s3_url(str(output)):
-            raise UsageError(f"--output {output!r} is not an s3://bucket/prefix URL")
-        output_url, output = str(output), work_dir(manifest.path.parent, str(output))
-    elif output is not None:
-        output_url = None
-    return Resolved(
-        manifest=manifest, output_url=output_url,
-        output_dir=Path(output) if output else Path(manifest.output.dir),
-        api_base=base,
-        concurrency=concurrency or manifest.api.concurrency,
-        max_credits=max_credits if max_credits is not None else manifest.budget.max_credits,
-        state=state_url_from(state, env),
-    )
-
-
-def is_http_root(url: str) -> bool:
-    """An http(s) URL with a host and a valid port (checked before anything is sent)."""
-    from urllib.parse import urlsplit
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises ValueError when out of range
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
-
-
-def credentials_from_env(env: Mapping[str, str]) -> Credentials | None:
-    """SPEC §2: a clientId/secret pair first, then an API key; None when neither is set."""
-    from batchgen.client import Credentials
-    cid, secret = env.get(ENV_CLIENT_ID, "").strip(), env.get(ENV_CLIENT_SECRET, "").strip()
-    if cid and secret:
-        return Credentials(client_id=cid, client_secret=secret)
-    key = env.get(ENV_API_KEY, "").strip()
-    if key:
-        return Credentials(api_key=key)
-    return None
-
-
-def require_credentials(env: Mapping[str, str], sandbox: bool) -> Credentials:
-    """The credentials of a run: the emulator's key with `sandbox`, else the environment's."""
-    from batchgen.client import Credentials
-    if sandbox:
-        return Credentials(api_key=SANDBOX_KEY)
-    creds = credentials_from_env(env)
-    if creds is None:
-        raise CredentialsError(
-            f"no credentials: set {ENV_API_KEY}, or {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} "
-            "(or add --sandbox to try against the built-in emulator)")
-    creds.check()  # a value that cannot go in a header: refused before anything is sent
-    return creds
-
-
-def retry_policy_from_env(env: Mapping[str, str]) -> RetryPolicy:
-    """The retry policy, tunable for slow networks or fast tests.
-
-    BATCHGEN_RETRY_BASE (first backoff ceiling, s), BATCHGEN_RETRY_CAP (longest wait, s),
-    BATCHGEN_RETRY_ATTEMPTS (attempts in all), BATCHGEN_RETRY_DEADLINE (s per call).
-    """
-    from batchgen.retry import RetryPolicy
-    names = {"base": ENV_RETRY + "BASE", "cap": ENV_RETRY + "CAP",
-             "max_attempts": ENV_RETRY + "ATTEMPTS", "deadline": ENV_RETRY + "DEADLINE"}
-    values: dict[str, Any] = {}
-    for attr, var in names.items():
-        text = env.get(var, "").strip()
-        if not text:
-            continue
-        try:
-            value = int(text) if attr == "max_attempts" else float(text)
-        except ValueError:
-            raise UsageError(f"{var}={text!r} is not a number") from None
-        if value <= 0:
-            raise UsageError(f"{var} must be positive")
-        values[attr] = value
-    return RetryPolicy(**values)
-
-
-def outage_timeout_from_env(env: Mapping[str, str]) -> float:
-    """BATCHGEN_OUTAGE_TIMEOUT (seconds), else the default of 10 minutes."""
-    text = env.get(ENV_OUTAGE, "").strip()
-    if not text:
-        return DEFAULT_OUTAGE_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"{ENV_OUTAGE}={text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise UsageError(f"{ENV_OUTAGE} must be a positive number of seconds")
-    return value
-
-
-def preflight_from_env(env: Mapping[str, str], enabled: bool | None = None
-                       ) -> PreflightSettings:
-    """Pre-flight settings: `enabled` (None: on unless sandboxed) and
-    BATCHGEN_PREFLIGHT_TIMEOUT, the seconds one asset's check may take (default 10)."""
-    from batchgen.preflight import PreflightSettings
-    text = env.get(ENV_PREFLIGHT_TIMEOUT, "").strip()
-    if not text:
-        return PreflightSettings(enabled=enabled)
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"{ENV_PREFLIGHT_TIMEOUT}={text!r} is not a number of seconds"
-                         ) from None
-    if not math.isfinite(value) or value <= 0:
-        raise UsageError(f"{ENV_PREFLIGHT_TIMEOUT} must be a positive number of seconds")
-    return PreflightSettings(enabled=enabled, timeout=value)
-
 
 @contextlib.asynccontextmanager
 async def preflight_gate(settings: PreflightSettings, sandbox: bool, api_base: str,
@@ -258,21 +119,6 @@ async def publish_reports(bucket: Any, paths: Sequence[Path],
     except StorageError as exc:
         tell(f"the reports could not be uploaded ({exc}); they are in "
              f"{paths[0].parent}, and the next run or `batchgen report` uploads them")
-
-
-def limits_from_env(env: Mapping[str, str]) -> Limits:
-    """What the network may send: BATCHGEN_MAX_VIDEO_BYTES caps one downloaded video."""
-    from batchgen.client import Limits
-    text = env.get(ENV_MAX_VIDEO, "").strip()
-    if not text:
-        return Limits()
-    try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"{ENV_MAX_VIDEO}={text!r} is not a whole number of bytes") from None
-    if value <= 0:
-        raise UsageError(f"{ENV_MAX_VIDEO} must be positive")
-    return Limits(video_bytes=value)
 
 
 async def authenticate(client: AkoolClient, policy: RetryPolicy) -> None:

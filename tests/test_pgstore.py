@@ -194,6 +194,7 @@ async def test_a_runner_killed_with_its_disk_resumes_elsewhere_paying_nothing_tw
     """One host, ephemeral disk: kill -9 mid-run, the output dir is lost with the
     container; a run from a fresh output dir with the same --state finishes the job."""
     sb = await sandbox(processing_time=0.6)
+    pg_url = f"{pg_url}&lease=1"  # the next run waits out the dead runner's lease
     n = 6
     manifest = write_manifest(tmp_path, n, base_url=sb.url, concurrency=3)
     first = await start_cli("run", str(manifest), "--no-progress", "--state", pg_url,

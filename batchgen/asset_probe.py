@@ -94,7 +94,9 @@ class AssetProber:
                      f"({self.retries + 1} tries)")
 
     async def _once(self, url: str, kind: str) -> Check:
-        headers = {"Range": f"bytes=0-{self.head_bytes - 1}",
+        # identity: the first bytes must be the file's own (aiohttp would otherwise offer
+        # gzip, and a host that takes it up sends bytes no sniffer recognises)
+        headers = {"Range": f"bytes=0-{self.head_bytes - 1}", "Accept-Encoding": "identity",
                    "Accept": "image/*,*/*;q=0.8" if kind == IMAGE else "audio/*,*/*;q=0.8"}
         async with self._session.get(url, headers=headers, max_redirects=MAX_REDIRECTS,
                                      auto_decompress=False) as resp:
@@ -104,6 +106,10 @@ class AssetProber:
                 return Check(Verdict.BAD, _http_error(resp.status, resp.reason))
             if resp.status not in (200, 203, 206):
                 return Check(Verdict.BAD, f"the host answered HTTP {resp.status}, not a file")
+            if resp.headers.get("Content-Encoding", "identity").lower() != "identity":
+                # encoded anyway: these bytes say nothing about the file the API will get
+                return Check(Verdict.INCONCLUSIVE, "the host sent the file encoded "
+                             f"({resp.headers['Content-Encoding']}); not checked")
             total = _total(resp)
             cap = self.limits.image_bytes if kind == IMAGE else self.limits.audio_bytes
             head = b"" if total is not None and total > cap else await _read(resp,

@@ -61,7 +61,8 @@ async def asset_host(files: dict[str, bytes] | None = None, *, slow: float = 5.0
                      ) -> AsyncIterator[AssetHost]:
     """Serves `files` (path -> bytes, as image/png whatever they are) plus hostile routes:
     /huge (Content-Length 10 GB), /forbidden (403), /busy (503), /slow (`slow` s before
-    answering), /loop (redirects to itself), /moved/<path> (302 to /<path>), /empty."""
+    answering), /loop (redirects to itself), /moved/<path> (302 to /<path>), /empty,
+    /gzip/<path> (gzipped when offered), /always-gzip (gzipped regardless)."""
     files = dict(files or {})
     app = web.Application()
     host = AssetHost(app)
@@ -88,6 +89,17 @@ async def asset_host(files: dict[str, bytes] | None = None, *, slow: float = 5.0
             raise web.HTTPFound("/" + path.removeprefix("moved/"))
         if path == "empty":
             return web.Response(body=b"", content_type="image/png")
+        if path.startswith("gzip/"):  # compresses whenever the client says it may
+            import gzip
+            body = files[path.removeprefix("gzip/")]
+            if "gzip" in request.headers.get("Accept-Encoding", ""):
+                return web.Response(body=gzip.compress(body), content_type="image/png",
+                                    headers={"Content-Encoding": "gzip"})
+            return web.Response(body=body, content_type="image/png")
+        if path == "always-gzip":  # compresses whatever it is asked
+            import gzip
+            return web.Response(body=gzip.compress(png()), content_type="image/png",
+                                headers={"Content-Encoding": "gzip"})
         if path not in files:
             return web.Response(status=404, text="no such key")
         return web.Response(body=files[path], content_type="image/png")

@@ -278,3 +278,23 @@ async def test_a_count_jobs_later_videos_are_never_claimed_while_its_create_is_o
                                                state=pg_url))
     await asyncio.gather(first, second)
     assert sb.stats()["tasks_created"] == 3
+
+
+async def test_pre_flight_holds_under_a_shared_state_too(sandbox, tmp_path, pg_url):
+    """With --state the store claims (not the admission queue, which asks pre-flight):
+    a claimed job still waits for its assets' verdict, and a bad one fails unsent."""
+    from asset_hosts import HTML, asset_host, png
+    from test_preflight import manifest
+
+    import batchgen
+
+    sb = await sandbox(fetch_images=True)
+    async with asset_host({"0.png": png(), "page.png": HTML}) as host:
+        urls = [host.url("0.png"), host.url("page.png"), host.url("missing.png")]
+        report = await batchgen.arun(manifest(urls), base_dir=tmp_path, api_base=sb.url,
+                                     api_key="test-key", env={}, preflight=True,
+                                     state=pg_url)
+    assert sb.stats()["tasks_created"] == 1 and sb.stats()["credits_charged"] == 20
+    failed = {j.id: j.error for j in report.jobs if j.status == "failed"}
+    assert set(failed) == {"job01", "job02"}
+    assert all("pre-flight" in e and "nothing was sent or paid" in e for e in failed.values())

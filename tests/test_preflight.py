@@ -228,3 +228,14 @@ def test_the_emulator_fetches_images_when_told_on_the_command_line():
     args = build_parser().parse_args(["run", "m.yaml", "--sandbox", "--fetch-images"])
     assert config_from_args(args).fetch_images and "--fetch-images" in knobs_given(args)
     assert not config_from_args(build_parser().parse_args(["run", "m.yaml"])).fetch_images
+
+
+async def test_a_host_that_compresses_images_is_never_judged_by_compressed_bytes():
+    """The API's fetcher decompresses; our first bytes must be the file's own, so the
+    check asks for no encoding, and bytes sent encoded anyway are inconclusive."""
+    async with asset_host({"a.png": png()}) as host, \
+            AssetProber.open(timeout=1, retries=0) as prober:
+        offered = await prober.check(host.url("gzip/a.png"), IMAGE)
+        forced = await prober.check(host.url("always-gzip"), IMAGE)
+    assert offered.verdict is Verdict.OK, offered
+    assert forced.verdict is Verdict.INCONCLUSIVE and "encoded (gzip)" in forced.reason

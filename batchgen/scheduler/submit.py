@@ -66,6 +66,8 @@ class Submit:
         self.fatal: BaseException | None = None
         #: a state shared with other runners (share.py): the store claims, not `admissions`
         self._sharing = sharing
+        #: pre-flight, asked by each create itself when the store claims (`_cleared`)
+        self._gate = gate
 
     def draining(self) -> bool:
         """Nothing is left to send in this run (the poller then times only completions)."""
@@ -201,8 +203,29 @@ class Submit:
                 out[key] = await self._sign(value)
         return out
 
+    async def _cleared(self, job_id: str, audio: bool) -> bool:
+        """Pre-flight of a job the shared store claimed (the admission queue, which asks
+        the gate otherwise, is not used then): wait for its assets' verdict while holding
+        the claim; a definitively bad asset fails the job before anything is sent."""
+        gate, state = self._gate, self._state
+        if gate is None or self._sharing is None or audio:
+            return True
+        while (verdict := gate.verdict(job_id)) is None:
+            token = state.wake.token()
+            if gate.verdict(job_id) is None:
+                await state.wake.wait(token, None)
+        if not verdict.ok:
+            state.fail(job_id, CreateRefused(verdict.error))
+        return verdict.ok
+
     async def _create(self, job_id: str, audio: bool) -> None:
         state = self._state
+        try:
+            if not await self._cleared(job_id, audio):
+                return
+        except asyncio.CancelledError:
+            state.apply([(job_id, Unsent(audio))], durable=True)  # never sent: pending again
+            raise
         sent = False  # this attempt's "sent" mark was asked for
         left = False  # ...and is durable: from here on the request's bytes may leave
 

@@ -36,26 +36,26 @@ def _whole(minimum: int, maximum: int, what: str) -> Callable[[str], int]:
     return parse
 
 
-def _positive_seconds(text: str) -> float:
-    """An argparse type: a finite, positive number of seconds."""
+def _number_of_seconds(text: str, *, zero: bool) -> float:
+    """A finite number of seconds, above 0 (or 0 too, with `zero`), for argparse."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError("seconds must be a positive number")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise argparse.ArgumentTypeError("seconds must be 0 or more" if zero
+                                         else "seconds must be a positive number")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    """An argparse type: a finite, positive number of seconds."""
+    return _number_of_seconds(text, zero=False)
 
 
 def _seconds(text: str) -> float:
     """An argparse type: a number of seconds, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError("seconds must be 0 or more")
-    return value
+    return _number_of_seconds(text, zero=True)
 
 
 _positive_int = _whole(1, MAX_CONCURRENCY, "tasks")

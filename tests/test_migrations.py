@@ -402,18 +402,16 @@ def test_commands_on_a_newer_database_say_so_in_one_line_and_exit_2(tmp_path, mo
     assert len(lines) == 1 and "newer batchgen" in lines[0] and "upgrade" in lines[0], err
 
 
-@pytest.mark.parametrize("version", [1, len(HISTORY)])
-def test_a_reader_never_migrates_a_database_a_run_may_be_writing(tmp_path, version):
+def test_a_reader_never_migrates_a_database_a_run_may_be_writing(tmp_path):
     """status/report/plan take no lock: an older batchgen's run may hold this file. They
     read a migrated private copy and leave the file's schema as it was; the next run
     (which takes the lock) migrates it."""
     out = tmp_path / "out"
-    path = build_historical(out, version)
-    rows = rows_up_to(version)
+    path = build_historical(out, 1)  # the oldest shipped schema: every migration to apply
+    rows = rows_up_to(1)
     insert_rows(path, rows)
     before = schema_of(path)
-    if before == fresh_schema(tmp_path / "fresh"):
-        pytest.skip("this shipped schema is today's: nothing to migrate")
+    assert before != fresh_schema(tmp_path / "fresh")
     raw = raw_rows(path)
     with Store.open(out, lock=False, create=False) as store:
         seen = {r.job_id: r.state for r in store.rows(active_only=False)}

@@ -122,12 +122,24 @@ class SharedPgStore(PgStore):
     # -- leases ------------------------------------------------------------------------
 
     def heartbeat(self) -> None:
-        """Renew the lease; `ClaimLost` when it already ran out (stop sending)."""
+        """Renew the lease; `ClaimLost` once another runner reaped this one (stop sending)."""
         with self._tx():
-            cur = self._conn.execute(
-                "UPDATE runners SET lease_until = now() + make_interval(secs => ?) "
-                "WHERE runner_id = ? AND NOT dead AND lease_until > now()",
-                (self.lease, self.runner_id))
+            self._renew()
+
+    def _renew(self) -> None:
+        """Extend this runner's lease, unless it was reaped.
+
+        A lease that ran out without being reaped took nothing away: jobs change hands
+        only when a runner is reaped, under the claim lock. So a runner whose heartbeat
+        was late (say, it waited out the claim lock of a runner frozen inside its
+        transaction) renews and goes on; refusing it would end a healthy run for nothing.
+        Its sent marks stay fenced by the lease itself (`_ALIVE`) until it renews.
+        """
+        # clock_timestamp, not now(): now() is when the transaction began, which for a
+        # claim may be before a long wait for the lock
+        cur = self._conn.execute(
+            "UPDATE runners SET lease_until = clock_timestamp() + make_interval(secs => ?) "
+            "WHERE runner_id = ? AND NOT dead", (self.lease, self.runner_id))
         if cur.rowcount == 0:
             raise self._lost()
 
@@ -199,8 +211,7 @@ class SharedPgStore(PgStore):
         runners and `max_credits` over everything held (module docstring)."""
         with self._tx():
             self._lock_manifest()
-            if self._conn.execute(f"SELECT {_ALIVE}", (self.runner_id,)).fetchone() != (True,):
-                raise self._lost()
+            self._renew()  # before the reap, which would otherwise count this runner dead
             self._reap()
             every = self._every_row()
             busy = sum(1 for r in every if r.state in BUSY)
@@ -306,6 +317,7 @@ class SharedPgStore(PgStore):
         """Take over tasks in flight (and finished videos to fetch) that no runner holds."""
         with self._tx():
             self._lock_manifest()
+            self._renew()  # a runner reaped by itself would adopt its own jobs, dead
             self._reap()
             ids = [r[0] for r in self._conn.execute(
                 "UPDATE jobs SET holder = ? WHERE holder IS NULL AND active = 1 AND state IN "

@@ -132,6 +132,47 @@ def test_a_runner_paused_past_its_lease_sends_nothing_another_took_over(pg_url):
         paused.close()
 
 
+def test_a_runner_that_waited_out_a_frozen_claim_past_its_lease_goes_on(pg_url):
+    """CI once saw this: a runner frozen (SIGSTOP) inside its claim's transaction held the
+    claim lock until the server ended its session, one lease later; the runner waiting on
+    that lock could not renew meanwhile, found its own lease run out, and gave up its run
+    with jobs left pending. Nobody had reaped it, so nothing was taken from it: it goes on."""
+    url = parse_state_url(pg_url)
+    seeded(url, 3)
+    frozen = SharedPgStore.join(url, "m", lease=10)
+    waiting = SharedPgStore.join(url, "m", lease=0.3)
+    try:
+        with frozen._tx():
+            frozen._lock_manifest()              # frozen here, holding the claim lock
+            claim = threading.Thread(target=lambda: got.append(waiting.claim(2, 2, None, "t")))
+            got: list = []
+            claim.start()
+            time.sleep(0.6)                      # the waiting runner's lease runs out
+        claim.join(10)
+        assert [j for j, _ in got[0].sends] == ["j000", "j001"]
+        waiting.mark_sent("j000")                # renewed: its sent marks are current again
+        waiting.heartbeat()
+    finally:
+        waiting.close()
+        frozen.close()
+
+
+def test_a_reaped_runner_cannot_renew_nor_adopt(pg_url):
+    url = parse_state_url(pg_url)
+    seeded(url, 1)
+    gone = SharedPgStore.join(url, "m", lease=0.2)
+    other = SharedPgStore.join(url, "m", lease=10)
+    try:
+        time.sleep(0.3)
+        other.claim(1, 1, None, "t")             # reaps it
+        for call in (gone.heartbeat, gone.adopt, lambda: gone.claim(1, 1, None, "t")):
+            with pytest.raises(ClaimLost, match="lease"):
+                call()
+    finally:
+        other.close()
+        gone.close()
+
+
 def test_a_heartbeat_keeps_the_lease_and_status_names_the_holder(pg_url):
     url = parse_state_url(pg_url)
     seeded(url, 2)

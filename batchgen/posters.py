@@ -157,11 +157,16 @@ class PosterMaker:
     left when the run ends and stops the child (a stopped run drops the posters not yet
     started; the next run makes them, as it makes those of videos downloaded before
     posters existed: `backfill`).
+
+    With `discard` (a bucket output, outputs.py), the videos are staged copies already
+    uploaded, verified and recorded: each is deleted once its poster is made or given
+    up, so a long run does not fill the working folder's disk.
     """
 
     def __init__(self, output_dir: Path, *, work: str = DEFAULT_WORK,
-                 seconds: int = POSTER_SECONDS) -> None:
+                 seconds: int = POSTER_SECONDS, discard: bool = False) -> None:
         self.output_dir = output_dir
+        self.discard = discard
         self._work = work
         self._seconds = seconds
         self._queue: deque[tuple[Path, Path]] = deque()
@@ -177,7 +182,9 @@ class PosterMaker:
             self._task = asyncio.ensure_future(self._drain())
 
     def backfill(self, rows: Iterable[tuple[str, str]]) -> int:
-        """Queue posters missing for downloaded videos: (file name, sha256) pairs."""
+        """Queue posters missing for downloaded videos: (file name, sha256) pairs. With
+        `discard`, a staged copy whose poster is already there (the run that made it
+        stopped before deleting it) is deleted now."""
         try:
             have = set(os.listdir(self.output_dir / POSTER_DIR))
         except OSError:
@@ -185,22 +192,35 @@ class PosterMaker:
         n = 0
         for file, sha256 in rows:
             name = poster_name(sha256)
-            if (name not in have and bad_marker(Path(name)).name not in have
-                    and (self.output_dir / file).is_file()):
-                self.add(self.output_dir / file, sha256)
+            video = self.output_dir / file
+            if not video.is_file():
+                continue
+            if name not in have and bad_marker(Path(name)).name not in have:
+                self.add(video, sha256)
                 n += 1
+            elif self.discard:
+                self._drop(video)
         return n
+
+    def _drop(self, video: Path) -> None:
+        """Delete a staged copy (discard mode) once nothing here needs it."""
+        if self.discard:
+            with contextlib.suppress(OSError):
+                video.unlink()
 
     async def _drain(self) -> None:
         while self._queue:
             video, target = self._queue.popleft()
             if target.exists():
+                self._drop(video)
                 continue
             try:
                 made = await self._make(video, target)
             except OSError as exc:  # no child process at all: no posters, never a failed run
                 log.debug("no poster for %s: %s", video, exc)
+                self._drop(video)
                 continue
+            self._drop(video)
             if made is None:
                 self.given_up += 1
                 log.warning("no poster for %s: the decoder died or hung on it", video.name)

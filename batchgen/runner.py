@@ -81,7 +81,8 @@ class Runner:
                       rng=rng or random.Random())
         #: what every worker shares: the rows in play, the ledger, the outcome, the wake-up
         self.state = RunState(store, settings, ports)
-        self._posters = PosterMaker(settings.output_dir)
+        #: a bucket output's staged videos are deleted once their poster is made
+        self._posters = PosterMaker(settings.output_dir, discard=publish is not None)
         #: the poller: the tasks in flight and when to ask about them
         self.poll = Poll(client, self.state)
         #: with a state shared by several runners (--state): claims, lease, adoption

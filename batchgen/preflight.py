@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -74,15 +74,18 @@ class Asset:
     kind: str
 
 
-def assets_of(request: Mapping[str, Any]) -> list[Asset]:
-    """The remote assets of a job's request (http(s) URLs only)."""
+def assets_of(request: Mapping[str, Any], skip: Container[str] = ()) -> list[Asset]:
+    """The remote assets of a job's request: http(s) URLs, and s3:// URLs (presigned when
+    checked: uploads.bucket_probe) except those in `skip`, the objects batchgen uploads
+    itself from local files already checked at load."""
     found = [Asset("image_url", request.get("image_url") or "", IMAGE)]
     if request.get("audio_type") == 2:
         found.append(Asset("audio_url", request.get("audio_url") or "", AUDIO))
     step = request.get("add_audio")
     if isinstance(step, Mapping) and step.get("audio_type") == 2:
         found.append(Asset("add_audio.audio_url", step.get("audio_url") or "", AUDIO))
-    return [a for a in found if a.url.startswith(("http://", "https://"))]
+    return [a for a in found if a.url.startswith(("http://", "https://", "s3://"))
+            and a.url not in skip]
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,13 +256,14 @@ class Preflight:
                 {"verdict": check.verdict.value, "reason": check.reason, "at": self._now()}))
 
 
-async def check_jobs(jobs: Sequence[Any], probe: Probe, *, concurrency: int = CONCURRENCY
-                     ) -> tuple[list[Problem], list[Problem]]:
+async def check_jobs(jobs: Sequence[Any], probe: Probe, *, concurrency: int = CONCURRENCY,
+                     skip: Container[str] = ()) -> tuple[list[Problem], list[Problem]]:
     """(errors, warnings) for `validate --online`/`plan --online`: every bad asset of every
-    job, located by the job's source; each unreachable host once."""
+    job, located by the job's source; each unreachable host once. URLs in `skip` (the
+    objects a run uploads from local files) are not fetched."""
     warnings: list[str] = []
     checks = Preflight(probe, concurrency=concurrency, warn=warnings.append)
-    listed = [(job, assets_of(job.request_fields() | _add_audio(job))) for job in jobs]
+    listed = [(job, assets_of(job.request_fields() | _add_audio(job), skip)) for job in jobs]
     checks.start([(job.id, assets) for job, assets in listed])
     try:
         await checks.wait()

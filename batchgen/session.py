@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,9 +61,12 @@ if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-
 @contextlib.asynccontextmanager
 async def preflight_gate(settings: PreflightSettings, sandbox: bool, api_base: str,
                          store: CheckStore, rows: Sequence[JobRow],
-                         warn: Callable[[str], None]) -> AsyncIterator[Preflight | None]:
+                         warn: Callable[[str], None], *, env: Mapping[str, str] | None = None,
+                         uploads: Container[str] = ()) -> AsyncIterator[Preflight | None]:
     """Pre-flight checks of the jobs still to send, started now, in the order they will be
-    sent (`budget.queue`), so verdicts are ready before the submitter asks for them."""
+    sent (`budget.queue`), so verdicts are ready before the submitter asks for them.
+    s3:// assets are presigned with `env`'s credentials and checked, except `uploads`
+    (objects made from local files, checked at load)."""
     if not settings.on(sandbox, api_base):
         yield None
         return
@@ -71,12 +74,14 @@ async def preflight_gate(settings: PreflightSettings, sandbox: bool, api_base: s
     from batchgen.budget import queue
     from batchgen.jobs import JobState
     from batchgen.preflight import Preflight, assets_of
+    from batchgen.uploads import Buckets, bucket_probe
     by_id = {r.job_id: r for r in rows}
     order = [by_id[s.job_id] for s in queue(rows) if s.admission]
-    jobs = [(r.job_id, assets_of(r.request)) for r in order if r.state is JobState.PENDING]
+    jobs = [(r.job_id, assets_of(r.request, uploads)) for r in order
+            if r.state is JobState.PENDING]
     async with AssetProber.open(timeout=settings.timeout) as prober:
-        checks = Preflight(prober.check, store=store, concurrency=settings.concurrency,
-                           warn=warn)
+        checks = Preflight(bucket_probe(prober.check, Buckets(env or {})), store=store,
+                           concurrency=settings.concurrency, warn=warn)
         checks.start([(job_id, assets) for job_id, assets in jobs if assets])
         try:
             yield checks
@@ -341,7 +346,8 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
             forward(JobEvent(EventKind.NOTICE, "", message))
 
         async with preflight_gate(preflight or PreflightSettings(), sandbox,
-                                  resolved.api_base, store, rows, warn) as gate, \
+                                  resolved.api_base, store, rows, warn, env=storage_env,
+                                  uploads=manifest.uploads) as gate, \
                 _client(resolved, creds, sandbox, sandbox_config, limits) as client:
             await authenticate(client, settings.retry)
             await check_models(client, settings.retry, manifest, rows)

@@ -7,6 +7,9 @@ same bytes, so a file is uploaded once, ever, whatever manifest or run names it)
 URL made fresh just before the create is sent (never stored: the state keeps the
 `s3://` URL, and a URL made at submit time is valid for the whole `url_lifetime`).
 
+`bucket_probe` lets pre-flight check an `s3://` URL written in a manifest the way the
+API will get it: presigned, then fetched like any URL.
+
 Deliberately not here: which file is which object (local_assets.py), the bucket protocol
 (objstore.py), when a create is sent (the runner).
 """
@@ -15,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchgen.errors import RetryableApiError
+from batchgen.assets import Check, Verdict
+from batchgen.errors import RetryableApiError, UsageError
 from batchgen.objstore import Bucket, S3Location, StorageError
 
 #: request fields that may hold an s3:// URL to presign
@@ -118,3 +122,34 @@ class Presigner:
             if isinstance(value, str):
                 out[key] = await self.url(value)
         return out
+
+
+#: seconds a pre-flight check's presigned URL lives (it is fetched at once)
+PROBE_URL_LIFETIME = 900
+
+
+def bucket_probe(probe: Callable[[str, str], Awaitable[Check]], buckets: Buckets
+                 ) -> Callable[[str, str], Awaitable[Check]]:
+    """`probe` (asset_probe) that also checks s3:// URLs the way the API will get them:
+    presigned, fetched without any other credential. An answer from the bucket is as
+    definitive as a host's (404: no such object; 403: these AWS_* credentials cannot read
+    it, so the URL sent would not work either); a URL that cannot be presigned is
+    inconclusive (the submit will say why)."""
+
+    async def check(url: str, kind: str) -> Check:
+        if not url.startswith("s3://"):
+            return await probe(url, kind)
+        try:
+            bucket, key = buckets.of(url)
+            signed = await bucket.sign_get(key, PROBE_URL_LIFETIME)
+        except (StorageError, UsageError) as exc:
+            return Check(Verdict.INCONCLUSIVE, f"cannot be presigned here ({exc})")
+        found = await probe(signed, kind)
+        if found.bad and "HTTP 404" in found.reason:
+            return Check(Verdict.BAD, "no such object in the bucket (HTTP 404)")
+        if found.bad and ("HTTP 403" in found.reason or "HTTP 401" in found.reason):
+            return Check(Verdict.BAD, "the bucket refused a presigned GET (HTTP 403): the "
+                         "AWS_* credentials cannot read it, so the API could not either")
+        return found
+
+    return check

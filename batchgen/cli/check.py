@@ -116,9 +116,12 @@ def asset_checks(config: Config, manifest: Manifest) -> tuple[list[Problem], lis
     if not settings.on(config.api.sandbox, base):
         return [], []
 
+    from batchgen.uploads import Buckets, bucket_probe
+
     async def check() -> tuple[list[Problem], list[Problem]]:
         async with AssetProber.open(timeout=settings.timeout) as prober:
-            return await check_jobs(manifest.jobs, prober.check,
-                                    concurrency=settings.concurrency)
+            probe = bucket_probe(prober.check, Buckets(os.environ))
+            return await check_jobs(manifest.jobs, probe, concurrency=settings.concurrency,
+                                    skip=manifest.uploads)
 
     return asyncio.run(check())

@@ -1,0 +1,76 @@
+"""s3:// images and audio named directly in a manifest: pre-flight checks them as the API
+will get them (a presigned GET), so a missing object or one that is no image fails its
+job before it is paid. The bucket is moto's S3 server on 127.0.0.1; the emulator fetches
+each image_url at create (fetch_images), as the real API would."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from asset_hosts import HTML, png
+from s3_helpers import BUCKET, raw_store, s3  # noqa: F401 - fixture
+
+import batchgen
+from batchgen.cli import main
+
+pytest.importorskip("obstore")
+pytest.importorskip("moto.server")
+
+
+def put(s3: dict[str, str], key: str, body: bytes) -> str:  # noqa: F811
+    import obstore
+    obstore.put(raw_store(s3, BUCKET), key, body)  # type: ignore[arg-type]
+    return f"s3://{BUCKET}/{key}"
+
+
+def direct_manifest(s3: dict[str, str]) -> dict[str, Any]:  # noqa: F811
+    good = put(s3, "direct/good.png", png(320, 240))
+    page = put(s3, "direct/login.png", HTML)
+    missing = f"s3://{BUCKET}/direct/missing.png"
+    return {"version": 1, "name": "direct", "api": {"concurrency": 4, "poll_interval": 0.05},
+            "output": {"dir": "out"},
+            "defaults": {"resolution": "720p", "video_length": 5, "audio_type": 3},
+            "jobs": [{"id": "good", "image_url": good, "prompt": "a"},
+                     {"id": "page", "image_url": page, "prompt": "b"},
+                     {"id": "missing", "image_url": missing, "prompt": "c"}]}
+
+
+async def test_s3_urls_in_a_manifest_are_checked_before_paying(sandbox, tmp_path,
+                                                                s3):  # noqa: F811
+    sb = await sandbox(fetch_images=True)
+    report = await batchgen.arun(direct_manifest(s3), base_dir=tmp_path, api_base=sb.url,
+                                 api_key="test-key", env=s3, preflight=True)
+    jobs = {j.id: j for j in report.jobs}
+    assert jobs["good"].status == "completed"  # presigned at the create, fetched by the API
+    assert "pre-flight:" in (jobs["page"].error or "")
+    assert "not an image" in (jobs["page"].error or "")
+    assert "HTTP 404" in (jobs["missing"].error or "")
+    assert "no such object" in (jobs["missing"].error or "")
+    assert "X-Amz" not in str(jobs["missing"].error)  # never the signature
+    # only the good image was created and charged: the 2 bad ones cost nothing
+    assert sb.stats()["tasks_created"] == 1
+
+
+async def test_validate_online_lists_bad_s3_objects_but_not_local_files_to_upload(
+        tmp_path, s3, monkeypatch):  # noqa: F811
+    import asyncio
+    (tmp_path / "hero.png").write_bytes(png(200, 200))  # uploaded by `run`, not yet there
+    doc = direct_manifest(s3)
+    doc["storage"] = {"upload": f"s3://{BUCKET}/uploads"}
+    doc["jobs"].append({"id": "local", "image_url": "hero.png", "prompt": "d"})
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    for name, value in s3.items():
+        monkeypatch.setenv(name, value)
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["validate", "--online", "--sandbox", "--preflight", str(path)]
+    code = await asyncio.to_thread(main, argv, out, err)
+    assert code == 2, err.getvalue()
+    text = err.getvalue()
+    assert "direct/login.png" in text and "direct/missing.png" in text
+    assert "direct/good.png" not in text and "uploads/" not in text
+    assert Path(path).is_file()

@@ -360,3 +360,14 @@ def test_a_log_file_on_a_full_disk_is_told_once_and_the_run_goes_on(tmp_path, mo
     assert err.count("cannot write to the log file /dev/full (No space left on device); "
                      "logging stops here and the run goes on") == 1, err
     assert _statuses(tmp_path / "out") == ["completed"] * 3
+
+
+async def test_the_last_line_names_the_report_as_a_person_would_write_it(sandbox, tmp_path):
+    sb = await sandbox()
+    (tmp_path / "manifests").mkdir()
+    manifest = write_manifest(tmp_path / "manifests", 1, base_url=sb.url,
+                              extra={"output": {"dir": "../output/t"}})
+    result = await run_cli("run", "manifests/manifest.yaml", cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert "report: output/t/report.csv" in result.out, result.out
+    assert (tmp_path / "output" / "t" / "report.csv").exists() and manifest.exists()

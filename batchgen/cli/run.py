@@ -112,6 +112,13 @@ async def _run_async(config: Config, resolved: Resolved, creds: Credentials,
     return RUN_EXIT_CODES[report.outcome]
 
 
+def _shown(path: os.PathLike[str] | str) -> str:
+    """A path as a person reads it: ``output/x/report.csv``, not ``manifests/../output/...``
+    (output.dir is relative to the manifest). Only what is shown: "." and ".." are
+    resolved by text, which is what the user wrote; where the file is does not change."""
+    return str(path) if "://" in str(path) else os.path.normpath(path)
+
+
 def _tell(report: RunReport, console: Console, *, as_json: bool) -> None:
     """The run's last line (or --json summary), and what a human must do about it."""
     from batchgen.api import Outcome
@@ -119,7 +126,7 @@ def _tell(report: RunReport, console: Console, *, as_json: bool) -> None:
     line = (f"{report.name}: {st['completed']} completed, {st['failed']} failed, "
             f"{st['unknown']} unknown, {st['pending']} pending; credits deducted "
             f"{report.credits_deducted}; {report.requests} requests in "
-            f"{report.wall_seconds:.1f}s; report: {report.report_file}")
+            f"{report.wall_seconds:.1f}s; report: {_shown(report.report_file)}")
     if as_json:
         console.log_only(line)
         print(json.dumps(report.summary, indent=2, sort_keys=True), file=console.out)

@@ -11,13 +11,25 @@ the tasks in flight of every runner and weighs the budget over every row). SQLit
 same life on `Store` (one runner: its claim is the in-memory queue plus one durable
 write), for the overhead of sharing.
 
+`--processes` measures whole runs instead: 1 vs 3 `batchgen run` processes (the installed
+CLI) drain one manifest of `--jobs` through one `--state` against one emulator that
+refuses any task over `--limit` in flight (so an overshoot shows): wall time from the
+first start to the last exit, creates the API received, duplicates (must be 0), the most
+tasks in flight the API saw and how many creates it refused for that (must be 0). With
+`--lag`, one of the runners runs in this process instead (`batchgen.arun`) beside a probe
+that asks the event loop for a 1 ms sleep over and over: the lateness of each wake-up
+is how long the runner's loop was blocked (polls and downloads wait that long).
+
 Usage: python bench/bench_pgshare.py [--jobs 2000] [--limit 20]
        [--url postgresql://postgres@127.0.0.1:5432/test]
+       python bench/bench_pgshare.py --processes [--jobs 1000] [--limit 20]
+       [--task-time 0] [--lag]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import tempfile
 import threading
 import time
@@ -27,7 +39,7 @@ from pathlib import Path
 import benchlib
 import psycopg
 
-from batchgen.jobs import Job
+from batchgen.jobs import Job, JobState
 from batchgen.pgshare import SharedPgStore
 from batchgen.pgstore import PgStore
 from batchgen.state_store import parse_state_url
@@ -104,12 +116,106 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
 
 
+def _drop(url: str, prefix: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        for (name,) in conn.execute("SELECT schema_name FROM information_schema."
+                                    "schemata WHERE schema_name LIKE %s",
+                                    (prefix + "%",)).fetchall():
+            conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+async def _lag_probe(lags: list[float], stop: asyncio.Event) -> None:
+    """Lateness of 1 ms sleeps: how long the loop could not run anything else."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        t0 = loop.time()
+        await asyncio.sleep(0.001)
+        lags.append(max(0.0, loop.time() - t0 - 0.001))
+
+
+async def _in_process(manifest: Path, api: str, state: str, lags: list[float]) -> int:
+    import batchgen
+    stop = asyncio.Event()
+    probe = asyncio.create_task(_lag_probe(lags, stop))
+    try:
+        report = await batchgen.arun(str(manifest), api_base=api, api_key=benchlib.API_KEY,
+                                     state=state, env={})
+        return 0 if report.ok else 1
+    finally:
+        stop.set()
+        await probe
+
+
+def processes(url: str | None, n: int, runners: int, limit: int, task_time: float,
+              lag: bool) -> tuple[object, ...]:
+    """`runners` `batchgen run` processes on one manifest and state (module docstring);
+    `url` None: one run on SQLite, for comparison."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    state = f"{url}{'&' if '?' in url else '?'}schema={prefix}" if url else None
+    lags: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp, benchlib.Emulator(
+            "--queue-time", "0", "--processing-time", str(task_time), "--seed", "3",
+            "--max-in-flight", str(limit)) as em:
+        work = Path(tmp)
+        manifest = benchlib.write_manifest(work, n, concurrency=limit, poll_interval=1.0,
+                                           poll_batch=100)
+        args = [*benchlib.run_args(manifest, em.url), *(["--state", state] if state else [])]
+        try:
+            t0 = time.perf_counter()
+            procs = [benchlib.start_cli(args, work / f"r{i}")[0]
+                     for i in range(runners - 1 if lag else runners)]
+            codes = [asyncio.run(_in_process(manifest, em.url, state, lags))] if lag else []
+            codes += [benchlib.reap(p, t0)[0] for p in procs]
+            wall = time.perf_counter() - t0
+            stats = em.stats()
+            done = completed(state, work / "out")
+        finally:
+            if url:
+                _drop(url, prefix)
+    refused = stats["faults_injected"].get("max_in_flight", 0)
+    figures = (f"{lag_ms(lags, .99):.1f} / {max(lags, default=0) * 1000:.0f}",) if lag else ()
+    name = "SQLite, 1" if url is None else f"PostgreSQL, {runners}"
+    return (name, n, limit, wall, n / wall, done, stats["tasks_created"],
+            stats["duplicate_fingerprints"], stats["max_in_flight"], refused,
+            " ".join(map(str, codes)), *figures)
+
+
+def completed(state: str | None, out: Path) -> int:
+    """Jobs completed, from the state itself."""
+    if state is None:
+        with Store.open(out, lock=False, create=False) as store:
+            return sum(1 for r in store.rows() if r.state is JobState.COMPLETED)
+    with PgStore.open(parse_state_url(state), "bench", lock=False) as store:
+        return sum(1 for r in store.rows() if r.state is JobState.COMPLETED)
+
+
+def lag_ms(values: list[float], p: float) -> float:
+    return pct(values, p) if values else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--jobs", type=int, default=None, help="2000 (1000 with --processes)")
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--processes", action="store_true",
+                        help="whole `batchgen run` processes against the emulator")
+    parser.add_argument("--task-time", type=float, default=0.0,
+                        help="with --processes: seconds each task runs at the emulator")
+    parser.add_argument("--lag", action="store_true",
+                        help="with --processes: one runner in-process, its loop's stalls")
     args = parser.parse_args()
+    if args.processes:
+        n = args.jobs or 1000
+        header = ("state, runners", "jobs", "limit", "wall s", "jobs/s", "completed", "creates",
+                  "duplicates", "max in flight", "refused", "exit codes",
+                  *(("loop stall p99 / max ms",) if args.lag else ()))
+        out = [processes(url, n, k, args.limit, args.task_time, args.lag)
+               for url, k in ((None, 1), (args.url, 1), (args.url, 3))]
+        print(benchlib.table(f"`batchgen run` processes on one --state, task time "
+                             f"{args.task_time:g} s", header, out))
+        return
+    args.jobs = args.jobs or 2000
     rows = []
     wall, lat = sqlite(args.jobs, args.limit)
     rows.append(("SQLite, 1 runner", f"{args.jobs / wall:.0f}", f"{pct(lat, .5):.1f}",
@@ -121,11 +227,7 @@ def main() -> None:
             wall, lat = shared(f"{args.url}{sep}schema={prefix}", args.jobs, runners,
                                args.limit)
         finally:
-            with psycopg.connect(args.url, autocommit=True) as conn:
-                for (name,) in conn.execute("SELECT schema_name FROM information_schema."
-                                            "schemata WHERE schema_name LIKE %s",
-                                            (prefix + "%",)).fetchall():
-                    conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+            _drop(args.url, prefix)
         rows.append((f"PostgreSQL, {runners} runner(s)", f"{args.jobs / wall:.0f}",
                      f"{pct(lat, .5):.1f}", f"{pct(lat, .99):.1f}"))
     print(benchlib.table(f"{args.jobs} jobs, zero task time, claims of up to {args.limit}",

@@ -5,6 +5,9 @@ name in the same directory, is checked (Content-Length when sent, the MP4 ``ftyp
 signature), hashed (SHA-256), fsync'd, and only then renamed with `os.replace` (atomic on
 one filesystem), after which the directory is fsync'd so the rename survives a power cut.
 A crash at any instant leaves at worst a ``.part`` file, which the next run removes.
+The temporary name carries its writer (``.<name>.<tag>.part``, the tag being the pid, or
+a shared runner's id): with several runners on one output dir (a shared state), only
+the files of runners that are gone are removed, never one a live runner is writing.
 Deliberately not here: retries and URL refreshes (the runner decides), HTTP (client/).
 """
 
@@ -15,6 +18,7 @@ import contextlib
 import errno
 import hashlib
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from string import Formatter
@@ -56,24 +60,34 @@ def is_mp4_head(head: bytes) -> bool:
     return len(head) >= 8 and head[4:8] == b"ftyp"
 
 
-def clean_partials(directory: Path) -> int:
-    """Remove temporary files left by an interrupted run. Returns how many."""
+def part_tag(path: Path) -> str:
+    """The writer's tag in a temporary name (``.<name>.<tag>.part``)."""
+    return path.name[:-len(PART_SUFFIX)].rsplit(".", 1)[-1]
+
+
+def clean_partials(directory: Path, only: Collection[str] | None = None) -> int:
+    """Remove temporary files left by an interrupted run: all of them, or with `only`
+    those whose writer's tag is in it (runners known to be gone). Returns how many."""
     n = 0
     if directory.is_dir():
         for p in directory.glob(f".*{PART_SUFFIX}"):
+            if only is not None and part_tag(p) not in only:
+                continue
             with contextlib.suppress(OSError):
                 p.unlink()
                 n += 1
     return n
 
 
-async def fetch_to(client: AkoolClient, url: str, final: Path) -> Downloaded:
+async def fetch_to(client: AkoolClient, url: str, final: Path, tag: str | None = None
+                   ) -> Downloaded:
     """Stream `url` into `final` atomically; raise DownloadError when the body is wrong.
+    `tag` names the writer in the temporary name (default: the pid).
 
     Transport errors from the client (RetryableApiError / FatalApiError) propagate as they
     are, so the runner can tell "try again" from "the URL is gone".
     """
-    tmp = final.with_name(f".{final.name}.{os.getpid()}{PART_SUFFIX}")
+    tmp = final.with_name(f".{final.name}.{tag or os.getpid()}{PART_SUFFIX}")
     digest = hashlib.sha256()
     size = 0
     head = b""

@@ -20,6 +20,9 @@ at the same time. What makes that safe, all in the database:
   holder too, so a runner paused past its lease cannot overwrite what another took over,
   with one exception: a task id (paid work) answered after the job was reaped is recorded
   on the job nobody holds, for a live runner to adopt (`_record_paid`).
+* **Off the loop.** A running scheduler makes its claims, heartbeats and adoptions through
+  `offload()` (pgloop.py): a second connection of the same runner, in a thread, so a
+  claim's 10-20 ms never stall its polls and downloads.
 
 Deliberately not here: the budget rule itself (budget.py), scheduling (runner.py).
 """
@@ -32,7 +35,7 @@ import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchgen import budget
 from batchgen.errors import BatchgenError, ClaimLost
@@ -41,6 +44,9 @@ from batchgen.pgstore import PgStore, _connect, _lock_key, schema_name
 from batchgen.state_store import DEFAULT_LEASE, StateUrl
 from batchgen.store import _COLUMNS, SyncResult, _row
 from batchgen.transitions import Claimed
+
+if TYPE_CHECKING:
+    from batchgen.pgloop import OffLoop
 
 S = JobState
 #: states in which a job occupies a slot of the account's concurrency
@@ -86,6 +92,9 @@ class SharedPgStore(PgStore):
         self.lease = lease
         self.host = socket.gethostname()
         self.pid = os.getpid()
+        self._off: OffLoop | None = None
+        #: a preview's copies of the tables (`plan`): no lock, no runner to leave
+        self._private = False
 
     @classmethod
     def join(cls, url: StateUrl, scope: str, *, lease: float = DEFAULT_LEASE
@@ -95,12 +104,7 @@ class SharedPgStore(PgStore):
         store = cls(_connect(url), url, schema, lease=lease)
         store._pg.where = store.where
         try:
-            # a runner frozen inside a transaction (SIGSTOP, a VM pause) would hold the
-            # manifest's claim lock and stall every runner: the server ends its session
-            # once it has sat idle in a transaction for a lease (its locks go, nothing it
-            # had not committed counts, and it can send nothing without the database)
-            store._pg.execute(f"SET idle_in_transaction_session_timeout = "
-                              f"{max(1000, int(lease * 1000))}")
+            store._limit_idle()
             store._prepare(scope, create=True)
             with store._tx():
                 store._conn.execute(
@@ -111,6 +115,45 @@ class SharedPgStore(PgStore):
             store.close()
             raise
         return store
+
+    def _limit_idle(self) -> None:
+        # a runner frozen inside a transaction (SIGSTOP, a VM pause) would hold the
+        # manifest's claim lock and stall every runner: the server ends its session
+        # once it has sat idle in a transaction for a lease (its locks go, nothing it
+        # had not committed counts, and it can send nothing without the database)
+        self._pg.execute(f"SET idle_in_transaction_session_timeout = "
+                         f"{max(1000, int(self.lease * 1000))}")
+
+    def offload(self) -> OffLoop:
+        """This runner's claims, heartbeats and adoptions, made off the event loop on a
+        second connection (same runner id and lease) in a thread of its own (pgloop.py);
+        made once, closed with the store."""
+        from batchgen.pgloop import OffLoop
+        if self._off is None:
+            twin = type(self)(_connect(self.url), self.url, self.schema, lease=self.lease)
+            twin.runner_id, twin._pg.where = self.runner_id, self.where
+            try:
+                twin._limit_idle()
+                twin._pg.execute(f'SET search_path TO "{self.schema}"')
+            except BaseException:
+                twin.disconnect()
+                raise
+            self._off = OffLoop(twin)
+        return self._off
+
+    @classmethod
+    def preview(cls, url: StateUrl, scope: str) -> SharedPgStore:  # type: ignore[override]
+        """`PgStore.preview` (private copies of the tables) where `recover` is a joining
+        runner's: only the jobs of runners whose lease ran out (or of none) are settled,
+        so `plan` counts the claims and tasks of live runners as in flight."""
+        store = super().preview(url, scope)
+        assert isinstance(store, SharedPgStore)
+        store._private = True
+        return store
+
+    def disconnect(self) -> None:
+        """Close the connection without leaving (`offload`'s second connection)."""
+        PgStore.close(self)
 
     def _take_run_lock(self, scope: str) -> None:
         """Shared: excludes only a single-runner (exclusive) run of the same manifest."""
@@ -143,12 +186,25 @@ class SharedPgStore(PgStore):
         if cur.rowcount == 0:
             raise self._lost()
 
+    @property
+    def part_tag(self) -> str:
+        """This runner in the temporary names of its downloads (download.py)."""
+        return "r" + self.runner_id[:16]
+
+    def departed(self) -> set[str]:
+        """The `part_tag`s of runners that left or whose lease ran out: their .part files
+        in the shared output dir are leftovers that no live runner writes."""
+        cur = self._pg.execute("SELECT runner_id FROM runners WHERE dead OR lease_until < now()")
+        return {"r" + r[0][:16] for r in cur}
+
     def _lost(self) -> ClaimLost:
         return ClaimLost(f"{self.where}: this runner ({self.host}, pid {self.pid}) let its "
                          f"lease of {self.lease:g} s run out, so other runners may have taken "
                          "over its jobs; it sends nothing more — run again to rejoin")
 
     def _lock_manifest(self) -> None:
+        if self._private:  # a preview's own copies: no runner waits for them
+            return
         self._conn.execute("SELECT pg_advisory_xact_lock(?)",
                            (_lock_key(self.schema + ":claims"),))
 
@@ -325,8 +381,12 @@ class SharedPgStore(PgStore):
             return [self.get(j) for j in ids]
 
     def close(self) -> None:
-        """Leave: what this runner still holds is settled at once (no lease to wait out)."""
-        if not self._pg.pg.closed:
+        """Leave: what this runner still holds is settled at once (no lease to wait out),
+        once a claim still running off the loop has ended (it may have taken jobs)."""
+        if self._off is not None:
+            self._off.close()
+            self._off = None
+        if not self._pg.pg.closed and not self._private:
             # best effort: if the server is gone, the lease runs out and others reap it
             with contextlib.suppress(BatchgenError), self._tx():
                 self._lock_manifest()

@@ -188,11 +188,21 @@ class PgStore(Store):
 
     @classmethod
     def preview(cls, url: StateUrl, scope: str) -> PgStore:  # type: ignore[override]
-        """The state inside a transaction that is never committed: `plan` runs a run's
-        preparation on it and sees exactly the queue a run would start from."""
+        """The state copied into temporary tables, in a transaction never committed:
+        `plan` runs a run's preparation on the copies and sees exactly the queue a run
+        would start from, without locking a row that live runners write (one snapshot,
+        so the tables agree with each other)."""
         store = cls.open(url, scope, lock=False, create=False)
         with store._pg.errors():
-            store._pg.execute("BEGIN")
+            pg = store._pg
+            pg.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            for (name,) in pg.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = ? "
+                    "AND table_type = 'BASE TABLE'", (store.schema,)).fetchall():
+                real = f'"{store.schema}"."{name}"'
+                pg.execute(f'CREATE TEMP TABLE "{name}" (LIKE {real} INCLUDING ALL)')
+                pg.execute(f'INSERT INTO pg_temp."{name}" SELECT * FROM {real}')
+            pg.execute(f'SET LOCAL search_path TO pg_temp, "{store.schema}"')
         return store
 
     def close(self) -> None:

@@ -30,6 +30,9 @@ from typing import Any
 from batchgen.errors import OutputNotWritable
 from batchgen.store import JobRow, JobState, report_status
 
+#: with a PostgreSQL state (--state), the last column: the runner (host:pid) holding the
+#: job, empty when none does; never written for SQLite (one run per output dir)
+HOLDER_COLUMN = "holder"
 #: SPEC §4 columns, in this order; extra columns follow them.
 COLUMNS: tuple[str, ...] = (
     "job_id", "status", "task_id", "image_url", "prompt", "resolution", "video_length",
@@ -110,11 +113,12 @@ def report_row(row: JobRow) -> dict[str, Any]:
     return {k: _cell(v) for k, v in values.items()}
 
 
-def user_columns(rows: Sequence[JobRow]) -> dict[str, str]:
+def user_columns(rows: Sequence[JobRow], *, holder: bool = False) -> dict[str, str]:
     """The user's own spreadsheet columns (jobs_file extra_columns: keep), in order of
     first appearance: header name -> report column. A name the report already uses gets
-    the prefix `extra.` so that no column of SPEC §4 is ever shadowed."""
-    taken = {c.lower() for c in (*COLUMNS, *EXTRA_COLUMNS)}
+    the prefix `extra.` so that no column of SPEC §4 is ever shadowed (nor `holder`,
+    when the report has it)."""
+    taken = {c.lower() for c in (*COLUMNS, *EXTRA_COLUMNS, *([HOLDER_COLUMN] * holder))}
     out: dict[str, str] = {}
     for row in rows:
         extra = row.extra
@@ -126,15 +130,17 @@ def user_columns(rows: Sequence[JobRow]) -> dict[str, str]:
     return out
 
 
-def render_csv(rows: Sequence[JobRow]) -> str:
-    """The whole report as CSV text: SPEC columns, ours, then the user's own."""
+def render_csv(rows: Sequence[JobRow], holders: Mapping[str, str] | None = None) -> str:
+    """The whole report as CSV text: SPEC columns, ours, then the user's own; with
+    `holders` (a shared state: job id -> the runner holding it), a last `holder` column."""
     buf = io.StringIO()
-    users = user_columns(rows)
+    users = user_columns(rows, holder=holders is not None)
     # the user's header names come from a spreadsheet too: made safe like any cell
     safe = {name: csv_safe(column) for name, column in users.items()}
     # CRLF (RFC 4180): the csv module quotes a cell holding any character of the line
     # terminator, so with "\r\n" a bare CR is quoted too ("\n" alone let it split a row)
-    writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, *EXTRA_COLUMNS, *safe.values()],
+    writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, *EXTRA_COLUMNS, *safe.values(),
+                                             *([HOLDER_COLUMN] if holders is not None else [])],
                             lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
@@ -142,6 +148,8 @@ def render_csv(rows: Sequence[JobRow]) -> str:
         extra = row.extra
         if users and isinstance(extra, dict):
             values.update({safe[k]: _cell(v) for k, v in extra.items() if k in users})
+        if holders is not None:
+            values[HOLDER_COLUMN] = holders.get(row.job_id, "")
         writer.writerow(csv_row(values))
     return buf.getvalue()
 
@@ -270,14 +278,16 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def write_reports(directory: Path, report_name: str, rows: Sequence[JobRow],
-                  summary: Mapping[str, Any]) -> tuple[Path, Path]:
-    """Write report.csv and summary.json into `directory`; returns both paths."""
+                  summary: Mapping[str, Any], holders: Mapping[str, str] | None = None
+                  ) -> tuple[Path, Path]:
+    """Write report.csv and summary.json into `directory`; returns both paths. `holders`:
+    who holds what, with a shared state (`render_csv`)."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputNotWritable(f"cannot create {directory}: {exc.strerror or exc}") from None
     report = directory / report_name
-    write_atomic(report, render_csv(rows))
+    write_atomic(report, render_csv(rows, holders))
     summary_path = directory / "summary.json"
     write_atomic(summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return report, summary_path

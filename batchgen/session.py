@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from batchgen.errors import NoState
 from batchgen.settings import DEFAULT_OUTAGE_TIMEOUT as DEFAULT_OUTAGE_TIMEOUT
@@ -55,7 +55,7 @@ if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-
     from batchgen.retry import RetryPolicy
     from batchgen.runner import JobEvent, Runner, RunOutcome, RunSettings
     from batchgen.sandbox import SandboxConfig
-    from batchgen.state_store import StateStore
+    from batchgen.state_store import SharedState, StateStore
     from batchgen.store import JobRow
 
 @contextlib.asynccontextmanager
@@ -404,8 +404,10 @@ def _resume(store: StateStore, resolved: Resolved, *, retry_failed: bool,
     lost = store.recover()
     sync = store.sync(manifest.jobs, estimates(manifest), key=sync_key(manifest))
     reopened = store.reopen(unknown=resubmit_unknown, failed=retry_failed)
-    if not store.shared:  # a shared output dir's .part files may be other runners'
-        clean_partials(resolved.output_dir)
+    # a shared output dir's .part files may be other runners' downloads in progress: only
+    # those of runners that are gone (recover reaped the ones whose lease ran out) go
+    clean_partials(resolved.output_dir,
+                   cast("SharedState", store).departed() if store.shared else None)
     rows, committed = store.rows_and_committed()
     done_states = {JobState.COMPLETED}
     return rows, Started(
@@ -452,7 +454,7 @@ async def _write_reports(store: StateStore, resolved: Resolved, committed: int,
                                budget=resolved.max_credits, finished_at=utc_now_iso())
     add_history(summary, history)
     report, _ = write_reports(resolved.output_dir, manifest.output.report, final_rows,
-                              summary)
+                              summary, store.holders() if resolved.state else None)
     html = write_html(resolved.output_dir, final_rows, name=manifest.name, summary=summary,
                       abandoned=store.abandoned(), budget=resolved.max_credits,
                       committed=committed)

@@ -29,6 +29,7 @@ from batchgen.redact import redact_url
 
 if TYPE_CHECKING:
     from batchgen.jobs import Job, JobRow
+    from batchgen.pgloop import OffLoop
     from batchgen.pgshare import Claim
     from batchgen.store import Store, SyncResult
     from batchgen.transitions import Event
@@ -70,6 +71,7 @@ class StateStore(Protocol):
     def run_history(self) -> dict[str, Any]: ...
     def abandoned(self) -> list[dict[str, Any]]: ...
     def asset_checks(self) -> dict[str, str]: ...
+    def holders(self) -> dict[str, str]: ...
     def record_asset_check(self, key: str, value: str) -> None: ...
 
 
@@ -78,10 +80,14 @@ class SharedState(StateStore, Protocol):
 
     #: seconds a runner's lease lasts unless renewed
     lease: float
+    #: names this runner in the temporary names of its downloads (download.py)
+    part_tag: str
 
     def claim(self, free: int, limit: int, max_credits: int | None, now: str) -> Claim: ...
     def heartbeat(self) -> None: ...
     def adopt(self) -> list[JobRow]: ...
+    def offload(self) -> OffLoop: ...
+    def departed(self) -> set[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +204,9 @@ def preview_state(output_dir: Path, url: StateUrl | None, scope: str) -> Store:
     if url is None:
         from batchgen.store import Store
         return Store.preview(output_dir)
-    preview: Store = _pgstore().PgStore.preview(url, scope)
+    _pgstore()
+    from batchgen.pgshare import SharedPgStore
+    preview: Store = SharedPgStore.preview(url, scope)
     return preview
 
 

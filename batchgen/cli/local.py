@@ -159,12 +159,13 @@ def cmd_report(config: Config, out: TextIO, err: TextIO) -> int:
         rows, committed = store.rows_and_committed()
         history = store.run_history()
         abandoned = store.abandoned()
+        holders = store.holders() if resolved.state is not None else None
     summary = summarize(rows)
     summary["credits_committed"] = committed
     add_history(summary, history)  # the last run's budget, wall time and requests stay
     summary.setdefault("budget", resolved.max_credits)
     report, _ = write_reports(resolved.output_dir, resolved.manifest.output.report, rows,
-                              summary)
+                              summary, holders)
     html = write_html(resolved.output_dir, rows, name=resolved.manifest.name, summary=summary,
                       abandoned=abandoned, budget=summary["budget"], committed=committed)
     print(f"wrote {report} and {html.name} ({len(rows)} jobs)", file=out)

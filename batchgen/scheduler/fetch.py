@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from batchgen.client import AkoolClient, TaskStatus
 from batchgen.download import Downloaded, fetch_to, render_filename
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from batchgen.posters import PosterMaker
     from batchgen.scheduler.cleanup import Cleanup
     from batchgen.scheduler.poll import Poll
+    from batchgen.state_store import SharedState
 
 
 def target_path(settings: RunSettings, row: JobRow) -> Path:
@@ -71,6 +72,9 @@ class Fetch:
         self.stale: set[str] = set()
         #: workers still running
         self.workers_left = max(1, state.settings.download_workers)
+        #: names this runner in its temporary files, when other runners share the output
+        #: dir (they remove a .part file only once its writer is gone: download.py)
+        self._tag = cast("SharedState", state.store).part_tag if state.store.shared else None
 
     def over(self) -> bool:
         """Every worker has ended."""
@@ -167,7 +171,7 @@ class Fetch:
 
         async def once() -> Downloaded:
             try:
-                return await fetch_to(self._client, url, target)
+                return await fetch_to(self._client, url, target, self._tag)
             except DownloadError as exc:
                 # a truncated or garbled body may well arrive whole next time
                 raise BadBody(str(exc)) from None

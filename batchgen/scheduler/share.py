@@ -8,7 +8,9 @@ died (tasks in flight are polled, finished videos fetched: both safe to repeat);
 lease is lost (or the state cannot be reached), the run stops sending and ends with
 that error (`ClaimLost`, `StateUnavailable`). `waiting` tells the
 submitter whether to stay: while any job can still be claimed, or is held by a runner
-that may yet die, a runner does not leave.
+that may yet die, a runner does not leave. Claims, renewals and adoptions are awaited:
+the store makes them off the event loop (`offload`, pgloop.py), so the polls and
+downloads of this runner go on while a claim waits its turn behind other runners'.
 
 Deliberately not here: the claim itself (pgshare.py), sending (submit.py).
 """
@@ -33,6 +35,8 @@ class Sharing:
 
     def __init__(self, store: SharedState, state: RunState) -> None:
         self._store = store
+        #: the store's calls that are awaited (made in a thread of their own)
+        self._off = store.offload()
         self._state = state
         #: what the last claim saw (None before the first)
         self.last: Claim | None = None
@@ -45,10 +49,11 @@ class Sharing:
         """Seconds between claims while other runners hold the slots or the work."""
         return min(1.0, max(0.05, self._state.settings.poll_interval))
 
-    def claim(self, free: int, limit: int) -> list[tuple[str, bool]]:
+    async def claim(self, free: int, limit: int) -> list[tuple[str, bool]]:
         """Up to `free` creates, claimed in the store; the rows it wrote join the view."""
         state = self._state
-        got = self._store.claim(free, limit, state.settings.max_credits, state.ports.now_iso())
+        got = await self._off.claim(free, limit, state.settings.max_credits,
+                                    state.ports.now_iso())
         self.last = got
         for row in got.rows.values():
             state.rows[row.job_id] = row
@@ -78,22 +83,22 @@ class Sharing:
         """Renew the lease every third of it and adopt orphaned work, until cancelled."""
         state = self._state
         try:
-            self.adopt(poll, fetch)
+            await self.adopt(poll, fetch)
             while True:
                 await state.ports.sleep(self._store.lease / 3)
-                self._store.heartbeat()
-                self.adopt(poll, fetch)
+                await self._off.heartbeat()
+                await self.adopt(poll, fetch)
         except BatchgenError as exc:  # ClaimLost, StateUnavailable, a damaged state...
             # a lease that cannot be renewed must not end silently: the run stops
             # sending at once, and the runner raises it when the workers have ended
             self.fatal = exc
             state.stop()
 
-    def adopt(self, poll: Poll, fetch: Fetch) -> None:
+    async def adopt(self, poll: Poll, fetch: Fetch) -> None:
         """Take over tasks in flight and videos to fetch that no live runner holds."""
         state = self._state
+        rows: list[JobRow] = await self._off.adopt()
         now = state.ports.clock()
-        rows: list[JobRow] = self._store.adopt()
         for row in rows:
             state.rows[row.job_id] = row
             state.commit(row.job_id, row.committed_credits)

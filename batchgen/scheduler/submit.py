@@ -90,7 +90,11 @@ class Submit:
                 token = state.wake.token()
                 free = self._limit - len(self._poll.flights) - len(self.creating)
                 if free > 0 and not state.halted():
-                    batch = self._claim(free)
+                    if self._sharing is None:
+                        batch = self._claim(free)
+                    else:
+                        batch = self._unless_stopped(await self._sharing.claim(free,
+                                                                               self._limit))
                     if batch:
                         self._launch(batch)
                         continue
@@ -118,8 +122,6 @@ class Submit:
         and the journal, so two claims can never both spend the same credits.
         """
         state = self._state
-        if self._sharing is not None:
-            return self._sharing.claim(free, self._limit)
         batch: list[tuple[str, bool]] = []
         while state.handoffs.audio_due and len(batch) < free:
             batch.append((state.handoffs.audio_due.popleft(), True))
@@ -137,6 +139,19 @@ class Submit:
             state.commit(job_id, row.committed_credits if audio else
                          row.credits_prior + row.credits_lost + needs[job_id])
         return batch
+
+    def _unless_stopped(self, batch: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+        """A shared claim's creates, or none when the run stopped while the claim was
+        made (it is awaited): those go back to their queue unsent, durably."""
+        state = self._state
+        if not batch or not state.halted():
+            return batch
+        rows = state.apply([(job_id, Unsent(audio)) for job_id, audio in batch],
+                           durable=True)
+        for (job_id, audio), row in zip(batch, rows, strict=True):
+            if not audio:
+                state.commit(job_id, row.committed_credits)
+        return []
 
     def _launch(self, batch: list[tuple[str, bool]]) -> None:
         for job_id, audio in batch:

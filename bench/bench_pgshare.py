@@ -16,9 +16,11 @@ CLI) drain one manifest of `--jobs` through one `--state` against one emulator t
 refuses any task over `--limit` in flight (so an overshoot shows): wall time from the
 first start to the last exit, creates the API received, duplicates (must be 0), the most
 tasks in flight the API saw and how many creates it refused for that (must be 0). With
-`--lag`, one of the runners runs in this process instead (`batchgen.arun`) beside a probe
-that asks the event loop for a 1 ms sleep over and over: the lateness of each wake-up
-is how long the runner's loop was blocked (polls and downloads wait that long).
+`--lag`, one of the runners runs in this process instead (`batchgen.arun`), its store's
+claims, heartbeats and adoptions timed: how many ran on the event loop's thread and how
+long they blocked it there (polls and downloads wait that long), beside a probe that
+asks the loop for a 1 ms sleep over and over (the lateness of each wake-up: every
+stall, the runner's own CPU work included, so it rises with the machine's load).
 
 Usage: python bench/bench_pgshare.py [--jobs 2000] [--limit 20]
        [--url postgresql://postgres@127.0.0.1:5432/test]
@@ -35,6 +37,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import benchlib
 import psycopg
@@ -133,6 +136,25 @@ async def _lag_probe(lags: list[float], stop: asyncio.Event) -> None:
         lags.append(max(0.0, loop.time() - t0 - 0.001))
 
 
+#: the in-process runner's store calls: (seconds, made on the event loop's thread?)
+CALLS: list[tuple[float, bool]] = []
+
+
+def _timed_store_calls(calls: list[tuple[float, bool]]) -> None:
+    """Time every claim/heartbeat/adopt of the shared store into `calls`."""
+    main = threading.main_thread()
+    for name in ("claim", "heartbeat", "adopt"):
+        original = getattr(SharedPgStore, name)
+
+        def timed(self: SharedPgStore, *args: object, _original: Any = original) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return _original(self, *args)
+            finally:
+                calls.append((time.perf_counter() - t0, threading.current_thread() is main))
+        setattr(SharedPgStore, name, timed)
+
+
 async def _in_process(manifest: Path, api: str, state: str, lags: list[float]) -> int:
     import batchgen
     stop = asyncio.Event()
@@ -153,6 +175,7 @@ def processes(url: str | None, n: int, runners: int, limit: int, task_time: floa
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     state = f"{url}{'&' if '?' in url else '?'}schema={prefix}" if url else None
     lags: list[float] = []
+    CALLS.clear()
     with tempfile.TemporaryDirectory() as tmp, benchlib.Emulator(
             "--queue-time", "0", "--processing-time", str(task_time), "--seed", "3",
             "--max-in-flight", str(limit)) as em:
@@ -173,7 +196,10 @@ def processes(url: str | None, n: int, runners: int, limit: int, task_time: floa
             if url:
                 _drop(url, prefix)
     refused = stats["faults_injected"].get("max_in_flight", 0)
-    figures = (f"{lag_ms(lags, .99):.1f} / {max(lags, default=0) * 1000:.0f}",) if lag else ()
+    blocked = [t for t, on_loop in CALLS if on_loop]
+    figures = (f"{len(blocked)} of {len(CALLS)}",
+               f"{sum(blocked):.2f} / {max(blocked, default=0) * 1000:.0f}",
+               f"{lag_ms(lags, .99):.1f} / {max(lags, default=0) * 1000:.0f}") if lag else ()
     name = "SQLite, 1" if url is None else f"PostgreSQL, {runners}"
     return (name, n, limit, wall, n / wall, done, stats["tasks_created"],
             stats["duplicate_fingerprints"], stats["max_in_flight"], refused,
@@ -206,10 +232,13 @@ def main() -> None:
                         help="with --processes: one runner in-process, its loop's stalls")
     args = parser.parse_args()
     if args.processes:
+        if args.lag:
+            _timed_store_calls(CALLS)
         n = args.jobs or 1000
         header = ("state, runners", "jobs", "limit", "wall s", "jobs/s", "completed", "creates",
                   "duplicates", "max in flight", "refused", "exit codes",
-                  *(("loop stall p99 / max ms",) if args.lag else ()))
+                  *(("calls on loop", "loop blocked s / max ms", "loop lag p99 / max ms")
+                    if args.lag else ()))
         out = [processes(url, n, k, args.limit, args.task_time, args.lag)
                for url, k in ((None, 1), (args.url, 1), (args.url, 3))]
         print(benchlib.table(f"`batchgen run` processes on one --state, task time "

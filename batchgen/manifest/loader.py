@@ -1,36 +1,27 @@
-"""Manifest loading: YAML in, validated frozen dataclasses out.
+"""One load of one manifest: check the document, expand its jobs in order.
 
-Owns reading a manifest (and its `jobs_file`), checking it against
-`schemas/manifest.schema.json` and the rules of SPEC §3, and expanding it into the final,
-ordered list of `Job`s: `jobs`, then `matrix` combinations, then `jobs_file` rows, each
-with `defaults` merged under it and `jobs.BUILTIN_DEFAULTS` under those. Every problem is
-collected and raised at once as a `ManifestError`, located by file and line (the data
-file and its line for `jobs_file` rows), so one run of `validate` shows everything to fix.
+Owns the walk over a parsed manifest: its settings sections, `defaults` merged under each
+job (and `jobs.BUILTIN_DEFAULTS` under those), the job sources in order (`jobs`, then
+`matrix` combinations, then `jobs_file` rows), the SPEC §3 rules on each effective job
+(rules.py), repeated requests and ids, and every problem located by file and line (the
+data file and its line for `jobs_file` rows), collected and raised at once as a
+`ManifestError` so one run of `validate` shows everything to fix.
 
-Reading files is the only I/O here; there is no clock, no network and no state between
-calls. Deliberately does not price, plan or touch the output dir.
-
-Limits (documented in the README): a manifest file may be at most 20 MB (long job lists
-belong in a `jobs_file`, which may be up to 256 MB); a manifest expands to at most
-1,000,000 jobs.
+A first pass only checks (and keeps compact keys); the jobs are built again, one at a
+time, each time a consumer iterates `Manifest.jobs`. Reading the data files and hashing
+local files are the only I/O; deliberately does not price, plan or touch the output dir.
 """
 
 from __future__ import annotations
 
 import difflib
-import gc
 import hashlib
 import itertools
 import json
 import json.encoder
 import math
-import os
-import re
-import stat
-import string
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePath
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from batchgen.errors import ManifestError, Problem
@@ -49,23 +40,37 @@ from batchgen.local_assets import (
     StorageSettings,
     is_local,
 )
-from batchgen.manifest_rows import (
-    CSV_EXTENSIONS,
-    JSONL_EXTENSIONS,
-    MAX_DATA_BYTES,
-    Row,
-    decode,
+from batchgen.manifest.model import (
+    DEFAULT_BASE_URL,
+    DEFAULT_FILENAME,
+    DEFAULT_REPORT,
+    MAX_JOBS,
+    MIN_POLL_INTERVAL,
+    OWN_NAMES,
+    ApiSettings,
+    BudgetSettings,
+    Manifest,
+    OutputSettings,
 )
+from batchgen.manifest.rules import (
+    CONTROL,
+    URL_FIELDS,
+    filename_could_be,
+    filename_problems,
+    is_http_url,
+    is_url_or_file,
+    quick_rule_check,
+    report_problems,
+    rule_problems,
+)
+from batchgen.manifest_rows import CSV_EXTENSIONS, JSONL_EXTENSIONS, MAX_DATA_BYTES, Row
 from batchgen.manifest_schema import (
     ID_PATTERN,
     INT_FIELDS,
     JOB_KEYS,
-    SINGLE_RESOLUTIONS,
     Validators,
     explain,
     job_is_valid,
-    load_schema,
-    suggest,
 )
 from batchgen.manifest_stream import (
     ExpansionDigest,
@@ -76,393 +81,14 @@ from batchgen.manifest_stream import (
     open_rows,
     request_key,
 )
-from batchgen.manifest_yaml import MAX_DEPTH, JsonPath, ParsedYaml, parse_yaml
+from batchgen.manifest_yaml import JsonPath, ParsedYaml
 from batchgen.objstore import is_s3_url
 from batchgen.outputs import work_dir
-from batchgen.pricing import PriceTable, price_table
+from batchgen.pricing import price_table
 from batchgen.redact import redact_url
 
-DEFAULT_BASE_URL = "https://openapi.akool.com"
-DEFAULT_FILENAME = "{id}.mp4"
-DEFAULT_REPORT = "report.csv"
-MAX_MANIFEST_BYTES = 20 * 1024 * 1024
-MAX_JOBS = 1_000_000
-FILENAME_FIELDS = ("id", "name", "index", "resolution", "video_length", "task_id")
-#: At least one of these makes every job's file name different.
-UNIQUE_FILENAME_FIELDS = ("id", "index", "task_id")
-_SAMPLE_FIELDS = {"id": "a1b2c3d4e5f6", "name": "batch", "index": 0, "resolution": "720p",
-                  "video_length": 5, "task_id": "689174694b4dbdd4ab3d28c9"}
-_URL_FIELDS = ("image_url", "audio_url", "webhook_url")
-#: what batchgen itself writes in the output dir: never a report's or a video's name
-SUMMARY_NAME = "summary.json"
-STATE_DIR_NAME = ".batchgen"
-#: every other name batchgen writes in the output dir: report.html (report_html.HTML_NAME)
-#: and the posters folder (posters.POSTER_DIR); neither module is imported here (Jinja2,
-#: PyAV), so tests/test_manifest_settings.py pins that the names agree
-OWN_NAMES = (SUMMARY_NAME, STATE_DIR_NAME, "report.html", "posters")
-#: the smallest first poll wait: anything shorter only hammers the API
-MIN_POLL_INTERVAL = 0.01
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_HTTP_URL = re.compile(
-    r"(?i:https?)://(?:[^\s/?#@]*@)?(?:[^\s/?#@:\[\]]+|\[[0-9A-Fa-f:.]+\])(?::\d*)?(?:[/?#]\S*)?")
 
-
-@dataclass(frozen=True, slots=True)
-class ApiSettings:
-    base_url: str = DEFAULT_BASE_URL
-    concurrency: int = 5
-    poll_interval: float = 5.0
-    #: ids per results query; the schema caps it at 100 (the API documents no maximum)
-    poll_batch: int = 50
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetSettings:
-    max_credits: int | None = None
-    prices: PriceTable = field(default_factory=PriceTable)
-
-
-@dataclass(frozen=True, slots=True)
-class OutputSettings:
-    dir: Path = Path("output")
-    filename: str = DEFAULT_FILENAME
-    report: str = DEFAULT_REPORT
-    delete_remote: bool = False
-    #: output.dir as s3://bucket/prefix: files go there and `dir` is the local working
-    #: folder (state, lock, staging; outputs.py)
-    bucket: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    path: Path
-    name: str
-    api: ApiSettings
-    budget: BudgetSettings
-    output: OutputSettings
-    #: expanded again on each iteration (never all in memory); len() is free
-    jobs: Jobs
-    storage: StorageSettings = field(default_factory=StorageSettings)
-    #: object URL (s3://...) -> the local file the run uploads there (local_assets.py)
-    uploads: Mapping[str, Path] = field(default_factory=dict)
-
-
-def load_manifest(path: str | Path) -> Manifest:
-    """Load, validate and expand a manifest; raise ManifestError with every problem."""
-    # A 100,000-job manifest allocates a few hundred thousand small containers and no
-    # cycles; the cyclic collector would rescan them again and again (a third of the
-    # time). Pause it for the load and restore it whatever happens.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _load(Path(path))
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-#: how problems in a manifest given as a mapping name their file
-MAPPING_FILE = "<mapping>"
-
-
-def load_manifest_data(doc: Mapping[str, Any], base_dir: str | Path | None = None
-                       ) -> Manifest:
-    """Validate and expand a manifest given as a mapping (a pipeline builds jobs in code).
-
-    The same schema and rules as a YAML file apply. `base_dir` stands for the folder a
-    manifest file would sit in: relative paths in it (`jobs_file`, `output.dir`) are taken
-    from there; the current directory when None. A mapping has no file name to default
-    `name` from, so it needs `name:`. Problems are located as `<mapping>:1: WHERE: ...`
-    (there are no lines; WHERE names the job). Values must be what YAML could hold:
-    mappings with text keys, lists/tuples, text, numbers, booleans, None (paths become
-    text).
-    """
-    problems: list[Problem] = []
-    value = _plain(doc, "", 0, problems)
-    if problems:
-        raise ManifestError(problems)
-    if not isinstance(value, dict):
-        raise ManifestError([Problem(MAPPING_FILE, 1, "", "the manifest is not a mapping",
-                                     "pass a dict such as {'version': 1, 'name': ..., "
-                                     "'jobs': [...]}")])
-    if value.get("name") is None:
-        raise ManifestError([Problem(MAPPING_FILE, 1, "", "a manifest given as a mapping "
-                                     "has no file name to take its name from",
-                                     "add 'name': 'my-batch' (letters, digits, '.', '_', '-')")])
-    base = Path.cwd() if base_dir is None else Path(base_dir).absolute()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        manifest = _Loader(base / MAPPING_FILE, ParsedYaml(value, {}),
-                           Validators(load_schema()), [], file=MAPPING_FILE).load()
-    finally:
-        if was_enabled:
-            gc.enable()
-    if manifest.output.dir.is_absolute():
-        return manifest
-    # output.dir, like jobs_file, is relative to where the manifest "sits": base_dir
-    return replace(manifest, output=replace(manifest.output, dir=base / manifest.output.dir))
-
-
-def _plain(value: Any, where: str, depth: int, problems: list[Problem]) -> Any:
-    """A copy of `value` made of the types a YAML document yields, or problems."""
-    if depth > MAX_DEPTH:
-        problems.append(Problem(MAPPING_FILE, 1, where, f"nested more than {MAX_DEPTH} levels "
-                                "deep", "a manifest needs only a few levels"))
-        return None
-    if value is None or isinstance(value, str | bool | int | float):
-        return value
-    if isinstance(value, PurePath):
-        return str(value)
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                problems.append(Problem(MAPPING_FILE, 1, where, f"key {key!r} is not text",
-                                        "use text keys, as in YAML"))
-                continue
-            out[key] = _plain(item, f"{where}.{key}" if where else key, depth + 1, problems)
-        return out
-    if isinstance(value, list | tuple):
-        return [_plain(item, f"{where}[{i}]", depth + 1, problems)
-                for i, item in enumerate(value)]
-    problems.append(Problem(MAPPING_FILE, 1, where, f"a {type(value).__name__} is not a "
-                            "manifest value", "use text, numbers, booleans, lists and dicts"))
-    return None
-
-
-def _load(path: Path) -> Manifest:
-    file = str(path)
-    data, problem = read_limited(path, MAX_MANIFEST_BYTES)
-    if problem is not None:
-        raise ManifestError([Problem(file, 1, "", *problem)])
-    text = decode(data, file)
-    if isinstance(text, Problem):
-        raise ManifestError([text])
-    parsed, problems = parse_yaml(text, file)
-    if parsed is None:
-        raise ManifestError(problems)
-    if not isinstance(parsed.value, dict):
-        kind = "a list" if isinstance(parsed.value, list) else "a single value"
-        raise ManifestError([*problems, Problem(
-            file, 1, "", f"the manifest is {kind}, not a mapping of keys",
-            "start with `version: 1` and put jobs under `jobs:`; see manifests/example.yaml")])
-    return _Loader(path, parsed, Validators(load_schema()), problems).load()
-
-
-def read_limited(path: Path, limit: int) -> tuple[bytes, tuple[str, str] | None]:
-    """A file's bytes, or (what, fix) when it is missing, unreadable or over `limit`."""
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer (it would hang validate)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISDIR(mode):
-                raise IsADirectoryError
-            if not stat.S_ISREG(mode):
-                return b"", (f"{path} is not a regular file (a pipe, socket or device)",
-                             "name a file saved on disk")
-            data = handle.read(limit + 1)
-    except FileNotFoundError:
-        return b"", (f"{path} does not exist", "check the path")
-    except IsADirectoryError:
-        return b"", (f"{path} is a directory, not a file", "name the file itself")
-    except PermissionError:
-        return b"", (f"{path} cannot be read: permission denied", "check its permissions")
-    except OSError as exc:
-        return b"", (f"{path} cannot be read: {exc.strerror or exc}", "check the path")
-    if len(data) > limit:
-        return b"", (f"{path} is larger than {limit // (1024 * 1024)} MB",
-                     "check that it is the right file; put long job lists in a jobs_file")
-    return data, None
-
-
-def is_http_url(value: str) -> bool:
-    """An absolute http(s) URL with a host and no whitespace (a regex: 100k rows)."""
-    return _HTTP_URL.fullmatch(value) is not None
-
-
-def is_url_or_file(name: str, value: str) -> bool:
-    """An image/audio may also be an s3:// object or a local file (local_assets.py, which
-    checks the file); other URL fields must be http(s)."""
-    if name == "webhook_url":
-        return is_http_url(value)
-    return is_http_url(value) or is_local(value) or is_s3_url(value)
-
-
-def filename_problems(template: str) -> list[tuple[str, str]]:
-    """What is wrong with an `output.filename` template, as (what, fix) pairs."""
-    name = f"output.filename {template!r}"
-    if _CONTROL.search(template):
-        return [(f"{name} contains a control character (NUL, tab, newline...)",
-                 "remove it; a file name needs none")]
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as exc:
-        return [(f"{name} is not a valid template: {exc}",
-                 "write fields as {id}; double a brace ({{ or }}) to keep it literal")]
-    for f in fields:
-        if f == "" or f.isdigit():
-            return [(f"{name} has a field without a name", "name the field, e.g. {id}")]
-        if f not in FILENAME_FIELDS:
-            hint = suggest(f, FILENAME_FIELDS)
-            return [(f"{name} uses the unknown field {{{f}}}",
-                     hint or f"fields may be: {', '.join(FILENAME_FIELDS)}")]
-    try:
-        sample = template.format(**_SAMPLE_FIELDS)
-    except (ValueError, TypeError) as exc:
-        return [(f"{name} cannot be filled in: {exc}", "check the format after ':' in a field")]
-    out = []
-    if "/" in sample or "\\" in sample or sample in ("", ".", ".."):
-        out.append((f"{name} leaves the output dir",
-                    "give a plain file name; choose the folder with output.dir"))
-    if not any(f in UNIQUE_FILENAME_FIELDS for f in fields):
-        out.append((f"{name} gives every job the same file name",
-                    "include {id}, {index} or {task_id}, e.g. \"{id}.mp4\""))
-    return out
-
-
-def filename_could_be(template: str, batch_name: str, name: str) -> bool:
-    """True when `template` could give some job's video the file name `name`.
-
-    Conservative: every field but {name} may stand for any text (ids come from
-    spreadsheets, task ids from the API), and case is ignored (macOS and Windows file
-    systems fold it). A template that cannot be parsed is reported elsewhere.
-    """
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError:
-        return False
-    pattern = ""
-    for literal, field_name, spec, conversion in parts:
-        pattern += re.escape(literal)
-        if field_name is None:
-            continue
-        if field_name == "name" and not spec and not conversion:
-            pattern += re.escape(batch_name)
-        else:
-            pattern += ".*"
-    # render_filename turns a leading '.' into '_.' and '/' into '_': never more names
-    return re.fullmatch(pattern, name, re.IGNORECASE | re.DOTALL) is not None
-
-
-def report_problems(report: str, template: str, batch_name: str) -> list[tuple[str, str]]:
-    """What makes `output.report` unsafe: a name batchgen or a video also writes to."""
-    name = f"output.report {report!r}"
-    if _CONTROL.search(report):
-        return [(f"{name} contains a control character (NUL, tab, newline...)",
-                 "give a plain file name such as report.csv")]
-    if report.casefold() in OWN_NAMES:
-        return [(f"{name} is a name batchgen writes itself",
-                 "give another name such as report.csv")]
-    if report.startswith(".") and report.endswith((".part", ".tmp")):
-        return [(f"{name} looks like a temporary file that batchgen removes",
-                 "give a plain file name such as report.csv")]
-    if filename_could_be(template, batch_name, report):
-        return [(f"{name} could also be the file name of a job's video (output.filename "
-                 f"{template!r}): the report would overwrite it, or the video the report",
-                 "end output.filename with .mp4, or name the report report.csv")]
-    return []
-
-
-def rule_problems(job: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
-    """SPEC §3 rules on one effective job, as (field, what, fix)."""
-    if "image_url" not in job:
-        yield ("image_url", "missing image_url",
-               "add image_url: https://... to the job (or to defaults)")
-    prompt, effect = job.get("prompt"), job.get("effect_code")
-    if prompt is None and effect is None:
-        yield ("prompt", "missing prompt",
-               "add prompt: <how to animate>, or effect_code: <code> to use an effect")
-    for name in _URL_FIELDS:
-        value = job.get(name)
-        if value is not None and not is_url_or_file(name, value):
-            yield (name, f"{name} {value!r} is not an http(s) URL",
-                   "use a public http:// or https:// URL the API can fetch")
-    yield from _audio_rule("", job.get("audio_type"), job.get("audio_url"), "1 (AI) or 3 (none)")
-    yield from _batch_rules(job)
-    add_audio = job.get("add_audio")
-    if add_audio is not None:
-        url = add_audio.get("audio_url")
-        if url is not None and not is_url_or_file("audio_url", url):
-            yield ("add_audio", f"add_audio.audio_url {url!r} is not an http(s) URL",
-                   "use a public http:// or https:// URL the API can fetch")
-        yield from _audio_rule("add_audio.", add_audio.get("audio_type"), url, "1 (AI)")
-
-
-def _batch_rules(job: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
-    """Fields the endpoint a job goes to cannot take (akool-api.md E1/E2).
-
-    A job with `model_name` or `count` goes to the batch endpoint, which takes no audio
-    and no effect: sent anyway they were silently dropped and the video paid for without
-    them. 480p exists only for some models, never at the single create endpoint.
-    """
-    uses = [k for k in ("model_name", "count") if job.get(k) is not None]
-    if not uses:
-        if job.get("resolution") not in SINGLE_RESOLUTIONS:
-            yield ("resolution", f"resolution {job.get('resolution')} is offered only by "
-                   "some models, not by the standard create endpoint",
-                   "use 720p, 1080p or 4k, or set model_name to a model that lists it "
-                   "(batchgen models)")
-        return
-    why = (f"a job with {' and '.join(uses)} goes through the batch endpoint, which takes "
-           "no audio and no effect (the video would be made, and paid, without it)")
-    if job.get("audio_type") in (1, 2):
-        yield ("audio_type", f"audio_type {job['audio_type']} cannot be used here: {why}",
-               "set audio_type: 3 and add sound as a second step with add_audio: "
-               "{audio_type: 1} (or {audio_type: 2, audio_url: https://...})")
-    if job.get("audio_url") is not None:
-        yield ("audio_url", f"audio_url cannot be used here: {why}",
-               "remove it and use add_audio: {audio_type: 2, audio_url: https://...}")
-    if job.get("effect_code") is not None:
-        yield ("effect_code", f"effect_code cannot be used here: {why}",
-               "remove effect_code, or remove model_name and count to use the effect")
-
-
-def quick_rule_check(job: Mapping[str, Any]) -> bool:
-    """True when `rule_problems` would find something; cheap enough for every job."""
-    if job.get("model_name") is not None or job.get("count") is not None:
-        if job["audio_type"] != 3 or job.get("audio_url") is not None \
-                or job.get("effect_code") is not None:
-            return True
-    elif job["resolution"] not in SINGLE_RESOLUTIONS:
-        return True
-    if "image_url" not in job or not is_url_or_file("image_url", job["image_url"]):
-        return True
-    if job.get("prompt") is None and job.get("effect_code") is None:
-        return True
-    audio_url = job.get("audio_url")
-    if (job["audio_type"] == 2) != (audio_url is not None):
-        return True
-    if audio_url is not None and not is_url_or_file("audio_url", audio_url):
-        return True
-    webhook = job.get("webhook_url")
-    if webhook is not None and not is_http_url(webhook):
-        return True
-    add_audio = job.get("add_audio")
-    if add_audio is not None:
-        url = add_audio.get("audio_url")
-        if (add_audio["audio_type"] == 2) != (url is not None):
-            return True
-        if url is not None and not is_url_or_file("audio_url", url):
-            return True
-    return False
-
-
-def _audio_rule(prefix: str, audio_type: Any, audio_url: Any, other: str
-                ) -> Iterator[tuple[str, str, str]]:
-    if audio_type == 2 and audio_url is None:
-        yield (prefix.rstrip(".") or "audio_type",
-               f"{prefix}audio_type is 2 (your own audio) but {prefix}audio_url is missing",
-               f"add {prefix}audio_url: https://..., or use {prefix}audio_type {other}")
-    elif audio_type != 2 and audio_url is not None:
-        yield (prefix.rstrip(".") or "audio_url",
-               f"{prefix}audio_url is set but {prefix}audio_type is {audio_type}, not 2",
-               f"set {prefix}audio_type: 2 to use it, or remove {prefix}audio_url"
-               + (" (null drops one inherited from defaults)" if not prefix else ""))
-
-
-class _Loader:
+class Loader:
     """One load of one manifest: collects problems, expands jobs in order."""
 
     def __init__(self, path: Path, parsed: ParsedYaml, validators: Validators,
@@ -523,7 +149,7 @@ class _Loader:
         if self.exact is None:
             requests, ids = self.keys.suspects()
             if requests or ids:  # maybe the same request or id twice: look exactly
-                return _Loader(self.path, self.parsed, self.validators, self.before,
+                return Loader(self.path, self.parsed, self.validators, self.before,
                                self.file, exact=(requests, ids), local=self.local).load()
         if self.problems:
             raise ManifestError(self.problems)
@@ -532,7 +158,7 @@ class _Loader:
         count, digest = self.expansion.count, self.expansion.hexdigest()
 
         def replay() -> Iterator[Job]:
-            loader = _Loader(path, parsed, validators, [], file, build=True, local=local)
+            loader = Loader(path, parsed, validators, [], file, build=True, local=local)
             return loader.replay(count, digest)
 
         jobs = Jobs(replay, count, digest, self.shapes)
@@ -674,7 +300,7 @@ class _Loader:
                                   delete_remote=bool(output.get("delete_remote", False)),
                                   bucket=output["dir"])
         out_dir = Path(output["dir"]) if "dir" in output else Path("output") / name
-        if _CONTROL.search(str(out_dir)):
+        if CONTROL.search(str(out_dir)):
             self.problem(("output", "dir"), f"output.dir {str(out_dir)!r} contains a control "
                          "character (NUL, tab, newline...)", "remove it")
             out_dir = Path("output") / name
@@ -698,7 +324,7 @@ class _Loader:
 
     def check_defaults(self) -> None:
         """URLs in defaults are checked once here, not once per job that inherits them."""
-        for name in _URL_FIELDS:
+        for name in URL_FIELDS:
             value = self.defaults.get(name)
             if value is not None and not is_url_or_file(name, value):
                 self.problem(("defaults", name), f"defaults.{name} {value!r} is not an http(s) URL",
@@ -1003,7 +629,7 @@ class _Loader:
         """Report why a job breaks the SPEC §3 rules (the slow, explaining path)."""
         where = _where(index, item)
         for key, what, fix in rule_problems(eff):
-            if key in self.defaults and key not in item and key in _URL_FIELDS:
+            if key in self.defaults and key not in item and key in URL_FIELDS:
                 continue  # reported once by check_defaults
             if key in skip or (key in self.defaults_dropped and key not in item):
                 continue  # the schema's message about that key covers it
@@ -1085,4 +711,3 @@ def _where(index: int, item: Any) -> str:
     if isinstance(job_id, str) and ID_PATTERN.fullmatch(job_id):
         return f"jobs[{index}] (id {job_id})"
     return f"jobs[{index}]"
-

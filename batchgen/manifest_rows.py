@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 from batchgen.errors import Problem
 from batchgen.manifest_schema import BOOL_FIELDS, INT_FIELDS, JOB_FIELDS
 
-#: Largest data file read; the manifest itself has a smaller limit (manifest.py).
+#: Largest data file read; the manifest itself has a smaller limit (manifest/model.py).
 MAX_DATA_BYTES = 256 * 1024 * 1024
 CSV_EXTENSIONS = (".csv",)
 JSONL_EXTENSIONS = (".jsonl", ".ndjson")

@@ -9,7 +9,7 @@ Owns what lets a 1,000,000-job manifest load in flat memory (issue 18):
 - `Jobs`: the expanded job list as a sequence that replays the expansion each time it
   is iterated (the jobs are never all in memory), checking that the files still expand
   to what was validated.
-Deliberately knows nothing of the schema or the rules (manifest.py applies them).
+Deliberately knows nothing of the schema or the rules (batchgen/manifest/ applies them).
 """
 
 from __future__ import annotations

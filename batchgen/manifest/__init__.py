@@ -10,10 +10,14 @@ file and its line for `jobs_file` rows), so one run of `validate` shows everythi
 Reading files is the only I/O here; there is no clock, no network and no state between
 calls. Deliberately does not price, plan or touch the output dir.
 
-    load.py     the entry points: a file within its size limit, or a mapping -> Loader
-    loader.py   one load: the document's sections, the job sources, each job's checks
-    rules.py    SPEC §3 rules on one effective job; unsafe output names (pure)
-    model.py    the frozen values (Manifest, *Settings) and the names and limits
+    load.py      the entry points: a file within its size limit, or a mapping -> Loader
+    loader.py    one load: the document, its settings and defaults, the passes, replays
+    sections.py  the settings sections (name, api, budget, output, storage) -> values
+    sources.py   the job entries in order: jobs, matrix, jobs_file rows
+    job.py       one job: defaults merged under it, its rules, digest and keys, the Job
+    problems.py  problems located by file and line; repeated requests and ids
+    rules.py     SPEC §3 rules on one effective job; unsafe output names (pure)
+    model.py     the frozen values (Manifest, *Settings) and the names and limits
 
 Beside this package (imported by it, never the other way round): manifest_yaml.py (YAML
 with line numbers), manifest_schema.py (the JSON schema and its messages),

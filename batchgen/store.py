@@ -1,4 +1,4 @@
-"""The state database: the only module that speaks SQL.
+"""The state database: `Store`, its one interface (the store*.py modules alone speak SQL).
 
 One SQLite file per output dir (``.batchgen/state.db``) holds one row per job: what was
 asked (fingerprint + request), what the API answered (task ids, credits), where the job is
@@ -23,22 +23,23 @@ and every row is checked on open (a tampered row is named, not half-read). When 
 environment refuses a write (read-only file or dir, full disk) the error says so
 (`OutputNotWritable`) and never advises moving an intact database away: without it the
 next run would pay again for every video already made.
+
+`Store` is built in layers, a module each, each using only the ones below it: store.py
+(open: lock, migrations; preview; sync) > store_writes.py (the one write path, the sent
+mark, recover, reopen) > store_reads.py (rows, credits, abandoned tasks, run history,
+pre-flight verdicts) > store_conn.py (connection, transactions, the check of rows). Beside
+them: store_rows.py (columns, request JSON), store_schema.py (migrations), store_sync.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 from batchgen import budget
-from batchgen.errors import ClaimLost, NoState, OutputNotWritable, StateError
+from batchgen.errors import NoState, OutputNotWritable, StateError
 from batchgen.jobs import IN_FLIGHT as IN_FLIGHT
 from batchgen.jobs import REPORT_STATUS as REPORT_STATUS
 from batchgen.jobs import SUBMITTED as SUBMITTED
@@ -49,7 +50,6 @@ from batchgen.state_files import (
     _SQLITE_ENV,
     _check_state_dir,
     _disk_is_full,
-    _env_error,
     _open_error,
     _take_lock,
 )
@@ -57,248 +57,28 @@ from batchgen.state_files import DB_NAME as DB_NAME
 from batchgen.state_files import LOCK_NAME as LOCK_NAME
 from batchgen.state_files import STATE_DIR as STATE_DIR
 from batchgen.state_files import STATE_FILES as STATE_FILES
-from batchgen.transitions import Accepted, Claimed, Event, Unsent, advance, changed_columns
+from batchgen.store_rows import COLUMNS as _COLUMNS
+from batchgen.store_rows import row_from as _row
+from batchgen.store_rows import stored_fields as stored_fields
+from batchgen.store_schema import MIGRATIONS
+from batchgen.store_sync import SYNC_KEY as _SYNC_KEY
+from batchgen.store_sync import SyncResult as SyncResult
+from batchgen.store_sync import SyncWrites, batches
+from batchgen.store_writes import StoreWrites
 
-_COLUMNS = (
-    "job_id, idx, fingerprint, request, state, credits_estimated, task_id, audio_task_id, "
-    "credits_video, credits_audio, video_url, file, bytes, sha256, submitted_at, "
-    "completed_at, attempts, error, changed, active, unknown_step, remote_deleted, parent, "
-    "credits_prior, credits_lost, audio_held, credits_note, finished_at"
-)
-
-_MIGRATIONS: tuple[tuple[str, str], ...] = (
-    ("0001_jobs", f"""
-        CREATE TABLE jobs (
-            job_id TEXT PRIMARY KEY,
-            idx INTEGER NOT NULL,
-            fingerprint TEXT NOT NULL,
-            request TEXT NOT NULL,
-            state TEXT NOT NULL,
-            credits_estimated INTEGER NOT NULL,
-            task_id TEXT,
-            audio_task_id TEXT,
-            credits_video INTEGER,
-            credits_audio INTEGER,
-            video_url TEXT,
-            file TEXT,
-            bytes INTEGER,
-            sha256 TEXT,
-            submitted_at TEXT,
-            completed_at TEXT,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            error TEXT,
-            changed INTEGER NOT NULL DEFAULT 0,
-            active INTEGER NOT NULL DEFAULT 1,
-            unknown_step TEXT,
-            remote_deleted INTEGER NOT NULL DEFAULT 0,
-            new_fingerprint TEXT,
-            sent INTEGER NOT NULL DEFAULT 0
-        );
-        CREATE INDEX jobs_state ON jobs(state);
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        -- {_COLUMNS}
-    """),
-    # videos 2..N of a `count` job: rows of their own that follow their parent's one create
-    ("0002_parent", """
-        ALTER TABLE jobs ADD COLUMN parent TEXT;
-        CREATE INDEX jobs_parent ON jobs(parent)
-    """),
-    # charges of tasks a job abandoned (--retry-failed): spent money the budget must keep
-    ("0003_credits_prior", """
-        ALTER TABLE jobs ADD COLUMN credits_prior INTEGER NOT NULL DEFAULT 0
-    """),
-    # the budget keeps lost creates that were sent again, and knows whether a repeated
-    # add-audio step was admitted; an unusable charge from the API is recorded as said
-    ("0004_budget_holds", """
-        ALTER TABLE jobs ADD COLUMN credits_lost INTEGER NOT NULL DEFAULT 0;
-        ALTER TABLE jobs ADD COLUMN audio_held INTEGER NOT NULL DEFAULT 1;
-        ALTER TABLE jobs ADD COLUMN credits_note TEXT
-    """),
-    # report.html: when a task finished at the API (timeline, 7-day URL expiry), and the
-    # tasks --retry-failed abandoned, with what they cost and why (the money audit)
-    ("0005_report_audit", """
-        ALTER TABLE jobs ADD COLUMN finished_at TEXT;
-        CREATE TABLE abandoned_tasks (
-            job_id TEXT NOT NULL,
-            step TEXT NOT NULL,
-            task_id TEXT,
-            credits INTEGER,
-            error TEXT,
-            submitted_at TEXT,
-            finished_at TEXT,
-            abandoned_at TEXT NOT NULL
-        );
-        CREATE INDEX abandoned_job ON abandoned_tasks(job_id)
-    """),
-)
-
-
-def _row(r: sqlite3.Row | tuple[Any, ...]) -> JobRow:
-    return JobRow(
-        job_id=r[0], idx=r[1], fingerprint=r[2], **_decode(json.loads(r[3])), state=JobState(r[4]),
-        credits_estimated=r[5], task_id=r[6], audio_task_id=r[7], credits_video=r[8],
-        credits_audio=r[9], video_url=r[10], file=r[11], bytes=r[12], sha256=r[13],
-        submitted_at=r[14], completed_at=r[15], attempts=r[16], error=r[17],
-        changed=bool(r[18]), active=bool(r[19]), unknown_step=r[20], remote_deleted=bool(r[21]),
-        parent=r[22], credits_prior=r[23], credits_lost=r[24], audio_held=bool(r[25]),
-        credits_note=r[26], finished_at=r[27],
-    )
-
-
-#: what the stored request JSON carries beside the job's fields, and the typed `JobRow`
-#: field each becomes on reading: only this module sees these keys
-_HIDDEN = {"_audio_estimate": "audio_estimate", "_source": "source", "_extra": "extra"}
-
-
-def _decode(stored: dict[str, Any]) -> dict[str, Any]:
-    """The stored request JSON as `JobRow` fields: the request (only what the API is
-    sent) and the typed values the store keeps beside it."""
-    fields: dict[str, Any] = {"request": {k: v for k, v in stored.items() if k not in _HIDDEN}}
-    estimate = stored.get("_audio_estimate", 0)
-    fields["audio_estimate"] = estimate if isinstance(estimate, int) else 0
-    fields["source"] = str(stored.get("_source") or "")
-    extra = stored.get("_extra")
-    fields["extra"] = extra if isinstance(extra, dict) else None
-    return fields
-
-
-def _encode(row: JobRow) -> str:
-    """The inverse of `_decode`: a row's request JSON as stored."""
-    stored = dict(row.request)
-    if row.request.get("add_audio"):
-        stored["_audio_estimate"] = row.audio_estimate
-    stored["_source"] = row.source
-    if row.extra:
-        stored["_extra"] = row.extra
-    return json.dumps(stored, sort_keys=True)
-
-
-def stored_fields(job: Job, audio_estimate: int) -> dict[str, Any]:
-    """The `JobRow` fields of a job as `sync` stores it: request, source, audio_estimate,
-    extra (for a row of a job that never ran)."""
-    return _decode(job_request(job, audio_estimate))
-
-
-def job_request(job: Job, audio_estimate: int) -> dict[str, Any]:
-    """The request as stored: the job's fields plus what the report and runner need
-    (read back as typed `JobRow` fields by `_decode`; the keys never leave this module)."""
-    req = job.request_fields()
-    if job.add_audio is not None:
-        req["add_audio"] = job.add_audio.as_dict()
-        req["_audio_estimate"] = audio_estimate
-    req["_source"] = job.source
-    if job.extra:
-        req["_extra"] = dict(job.extra)  # for report.csv only; "_" keys are never sent
-    return req
-
+#: the schema's migrations, applied in order (tests shorten this list to build old states)
+_MIGRATIONS: tuple[tuple[str, str], ...] = MIGRATIONS
 
 #: jobs read, compared and written at a time by `Store.sync`; ids per lookup query
 SYNC_BATCH = 5_000
 _LOOKUP = 500
-#: the meta key holding the last sync's expansion key (see `Store.sync`)
-_SYNC_KEY = "sync_key"
 
 
-def _batches(pairs: Iterable[tuple[Job, tuple[int, int]]], size: int
-             ) -> Iterator[list[tuple[Job, tuple[int, int]]]]:
-    batch: list[tuple[Job, tuple[int, int]]] = []
-    for pair in pairs:
-        batch.append(pair)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+class Store(StoreWrites):
+    """SQLite state of one output dir. Open with `Store.open` (takes the lock).
 
-
-class _SyncWrites:
-    """What `Store.sync` writes for each batch of jobs, one executemany per kind."""
-
-    def __init__(self, free: set[str]) -> None:
-        self.free = free
-        self.changed: list[str] = []
-        self.seen = self.matched = 0
-        self.inserts: list[tuple[Any, ...]] = []
-        self.resets: list[tuple[Any, ...]] = []
-        self.children: list[tuple[Any, ...]] = []
-        self.sent: list[tuple[Any, ...]] = []
-
-    def plan(self, batch: list[tuple[Job, tuple[int, int]]],
-             existing: dict[str, tuple[str, str]]) -> None:
-        for job, (total, audio) in batch:
-            self.seen += 1
-            count = job.count or 1
-            total, audio = total // count, audio // count  # per video
-            prev = existing.get(job.id)
-            self.matched += prev is not None
-            # a job that cost nothing and whose entry changed is sent as corrected
-            fresh = prev is not None and job.id in self.free and prev[1] != job.fingerprint
-            open_ = prev is None or prev[0] == JobState.PENDING or fresh
-            if prev is not None and not open_:
-                is_changed = prev[1] != job.fingerprint
-                if is_changed:
-                    self.changed.append(job.id)
-                self.sent.append((job.index, int(is_changed),
-                                  job.fingerprint if is_changed else None, job.id))
-                if count == 1:
-                    continue  # its recorded request stays: no need to build the new one
-            req = json.dumps(job_request(job, audio), sort_keys=True)
-            for k in range(2, count + 1):
-                child = f"{job.id}#{k}"
-                if child not in existing:
-                    if open_:  # else: count raised after sending: flagged, not paid
-                        self.inserts.append((child, job.index, job.fingerprint, req, total,
-                                             job.id))
-                elif fresh and child in self.free:
-                    self.resets.append((job.index, job.fingerprint, req, total, child))
-                else:
-                    self.children.append((req, total, child))
-            if prev is None:
-                self.inserts.append((job.id, job.index, job.fingerprint, req, total, None))
-            elif open_:
-                self.resets.append((job.index, job.fingerprint, req, total, job.id))
-
-    def flush(self, conn: Any) -> None:
-        conn.executemany(
-            "INSERT INTO jobs(job_id, idx, fingerprint, request, state, credits_estimated, "
-            f"parent) VALUES (?,?,?,?,'{JobState.PENDING.value}',?,?)", self.inserts)
-        # a job not (or no longer) bound by an earlier create takes the manifest's request
-        conn.executemany(
-            "UPDATE jobs SET idx=?, fingerprint=?, request=?, credits_estimated=?, active=1, "
-            "changed=0, new_fingerprint=NULL, error=NULL, unknown_step=NULL, "
-            f"state='{JobState.PENDING.value}' WHERE job_id=?", self.resets)
-        conn.executemany(
-            f"UPDATE jobs SET active=1, request=CASE state WHEN '{JobState.PENDING.value}' "
-            "THEN ? ELSE request END, credits_estimated=CASE state WHEN "
-            f"'{JobState.PENDING.value}' THEN ? ELSE credits_estimated END WHERE job_id=?",
-            self.children)
-        conn.executemany("UPDATE jobs SET idx=?, active=1, changed=?, new_fingerprint=? "
-                         "WHERE job_id=?", self.sent)
-        self.inserts, self.resets, self.children, self.sent = [], [], [], []
-
-
-@dataclass(frozen=True, slots=True)
-class SyncResult:
-    """What `Store.sync` found when it laid the manifest over the state."""
-
-    added: int
-    changed: tuple[str, ...]      #: ids whose entry changed after submission (kept, reported)
-    removed: int                  #: jobs in the state that the manifest no longer lists
-
-
-class Store:
-    """SQLite state of one output dir. Open with `Store.open` (takes the lock)."""
-
-    #: several runners drain this state at once: the store hands out the work
-    #: (state_store.SharedState, pgshare.SharedPgStore); never for SQLite
-    shared = False
-
-    def __init__(self, conn: sqlite3.Connection, lock_fd: int | None, path: Path) -> None:
-        self._conn = conn
-        self._lock_fd = lock_fd
-        self.path = path
-
-    # -- opening and closing ---------------------------------------------------------
+    Opening, migrating and syncing are here, where `_MIGRATIONS`, `SYNC_BATCH` and
+    `_LOOKUP` are (tests shorten them); the rest is in the layers below."""
 
     @classmethod
     def open(cls, output_dir: Path, *, lock: bool = True, create: bool = True) -> Store:
@@ -335,6 +115,12 @@ class Store:
                 f"{db_path}: cannot write the state: {_SQLITE_ENV[13]}; the state is intact "
                 "(nothing is lost) — free some space, then run the same command again")
         lock_fd = _take_lock(state_dir / LOCK_NAME) if lock else None
+        return cls._connect(db_path, lock_fd, lock=lock)
+
+    @classmethod
+    def _connect(cls, db_path: Path, lock_fd: int | None, *, lock: bool) -> Store:
+        """Connect, bring the schema up to date (a reader: a private copy) and check the
+        rows; on any error, release the file and the lock before raising."""
         store: Store | None = None
         try:
             conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
@@ -406,20 +192,6 @@ class Store:
                 raise StateError(f"{source.path}: unreadable state database ({exc})") from exc
             return cls(copy, None, source.path)
 
-    def close(self) -> None:
-        """Close the database and release the lock; safe to call twice."""
-        with contextlib.suppress(sqlite3.Error):
-            self._conn.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _applied(self) -> set[str]:
         """The migrations this database has (read only); StateError when it has one this
         batchgen does not know (a newer batchgen wrote it: leave it untouched)."""
@@ -464,78 +236,6 @@ class Store:
                         self._conn.execute(stmt)
                 self._conn.execute("INSERT INTO _migrations(name) VALUES (?)", (name,))
 
-    @contextlib.contextmanager
-    def _tx(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        """One transaction; `durable` fsyncs the WAL at commit (for records guarding money).
-
-        A write the environment refuses (read-only, disk full) rolls back and raises
-        `OutputNotWritable`: the database keeps its last committed state.
-        """
-        try:
-            with self._tx_raw(durable) as conn:
-                yield conn
-        except sqlite3.OperationalError as exc:
-            env = _env_error(self.path, exc)
-            if env is None:
-                raise
-            raise env from None
-
-    @contextlib.contextmanager
-    def _tx_raw(self, durable: bool) -> Iterator[sqlite3.Connection]:
-        conn = self._conn
-        if durable:
-            conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        else:
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        finally:
-            if durable:
-                conn.execute("PRAGMA synchronous=NORMAL")
-
-    def _check_rows(self) -> None:
-        """Refuse a state with a tampered row, naming it, before anything reads or pays.
-
-        One SQL pass (no Python per row), so it costs little even for 100,000 jobs.
-        """
-        states = ", ".join(f"'{s.value}'" for s in JobState)
-        ints = ("idx", "attempts", "credits_prior")
-        opt_ints = ("credits_video", "credits_audio", "bytes")
-        opt_texts = ("task_id", "audio_task_id", "video_url", "file", "sha256",
-                     "submitted_at", "completed_at", "error", "unknown_step", "parent")
-        cases = [f"WHEN state NOT IN ({states}) THEN 'unknown state ' || quote(state)",
-                 "WHEN typeof(credits_estimated) != 'integer' OR credits_estimated < 0 "
-                 "THEN 'credits_estimated is ' || quote(credits_estimated)",
-                 "WHEN typeof(fingerprint) != 'text' THEN 'fingerprint is not text'",
-                 "WHEN NOT json_valid(request) OR json_type(request) != 'object' "
-                 "THEN 'request is not a JSON object'"]
-        have = {r[1] for r in self._conn.execute("PRAGMA table_info(jobs)")}
-        cases += [f"WHEN typeof({c}) != 'integer' OR {c} < 0 THEN '{c} is ' || quote({c})"
-                  for c in ints if c in have]
-        cases += [f"WHEN {c} IS NOT NULL AND (typeof({c}) != 'integer' OR {c} < 0) "
-                  f"THEN '{c} is ' || quote({c})" for c in opt_ints if c in have]
-        cases += [f"WHEN {c} IS NOT NULL AND typeof({c}) != 'text' "
-                  f"THEN '{c} is not text'" for c in opt_texts if c in have]
-        sql = (f"SELECT job_id, problem FROM (SELECT job_id, CASE "
-               f"WHEN typeof(job_id) != 'text' THEN 'job_id is not text' {' '.join(cases)} "
-               "END AS problem FROM jobs) WHERE problem IS NOT NULL LIMIT 1")
-        bad = self._conn.execute(sql).fetchone()
-        if bad is not None:
-            raise StateError(
-                f"{self.path}: job row {bad[0]!r} is damaged ({bad[1]}); batchgen will not "
-                "guess what it means — restore the state from a backup or correct that row "
-                "(starting over without this database would pay again for every video)")
-
     # -- the manifest over the state ---------------------------------------------------
 
     def sync(self, jobs: Sequence[Job],
@@ -570,10 +270,10 @@ class Store:
             pairs = ((job, price(job)) for job in jobs)
         else:
             pairs = zip(jobs, estimates, strict=True)
-        writes = _SyncWrites(free)
+        writes = SyncWrites(free)
         with self._tx():
             self._conn.execute("UPDATE jobs SET active = 0")
-            for batch in _batches(pairs, SYNC_BATCH):
+            for batch in batches(pairs, SYNC_BATCH):
                 existing = self._existing(batch) if total else {}
                 writes.plan(batch, existing)
                 writes.flush(self._conn)
@@ -584,24 +284,6 @@ class Store:
                                    "DO UPDATE SET value = excluded.value", (_SYNC_KEY, key))
         return SyncResult(added=writes.seen - writes.matched, changed=tuple(writes.changed),
                           removed=total - writes.matched)
-
-    def _synced(self, key: str) -> bool:
-        """True when the last sync stored `key` and left nothing for a new one to do.
-
-        A sync of the same jobs would still write a pending row flagged or marked since
-        (reopened with an old request, an error or a lost step) and a refused job whose
-        entry changed: any such row makes the sync run in full.
-        """
-        stored = self._conn.execute("SELECT value FROM meta WHERE key = ?",
-                                    (_SYNC_KEY,)).fetchone()
-        if stored is None or stored[0] != key:
-            return False
-        waiting = self._conn.execute(
-            "SELECT 1 FROM jobs WHERE active=1 AND ((state=? AND (changed=1 OR "
-            "new_fingerprint IS NOT NULL OR error IS NOT NULL OR unknown_step IS NOT NULL)) "
-            "OR (state=? AND changed=1)) LIMIT 1",
-            (JobState.PENDING, JobState.FAILED)).fetchone()
-        return waiting is None
 
     def _existing(self, batch: list[tuple[Job, tuple[int, int]]]
                   ) -> dict[str, tuple[str, str]]:
@@ -615,295 +297,3 @@ class Store:
                 "SELECT job_id, state, fingerprint FROM jobs WHERE job_id IN "
                 f"({', '.join('?' * len(part))})", part))
         return out
-
-    def recover(self) -> int:
-        """After a crash, settle creates that were journaled but never answered.
-
-        One whose request never left (no `sent` mark: the process died before a connection
-        was in hand) provably made nothing and goes back to its queue. One that was sent
-        becomes `unknown`. Returns how many became unknown.
-        """
-        with self._tx(durable=True):
-            self._conn.execute("UPDATE jobs SET state=? WHERE state=? AND sent=0",
-                               (JobState.PENDING, JobState.SUBMITTING))
-            self._conn.execute("UPDATE jobs SET state=? WHERE state=? AND sent=0",
-                               (JobState.AUDIO_PENDING, JobState.AUDIO_SUBMITTING))
-            cur = self._conn.execute(
-                "UPDATE jobs SET unknown_step = CASE state WHEN ? THEN 'add_audio' ELSE 'video' "
-                "END, state = ?, error = 'the create request was sent but its answer was lost "
-                "(the run stopped); re-run with --resubmit-unknown to send it again' "
-                "WHERE state IN (?, ?)",
-                (JobState.AUDIO_SUBMITTING, JobState.UNKNOWN, JobState.SUBMITTING,
-                 JobState.AUDIO_SUBMITTING))
-            self._conn.execute(
-                "UPDATE jobs SET state=?, unknown_step='video', error='made by the lost create "
-                "of ' || parent WHERE state=? AND parent IN (SELECT job_id FROM jobs "
-                "WHERE state=? AND unknown_step='video')",
-                (JobState.UNKNOWN, JobState.PENDING, JobState.UNKNOWN))
-        return cur.rowcount
-
-    def reopen(self, *, unknown: bool, failed: bool) -> int:
-        """Make unknown and/or failed jobs eligible again (--resubmit-unknown/--retry-failed).
-
-        What is repeated, and what stays held against the budget, is `budget.reopened`'s
-        decision (plan asks the same function); this only writes it, durably, in one
-        transaction. Returns how many jobs were reopened.
-        """
-        states = ([JobState.UNKNOWN] if unknown else []) + ([JobState.FAILED] if failed else [])
-        if not states:
-            return 0
-        marks = ", ".join("?" * len(states))
-        n = 0
-        with self._tx(durable=True):
-            rows = [_row(r) for r in self._conn.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE state IN ({marks}) AND active=1 "
-                "AND changed=0", states)]
-            for row in rows:
-                changes = budget.reopened(row, unknown=unknown, failed=failed)
-                if changes is None:
-                    continue
-                self._record_abandoned(row, changes)
-                names = ", ".join(f"{k}=?" for k in changes)
-                self._conn.execute(f"UPDATE jobs SET {names} WHERE job_id=?",
-                                   (*changes.values(), row.job_id))
-                n += 1
-        return n
-
-    def _record_abandoned(self, row: JobRow, changes: dict[str, Any]) -> None:
-        """Keep the tasks a reopen abandons: their ids, charges and the error that ended them.
-
-        Kept: each task the reopen drops (its id is cleared) that exists — it has an id or
-        a charge — and an unknown create of the step repeated, which may have been charged.
-        The job's row forgets them; the report's money audit lists them.
-        """
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        unknown = row.state is JobState.UNKNOWN
-        steps = (("video", "task_id", row.task_id, row.credits_video),
-                 ("add_audio", "audio_task_id", row.audio_task_id, row.credits_audio))
-        for step, column, task_id, credits in steps:
-            if column not in changes or (changes[column] == task_id and task_id is not None):
-                continue  # this step's task is kept
-            lost = unknown and (row.unknown_step or "video") == step
-            if task_id is None and credits is None and not lost:
-                continue
-            self._conn.execute(
-                "INSERT INTO abandoned_tasks (job_id, step, task_id, credits, error, "
-                "submitted_at, finished_at, abandoned_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (row.job_id, step, task_id, credits, row.error, row.submitted_at,
-                 row.finished_at, now))
-
-    # -- reads -------------------------------------------------------------------------
-
-    def abandoned(self) -> list[dict[str, Any]]:
-        """Tasks that --retry-failed/--resubmit-unknown abandoned, oldest first (the audit)."""
-        cur = self._conn.execute(
-            "SELECT job_id, step, task_id, credits, error, submitted_at, finished_at, "
-            "abandoned_at FROM abandoned_tasks ORDER BY rowid")
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur]
-
-    def rows(self, *, active_only: bool = True) -> list[JobRow]:
-        """Every job row in manifest order."""
-        where = "WHERE active = 1 " if active_only else ""
-        return [_row(r) for r in self._conn.execute(
-            f"SELECT {_COLUMNS} FROM jobs {where}ORDER BY idx, parent IS NOT NULL, job_id")]
-
-    def iter_rows(self, *, active_only: bool = True) -> Iterator[JobRow]:
-        """`rows()`, one at a time from the cursor (status over a million rows)."""
-        where = "WHERE active = 1 " if active_only else ""
-        for r in self._conn.execute(
-                f"SELECT {_COLUMNS} FROM jobs {where}ORDER BY idx, parent IS NOT NULL, job_id"):
-            yield _row(r)
-
-    def get(self, job_id: str) -> JobRow:
-        """One job row (KeyError when absent)."""
-        r = self._conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id=?", (job_id,)).fetchone()
-        if r is None:
-            raise KeyError(job_id)
-        return _row(r)
-
-    def holders(self) -> dict[str, str]:
-        """Which runner holds each unfinished job ("host:pid"): none here, where one run
-        holds the whole output dir (the shared PostgreSQL state has several)."""
-        return {}
-
-    def runners(self) -> list[dict[str, Any]]:
-        """The runners sharing this state, with their leases: none here (see `holders`)."""
-        return []
-
-    def committed_credits(self) -> int:
-        """Credits held by every sent job of this output dir, across all runs (the budget)."""
-        return budget.committed(self.rows(active_only=False))
-
-    def rows_and_committed(self) -> tuple[list[JobRow], int]:
-        """`rows()` and `committed_credits()` from one scan (a row costs a JSON parse)."""
-        every = self.rows(active_only=False)
-        return [r for r in every if r.active], budget.committed(every)
-
-    # -- run history (for summary.json) --------------------------------------------------
-
-    def run_history(self) -> dict[str, Any]:
-        """What earlier runs recorded: `last` (the latest run's figures) and `all` (sums).
-
-        Kept so that summary.json, rewritten by a no-op re-run or `batchgen report`, never
-        loses the budget, wall time or requests of the runs before it.
-        """
-        r = self._conn.execute("SELECT value FROM meta WHERE key='run_history'").fetchone()
-        try:
-            history = json.loads(r[0]) if r else {}
-        except ValueError:
-            history = {}
-        return history if isinstance(history, dict) else {}
-
-    def record_run(self, *, wall_seconds: float, requests: Mapping[str, int],
-                   budget: int | None, finished_at: str) -> dict[str, Any]:
-        """Add one run's figures to the history (one transaction); return the new history."""
-        with self._tx():
-            before = _as_mapping(self.run_history().get("all"))
-            total = {k: v for k, v in _as_mapping(before.get("requests")).items()
-                     if isinstance(v, int)}
-            for name, n in requests.items():
-                total[name] = total.get(name, 0) + int(n)
-            runs = before.get("runs")
-            wall = before.get("wall_seconds")
-            history = {
-                "last": {"wall_seconds": round(wall_seconds, 3),
-                         "requests": dict(sorted(requests.items())), "budget": budget,
-                         "finished_at": finished_at},
-                "all": {"runs": (runs if isinstance(runs, int) else 0) + 1,
-                        "wall_seconds": round((wall if isinstance(wall, int | float) else 0)
-                                              + wall_seconds, 3),
-                        "requests": dict(sorted(total.items())),
-                        "requests_total": sum(total.values())},
-            }
-            # the standard upsert (SQLite >= 3.24): the same statement serves PostgreSQL
-            self._conn.execute("INSERT INTO meta(key, value) VALUES ('run_history', ?) "
-                               "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                               (json.dumps(history),))
-        return history
-
-    # -- pre-flight verdicts (preflight.py), kept beside the run history ------------------
-
-    def asset_checks(self) -> dict[str, str]:
-        """Every remembered asset verdict: key (``url:...``/``host:...``) -> JSON text."""
-        rows = self._conn.execute("SELECT key, value FROM meta "
-                                  "WHERE substr(key, 1, 6) = 'asset:'")
-        return {k.removeprefix("asset:"): v for k, v in rows}
-
-    def record_asset_check(self, key: str, value: str) -> None:
-        """Remember one verdict (not durable: losing it costs one more check, no money)."""
-        with self._tx():
-            self._conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
-                               "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                               ("asset:" + key, value))
-
-    # -- transitions -------------------------------------------------------------------
-
-    def apply(self, row: JobRow, event: Event, *, durable: bool = False) -> JobRow:
-        """Apply one transition to `row` (see `apply_many`) and return the row written."""
-        return self.apply_many([(row, event)], durable=durable)[-1]
-
-    def apply_many(self, steps: Sequence[tuple[JobRow, Event]], *,
-                   durable: bool = False, sent: Sequence[str] = ()) -> list[JobRow]:
-        """The one write path of the run: apply transitions, in one transaction.
-
-        Each new row is `transitions.advance(row, event)` (an illegal event raises
-        `IllegalTransition` before anything is written); events for one job chain in order.
-        Exactly the columns that changed are written, and the rows returned (one per step)
-        are the values written, so the caller's in-memory view is the store's. `durable`
-        fsyncs at commit: the records that guard money (a claim, an accepted create,
-        a hold, an undone create) use it. A claim also clears the job's `sent` mark (the
-        journal's "the request has left", not part of the row); the jobs in `sent` get it,
-        in the same transaction (scheduler/journal.py: one fsync for a tick's creates).
-        """
-        first: dict[str, JobRow] = {}
-        latest: dict[str, JobRow] = {}
-        claimed: set[str] = set()
-        out: list[JobRow] = []
-        for row, event in steps:
-            current = latest.get(row.job_id, row)
-            first.setdefault(row.job_id, current)
-            latest[row.job_id] = new = advance(current, event)
-            if isinstance(event, Claimed):
-                claimed.add(row.job_id)
-            out.append(new)
-        with self._tx(durable=durable):
-            for job_id, new in latest.items():
-                cols = changed_columns(first[job_id], new)
-                if cols.keys() & {"request", *_HIDDEN.values()}:
-                    for name in ("request", *_HIDDEN.values()):
-                        cols.pop(name, None)
-                    cols["request"] = _encode(new)
-                if job_id in claimed:
-                    cols["sent"] = 0
-                if cols:
-                    self._write_row(job_id, cols)
-            refused = [j for j in sent if not self._write_sent(j)]
-        if refused:
-            # the transitions above are committed (a task id is never lost); no create
-            # whose mark was refused may leave
-            raise self._lost()
-        return out
-
-    def _write_row(self, job_id: str, cols: Mapping[str, Any]) -> None:
-        """Write one row's changed columns (the shared PostgreSQL store fences this write
-        on the runner's claim: `pgshare.SharedPgStore`)."""
-        names = ", ".join(f"{k}=?" for k in cols)
-        self._conn.execute(f"UPDATE jobs SET {names} WHERE job_id=?", (*cols.values(), job_id))
-
-    def _write_sent(self, job_id: str, sent: bool = True) -> bool:
-        """The journal's "sent" mark; False when refused (the shared PostgreSQL store
-        fences it on the runner's claim: then the create must not leave)."""
-        self._conn.execute("UPDATE jobs SET sent=? WHERE job_id=?", (int(sent), job_id))
-        return True
-
-    def _lost(self) -> ClaimLost:
-        return ClaimLost(f"{self.path}: this run no longer holds the jobs it meant to send; "
-                         "it sends nothing more — run again")
-
-    def begin_submit(self, job_ids: Iterable[str], now: str, *, audio: bool = False) -> None:
-        """Journal creates about to be sent (durably): the evidence against paying twice."""
-        self.apply_many([(self.get(j), Claimed(now, audio)) for j in job_ids], durable=True)
-
-    def mark_sent(self, job_id: str, sent: bool = True) -> None:
-        """A journaled create is about to leave: from now on it may exist (durably).
-
-        ``sent=False`` undoes it when the API refused that attempt (nothing was made) and
-        the create waits to try again: a crash during the wait must not leave an unknown.
-        """
-        with self._tx(durable=True):
-            written = self._write_sent(job_id, sent)
-        if not written:
-            raise self._lost()
-
-    def mark_accepted(self, job_id: str, task_id: str, credits: int | None, *,
-                      audio: bool = False) -> None:
-        """The API accepted a create: record its task id and charge at once (durably)."""
-        self.apply(self.get(job_id), Accepted(task_id, credits, audio), durable=True)
-
-    def mark_unsent(self, job_id: str, *, audio: bool = False) -> None:
-        """A create that provably made no task (refused before or by the API): undo."""
-        self.apply(self.get(job_id), Unsent(audio), durable=True)
-
-    def update(self, changes: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        """Write column values as given, in one transaction: [(job_id, {column: value})].
-
-        No transition is checked: for tests and repairs that set up a state directly.
-        The run writes through `apply`.
-        """
-        allowed = {"state", "video_url", "file", "bytes", "sha256", "completed_at", "error",
-                   "credits_video", "credits_audio", "unknown_step", "remote_deleted",
-                   "credits_note", "finished_at"}
-        with self._tx():
-            for job_id, cols in changes:
-                bad = cols.keys() - allowed
-                if bad:
-                    raise ValueError(f"not updatable: {sorted(bad)}")
-                names = ", ".join(f"{k}=?" for k in cols)
-                self._conn.execute(f"UPDATE jobs SET {names} WHERE job_id=?",
-                                   (*cols.values(), job_id))
-
-
-def _as_mapping(value: object) -> Mapping[str, Any]:
-    """`value` when it is a mapping (state written by an older or broken run may not be)."""
-    return value if isinstance(value, Mapping) else {}

@@ -17,115 +17,30 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
-from enum import StrEnum
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchgen.errors import UsageError
-from batchgen.planning import Plan, plan_to_dict
+from batchgen.results import Charges as Charges
+from batchgen.results import JobResult as JobResult
+from batchgen.results import Outcome as Outcome
+from batchgen.results import RunPlan as RunPlan
+from batchgen.results import RunReport as RunReport
+from batchgen.results import job_result as job_result
+from batchgen.results import outcome_of as outcome_of
 
 if TYPE_CHECKING:
     from batchgen.client import Credentials, Limits
     from batchgen.manifest import Manifest
     from batchgen.preflight import PreflightSettings
     from batchgen.retry import RetryPolicy
-    from batchgen.runner import JobEvent, RunOutcome
+    from batchgen.runner import JobEvent
     from batchgen.sandbox import SandboxConfig
     from batchgen.session import Resolved, RunControl, Started
-    from batchgen.store import JobRow
 
 #: what `manifest=` may be: a YAML file, or the manifest itself as a mapping
 ManifestSource = str | os.PathLike[str] | Mapping[str, Any]
-
-
-class Outcome(StrEnum):
-    """How a run ended; the CLI's exit code is a function of it (SPEC §6)."""
-
-    COMPLETED = "completed"            #: every job completed and downloaded (exit 0)
-    FAILED = "failed"                  #: some jobs failed, are unknown or pending (exit 1)
-    BUDGET_STOPPED = "budget_stopped"  #: the budget or the account's credit stopped it (3)
-    INTERRUPTED = "interrupted"        #: stopped on request; state saved (exit 130)
-    #: the API stayed unavailable (the outage timeout passed, or creates kept failing);
-    #: state saved, nothing lost: run again later (exit 75)
-    UNAVAILABLE = "unavailable"
-
-
-@dataclass(frozen=True, slots=True)
-class JobResult:
-    """One job of the run, as its row in report.csv."""
-
-    id: str
-    status: str                  #: completed | failed | pending | unknown (SPEC §4)
-    task_id: str | None
-    file: Path | None            #: absolute path of the finished video, when there is one
-    bytes: int | None
-    sha256: str | None
-    credits_estimated: int
-    credits_deducted: int | None  #: what the API charged, once it said so
-    error: str | None
-    state: str                   #: the finer state behind `status` (report.csv `state`)
-
-
-@dataclass(frozen=True, slots=True)
-class RunReport:
-    """What a run did: its outcome, every job, and the figures of summary.json."""
-
-    name: str
-    output_dir: Path
-    outcome: Outcome
-    jobs: tuple[JobResult, ...]
-    #: jobs per status: completed, failed, pending, unknown
-    counts: Mapping[str, int]
-    credits_estimated: int
-    credits_deducted: int
-    credits_committed: int       #: held by everything sent from this output dir, all runs
-    max_credits: int | None
-    budget_blocked: int          #: jobs the budget kept back
-    budget_needed: int           #: credits those jobs would need
-    out_of_credit: str | None    #: the API refused for lack of credit (why)
-    api_unavailable: str | None  #: the API stayed unreachable; pending jobs left (why)
-    abandoned: int               #: tasks left at the API too long; the next run polls them
-    requests: int
-    wall_seconds: float
-    report_file: Path            #: report.csv
-    summary: Mapping[str, Any]   #: the content of summary.json
-    #: the API answered nothing usable for the outage timeout (why), when that ended the run
-    outage: str | None = None
-    #: finished videos whose host could not be reached: kept for the next run
-    kept_ready: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """Every job completed and downloaded."""
-        return self.outcome is Outcome.COMPLETED
-
-
-@dataclass(frozen=True, slots=True)
-class Charges:
-    """What the API charged so far (earlier runs) against the table's estimate."""
-
-    jobs: int
-    estimated: int
-    deducted: int
-    differs: int                 #: jobs charged differently from the table
-
-
-@dataclass(frozen=True, slots=True)
-class RunPlan(Plan):
-    """The plan of `batchgen plan`; `to_dict()` is exactly the `plan --json` document."""
-
-    #: None while the output dir holds no state yet
-    charged_so_far: Charges | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The `plan --json` document (without `--online`'s `model_prices`)."""
-        doc = plan_to_dict(self)
-        c = self.charged_so_far
-        doc["charged_so_far"] = {} if c is None else {
-            "jobs": c.jobs, "estimated": c.estimated, "deducted": c.deducted,
-            "differs": c.differs}
-        return doc
 
 
 # -- the public functions ----------------------------------------------------------------
@@ -312,28 +227,6 @@ async def run_resolved(resolved: Resolved, creds: Credentials, *, sandbox: bool 
         requests=summary["requests_total"], wall_seconds=summary["wall_seconds"],
         report_file=finished.report, summary=summary, outage=out.outage,
         kept_ready=out.kept_ready)
-
-
-def outcome_of(outcome: RunOutcome, status: Mapping[str, int]) -> Outcome:
-    """SPEC §6's order: a stop request first, then the budget, then unfinished jobs."""
-    if outcome.interrupted:
-        return Outcome.INTERRUPTED
-    if outcome.budget_blocked or outcome.out_of_credit:
-        return Outcome.BUDGET_STOPPED
-    if outcome.outage or outcome.api_unavailable:
-        return Outcome.UNAVAILABLE
-    if status["failed"] or status["unknown"] or status["pending"]:
-        return Outcome.FAILED
-    return Outcome.COMPLETED
-
-
-def job_result(row: JobRow, output_dir: Path) -> JobResult:
-    from batchgen.store import report_status
-    return JobResult(
-        id=row.job_id, status=report_status(row.state), task_id=row.task_id,
-        file=(output_dir / row.file).absolute() if row.file else None, bytes=row.bytes,
-        sha256=row.sha256, credits_estimated=row.credits_estimated,
-        credits_deducted=row.credits_deducted, error=row.error, state=row.state.value)
 
 
 class _CallbackGuard:

@@ -3,9 +3,10 @@
 Owns the numbers behind `batchgen plan` (and `run --dry-run`): jobs and credits by
 resolution x length, add-audio steps, the total, the budget and what is left of it,
 which prices were used, and the split of jobs into states once local state exists.
-`build_plan` is pure (values in, a frozen `Plan` out); `render_plan` and `plan_to_dict`
-only format it. Deliberately reads no state database and prints nothing: the caller
-passes each job's state and the credits already spent, and prints the result.
+`build_plan` is pure (values in, a frozen `Plan` out, plan_model.py); `render_plan` and
+`plan_to_dict` (plan_render.py, importable from here) only format it. Deliberately reads
+no state database and prints nothing: the caller passes each job's state and the credits
+already spent, and prints the result.
 
 All figures are estimates from the price table; the API's `deduction_credit` is the
 truth once known (akool-api.md §8.4), which is why the plan says which prices it used.
@@ -15,13 +16,19 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from batchgen import budget
 from batchgen.jobs import Job
 from batchgen.manifest import Manifest
 from batchgen.manifest_stream import Shapes
+from batchgen.plan_model import ADD_AUDIO as ADD_AUDIO
+from batchgen.plan_model import STATE_LABELS as STATE_LABELS
+from batchgen.plan_model import STATES as STATES
+from batchgen.plan_model import Plan as Plan
+from batchgen.plan_model import PlanLine as PlanLine
+from batchgen.plan_model import StateCount as StateCount
+from batchgen.plan_render import plan_to_dict as plan_to_dict
+from batchgen.plan_render import render_plan as render_plan
 from batchgen.pricing import (
     FALLBACK_RESOLUTION,
     PUBLISHED_VIDEO,
@@ -31,86 +38,6 @@ from batchgen.pricing import (
     price_key,
     video_credits,
 )
-
-#: Job states a plan splits jobs into, in display order. "to_submit" is what a run
-#: would pay for now; the others come from the local state of earlier runs.
-STATES: tuple[str, ...] = ("to_submit", "done", "in_flight", "unknown", "failed")
-STATE_LABELS = {"to_submit": "to submit", "done": "done", "in_flight": "in flight",
-                "unknown": "unknown", "failed": "failed"}
-ADD_AUDIO = "add_audio"
-
-
-@dataclass(frozen=True, slots=True)
-class PlanLine:
-    """One price cell that has jobs: a video resolution x length, or add-audio x length."""
-
-    row: str                #: "720p", "1080p", "4k" or "add_audio"
-    video_length: int
-    unit_credits: int       #: price per video in this cell
-    overridden: bool        #: the price came from the manifest's budget.prices
-    jobs: int
-    videos: int             #: jobs x count (a job with count: 3 makes three videos)
-    credits: int
-    to_submit_jobs: int
-    to_submit_credits: int
-    #: the model whose listed price priced these jobs (`plan --online`); "" for the table
-    model: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class StateCount:
-    """Jobs in one state and their estimated credits."""
-
-    state: str
-    jobs: int
-    credits: int
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """Everything `plan` shows; see `plan_to_dict` for the JSON form."""
-
-    name: str
-    manifest: str
-    output_dir: str
-    jobs: int
-    video_lines: tuple[PlanLine, ...]
-    add_audio_lines: tuple[PlanLine, ...]
-    video_credits: int
-    add_audio_jobs: int
-    add_audio_credits: int
-    total_credits: int
-    states: tuple[StateCount, ...]          #: one per STATES entry, in that order
-    to_submit_jobs: int
-    to_submit_credits: int                  #: what a run would spend now
-    max_credits: int | None
-    overridden_prices: tuple[str, ...]      #: sorted keys like "720p/5", "add_audio/10"
-    price_table: Mapping[str, Mapping[int, int]]
-    #: credits already deducted by earlier runs (from local state); 0 before any run
-    spent_credits: int = 0
-    #: to-submit jobs a run would send under the budget rule (budget.py): in manifest
-    #: order, up to the first that does not fit; None without a cap
-    jobs_within_budget: int | None = None
-
-    @property
-    def budget_left(self) -> int | None:
-        """Credits left after this run would submit everything; None without a cap."""
-        if self.max_credits is None:
-            return None
-        return self.max_credits - self.spent_credits - self.to_submit_credits
-
-    @property
-    def over_budget(self) -> bool:
-        left = self.budget_left
-        return left is not None and left < 0
-
-    @property
-    def prices_source(self) -> str:
-        """"published" or "overridden" (some cells came from budget.prices)."""
-        return "overridden" if self.overridden_prices else "published"
-
-    def state(self, name: str) -> StateCount:
-        return next(s for s in self.states if s.state == name)
 
 
 def bucket(state: str, *, retry_failed: bool = False, resubmit_unknown: bool = False) -> str:
@@ -264,106 +191,3 @@ def _lines(cells: dict[tuple[str, int, str], list[int]],
                  videos=c[1], credits=c[2], to_submit_jobs=c[3], to_submit_credits=c[4],
                  model=model)
         for row, length, model in keys for c in [cells[(row, length, model)]])
-
-
-# --- output ------------------------------------------------------------------------------
-
-def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    """The plan as one JSON-ready document (`plan --json`); same content as the table."""
-    def line(item: PlanLine) -> dict[str, Any]:
-        out: dict[str, Any] = {"resolution": item.row} if item.row != ADD_AUDIO else {}
-        if item.model:
-            out["model"] = item.model  # priced from the API's model list (--online)
-        return {**out, "video_length": item.video_length, "price": item.unit_credits,
-                "price_overridden": item.overridden, "jobs": item.jobs, "videos": item.videos,
-                "credits": item.credits, "to_submit_jobs": item.to_submit_jobs,
-                "to_submit_credits": item.to_submit_credits}
-
-    return {
-        "name": plan.name,
-        "manifest": plan.manifest,
-        "output_dir": plan.output_dir,
-        "jobs": plan.jobs,
-        "by_resolution_length": [line(x) for x in plan.video_lines],
-        "video_credits": plan.video_credits,
-        "add_audio": {"jobs": plan.add_audio_jobs, "credits": plan.add_audio_credits,
-                      "by_length": [line(x) for x in plan.add_audio_lines]},
-        "total_credits": plan.total_credits,
-        "states": {s.state: {"jobs": s.jobs, "credits": s.credits} for s in plan.states},
-        "to_submit": {"jobs": plan.to_submit_jobs, "credits": plan.to_submit_credits},
-        "budget": {"max_credits": plan.max_credits, "spent_credits": plan.spent_credits,
-                   "to_submit_credits": plan.to_submit_credits, "left": plan.budget_left,
-                   "over_budget": plan.over_budget,
-                   "jobs_within_budget": plan.jobs_within_budget},
-        "prices": {"source": plan.prices_source, "overridden": list(plan.overridden_prices),
-                   "table": {row: {str(k): v for k, v in sorted(cells.items())}
-                             for row, cells in plan.price_table.items()}},
-    }
-
-
-_COLUMNS = (("resolution", 10, "<"), ("length", 6, ">"), ("price", 6, ">"), ("jobs", 8, ">"),
-            ("videos", 8, ">"), ("credits", 10, ">"), ("to submit", 10, ">"),
-            ("credits", 10, ">"))
-
-
-def _row(values: tuple[Any, ...]) -> str:
-    cells = [f"{v!s:{align}{width}}" for v, (_, width, align) in zip(values, _COLUMNS,
-                                                                          strict=True)]
-    return "  ".join(cells).rstrip()
-
-
-def render_plan(plan: Plan) -> str:
-    """A fixed-width table for the terminal (`batchgen plan`)."""
-    out = [f"plan for {plan.name} ({plan.manifest})", f"output dir: {plan.output_dir}", ""]
-    out.append(_row(tuple(c[0] for c in _COLUMNS)))
-    for item in (*plan.video_lines, *plan.add_audio_lines):
-        label = "add audio" if item.row == ADD_AUDIO else item.row
-        if item.model:
-            label = f"{label} {item.model}"
-        price = f"{item.unit_credits}*" if item.overridden else str(item.unit_credits)
-        out.append(_row((label, f"{item.video_length} s", price, f"{item.jobs:,}",
-                         f"{item.videos:,}", f"{item.credits:,}", f"{item.to_submit_jobs:,}",
-                         f"{item.to_submit_credits:,}")))
-    rule = "-" * len(_row(tuple("x" * c[1] for c in _COLUMNS)))
-    out.append(rule)
-    videos = sum(x.videos for x in plan.video_lines)
-    out.append(_row(("total", "", "", f"{plan.jobs:,}", f"{videos:,}",
-                     f"{plan.total_credits:,}", f"{plan.to_submit_jobs:,}",
-                     f"{plan.to_submit_credits:,}")))
-    out.append("")
-    states = ", ".join(
-        f"{s.jobs:,} {STATE_LABELS[s.state]}"
-        + (f" ({s.credits:,} credits)" if s.state == "to_submit" else "")
-        for s in plan.states)
-    out.append(f"jobs: {states}")
-    out.append(_budget_line(plan))
-    out.append(_prices_line(plan))
-    out.append("note: estimates from the price table; the API's deduction_credit at creation "
-               "is what is really charged")
-    return "\n".join(out)
-
-
-def _budget_line(plan: Plan) -> str:
-    if plan.max_credits is None:
-        spent = f"; {plan.spent_credits:,} already spent" if plan.spent_credits else ""
-        return (f"budget: no cap (set budget.max_credits); this run {plan.to_submit_credits:,} "
-                f"credits{spent}")
-    text = (f"budget: max {plan.max_credits:,} credits, {plan.spent_credits:,} already spent, "
-            f"this run {plan.to_submit_credits:,}")
-    left = plan.budget_left
-    if left is not None and left >= 0:
-        return f"{text}, {left:,} left after it"
-    return (f"{text}: over by {-(left or 0):,}; submissions would stop after "
-            f"{plan.jobs_within_budget:,} of {plan.to_submit_jobs:,} jobs")
-
-
-def _prices_line(plan: Plan) -> str:
-    if not plan.overridden_prices:
-        return "prices: the published table (Akool's image2video pricing)"
-    cells = ", ".join(f"{key} = {_price(plan, key)}" for key in plan.overridden_prices)
-    return f"prices: published table with budget.prices overrides (* above): {cells}"
-
-
-def _price(plan: Plan, key: str) -> int:
-    row, length = key.split("/")
-    return plan.price_table[row][int(length)]

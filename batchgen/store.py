@@ -26,7 +26,7 @@ next run would pay again for every video already made.
 
 `Store` is built in layers, a module each, each using only the ones below it: store.py
 (open: lock, migrations; preview; sync) > store_writes.py (the one write path, the sent
-mark, recover, reopen) > store_reads.py (rows, credits, abandoned tasks, run history,
+mark, recover, reopen) > store_records.py (rows, credits, abandoned tasks, run history,
 pre-flight verdicts) > store_conn.py (connection, transactions, the check of rows). Beside
 them: store_rows.py (columns, request JSON), store_schema.py (migrations), store_sync.py.
 """

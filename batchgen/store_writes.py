@@ -17,12 +17,12 @@ from typing import Any
 from batchgen import budget
 from batchgen.errors import ClaimLost
 from batchgen.jobs import JobRow, JobState
-from batchgen.store_reads import StoreReads
+from batchgen.store_records import StoreRecords
 from batchgen.store_rows import COLUMNS, HIDDEN, encode, row_from
 from batchgen.transitions import Accepted, Claimed, Event, Unsent, advance, changed_columns
 
 
-class StoreWrites(StoreReads):
+class StoreWrites(StoreRecords):
     """Transitions written to the state, and what reopens and recovery change."""
 
     # -- transitions -------------------------------------------------------------------

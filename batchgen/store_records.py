@@ -1,6 +1,6 @@
-"""What the state reads back, and the side records a run keeps in it.
+"""What the state reads back (rows, credits), and the side records a run keeps in it.
 
-`StoreReads` is the layer of `store.Store` above the connection (store.py draws the
+`StoreRecords` is the layer of `store.Store` above the connection (store.py draws the
 layers): job rows in manifest order (all at once, or one at a time from the cursor), one
 row, the committed credits (budget.py's rule over every sent row), the tasks a reopen
 abandoned (the money audit), and two records kept in the `meta` table beside the jobs:
@@ -20,7 +20,7 @@ from batchgen.store_rows import COLUMNS, row_from
 from batchgen.store_sync import SYNC_KEY
 
 
-class StoreReads(StoreConnection):
+class StoreRecords(StoreConnection):
     """Rows, credits and records read from the state (and the records' own writes)."""
 
     # -- reads -------------------------------------------------------------------------

@@ -23,9 +23,9 @@ ones), the estimate of every create that was sent but whose charge is unknown (i
 lost answers that were then sent again: the first may have been charged too), and the
 estimate of its add-audio step while that is reserved.
 
-**Numbers from the API are data** (`charge`): a `deduction_credit` that is negative, zero
-for a paid item, fractional, not finite, not a number or absurdly large is not used; the
-estimate stays held and the caller records what the API said.
+**Numbers from the API are data** (`charge`, budget_charge.py): a `deduction_credit` that
+is negative, zero for a paid item, fractional, not finite, not a number or absurdly large
+is not used; the estimate stays held and the caller records what the API said.
 
 Pure: plain values in, plain values out; no clock, network or disk. Deliberately not
 here: prices (pricing.py), SQL (store.py), scheduling (runner.py), printing (batchgen/cli/).
@@ -33,15 +33,14 @@ here: prices (pricing.py), SQL (store.py), scheduling (runner.py), printing (bat
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from batchgen.budget_charge import MAX_TASK_CREDITS as MAX_TASK_CREDITS
+from batchgen.budget_charge import Charge as Charge
+from batchgen.budget_charge import charge as charge
 from batchgen.jobs import JobState
-
-#: no single task costs more than this; a larger `deduction_credit` is a broken answer
-MAX_TASK_CREDITS = 100_000
 
 
 class Row(Protocol):
@@ -288,44 +287,3 @@ def reopened(row: Row, *, unknown: bool, failed: bool) -> dict[str, Any] | None:
             "credits_lost": row.credits_lost + video_maybe + audio_maybe,
             "task_id": None, "audio_task_id": None, "credits_video": None,
             "credits_audio": None, "video_url": None, "audio_held": True}
-
-
-# -- numbers from the API -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Charge:
-    """A `deduction_credit` as the budget may use it."""
-
-    credits: int | None   #: the charge to record; None keeps the estimate held
-    problem: str | None   #: why the API's figure was not used (None when it was, or absent)
-
-
-def _shown(value: int | float) -> str:
-    """A number from the API as a short text. `:g` converts an int to a float, which
-    raises OverflowError for a JSON integer past a float's range."""
-    text = str(value) if isinstance(value, int) else f"{value:g}"
-    return text if len(text) <= 24 else f"{text[:12]}…({len(text)} digits)"
-
-
-def charge(value: object, estimate: int) -> Charge:
-    """Validate a `deduction_credit` from the API against the task's estimate.
-
-    A figure that cannot be a real charge never lowers what is held and never raises: the
-    estimate stays held and `problem` says what was wrong, for the caller to record.
-    """
-    if value is None:
-        return Charge(None, None)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return Charge(None, f"not a number ({str(value)[:40]!r})")
-    if isinstance(value, float) and not math.isfinite(value):
-        return Charge(None, f"not finite ({value})")
-    if value < 0:
-        return Charge(None, f"negative ({_shown(value)})")
-    if value > MAX_TASK_CREDITS:
-        return Charge(None, f"absurdly large ({_shown(value)})")
-    if value != int(value):
-        return Charge(None, f"fractional ({_shown(value)})")
-    if value == 0 and estimate > 0:
-        return Charge(None, "zero for a paid task")
-    return Charge(int(value), None)

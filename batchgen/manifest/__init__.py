@@ -17,10 +17,11 @@ calls. Deliberately does not price, plan or touch the output dir.
     job.py       one job: defaults merged under it, its rules, digest and keys, the Job
     problems.py  problems located by file and line; repeated requests and ids
     rules.py     SPEC §3 rules on one effective job; unsafe output names (pure)
+    messages.py  the schema's errors as "what is wrong — what to do"
     model.py     the frozen values (Manifest, *Settings) and the names and limits
 
 Beside this package (imported by it, never the other way round): manifest_yaml.py (YAML
-with line numbers), manifest_schema.py (the JSON schema and its messages),
+with line numbers), manifest_schema.py (the JSON schema, a fast job check),
 manifest_rows.py (CSV / JSON Lines rows) and manifest_stream.py (the expansion replayed
 on demand, its digest and the compact keys that find repeats).
 

@@ -24,10 +24,11 @@ from batchgen.jobs import BUILTIN_DEFAULTS, Job
 from batchgen.local_assets import LocalAssets, StorageSettings
 from batchgen.manifest import sections
 from batchgen.manifest.job import Defaults, JobBuilder
+from batchgen.manifest.messages import explain
 from batchgen.manifest.model import ApiSettings, BudgetSettings, Manifest, OutputSettings
 from batchgen.manifest.problems import Repeats, Reporter, meant
 from batchgen.manifest.sources import JobSources
-from batchgen.manifest_schema import Validators, explain
+from batchgen.manifest_schema import Validators
 from batchgen.manifest_stream import Jobs
 from batchgen.manifest_yaml import JsonPath, ParsedYaml
 

@@ -15,8 +15,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from batchgen.local_assets import is_local
+from batchgen.manifest.messages import suggest
 from batchgen.manifest.model import FILENAME_FIELDS, OWN_NAMES, UNIQUE_FILENAME_FIELDS
-from batchgen.manifest_schema import SINGLE_RESOLUTIONS, suggest
+from batchgen.manifest_schema import SINGLE_RESOLUTIONS
 from batchgen.objstore import is_s3_url
 
 _SAMPLE_FIELDS = {"id": "a1b2c3d4e5f6", "name": "batch", "index": 0, "resolution": "720p",

@@ -21,10 +21,11 @@ from batchgen.errors import Problem
 from batchgen.jobs import Job
 from batchgen.local_assets import LOCAL_FIELDS
 from batchgen.manifest.job import JobBuilder
+from batchgen.manifest.messages import explain
 from batchgen.manifest.model import MAX_JOBS
 from batchgen.manifest.problems import Reporter, where
 from batchgen.manifest_rows import CSV_EXTENSIONS, JSONL_EXTENSIONS, MAX_DATA_BYTES, Row
-from batchgen.manifest_schema import JOB_KEYS, Validators, explain, job_is_valid
+from batchgen.manifest_schema import JOB_KEYS, Validators, job_is_valid
 from batchgen.manifest_stream import check_data_file, open_rows
 from batchgen.manifest_yaml import JsonPath, ParsedYaml
 

@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, TypeVar
 from batchgen.errors import BatchgenError
 
 if TYPE_CHECKING:
+    from batchgen.claims import Claim
     from batchgen.jobs import JobRow
-    from batchgen.pgshare import Claim, SharedPgStore
+    from batchgen.pgshare import SharedPgStore
 
 T = TypeVar("T")
 

@@ -34,10 +34,10 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from batchgen import budget
+from batchgen.claims import Claim, audio_of, choose
 from batchgen.errors import BatchgenError, ClaimLost
 from batchgen.jobs import Job, JobRow, JobState
 from batchgen.pgstore import PgStore, _connect, _lock_key, schema_name
@@ -60,23 +60,6 @@ _LOST = ("the create request was sent but its answer was lost (the runner that s
 
 def _vals(states: Sequence[JobState]) -> list[str]:
     return [s.value for s in states]
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """What one `claim` took: the creates to send and the rows as written."""
-
-    sends: tuple[tuple[str, bool], ...]   #: (job id, add-audio step?) in sending order
-    rows: Mapping[str, JobRow]            #: the claimed rows and their families' rows
-    needs: Mapping[str, int]              #: credits each claimed create reserved
-    in_flight: int                        #: slots busy across all runners before it
-    committed: int                        #: credits held by all runners after it
-    #: the admission at the head of the queue that the budget holds back (or None)
-    blocked: tuple[str, int] | None = None
-    blocked_jobs: int = 0                 #: admissions held back by the budget
-    blocked_need: int = 0                 #: the credits they would need
-    claimable: bool = False               #: creates left that a free slot could take
-    elsewhere: int = 0                    #: unfinished jobs other runners hold (or nobody)
 
 
 class SharedPgStore(PgStore):
@@ -272,7 +255,7 @@ class SharedPgStore(PgStore):
             every = self._every_row()
             busy = sum(1 for r in every if r.state in BUSY)
             committed = budget.committed(every) + self._reserved_extra(every)
-            plan = _choose(every, min(free, limit - busy), max_credits, committed)
+            plan = choose(every, min(free, limit - busy), max_credits, committed)
             sends, needs = plan.sends, plan.needs
             rows = {r.job_id: r for r in every}
             family = [r.job_id for r in every if r.parent in needs
@@ -394,39 +377,3 @@ class SharedPgStore(PgStore):
                 self._conn.execute("UPDATE runners SET dead = true WHERE runner_id = ?",
                                    (self.runner_id,))
         super().close()
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    sends: list[tuple[str, bool]]
-    needs: dict[str, int]
-    blocked: tuple[str, int] | None
-    blocked_jobs: int
-    blocked_need: int
-    claimable: bool
-
-
-def _choose(every: Sequence[JobRow], slots: int, cap: int | None, committed: int) -> _Plan:
-    """The runner's order (runner's admissions): add-audio steps already paid for first,
-    then admissions in manifest order until the first that does not fit (budget.py)."""
-    queue = budget.queue([r for r in every if r.active])
-    state = {r.job_id: r.state for r in every}
-    ordered = [s for s in queue if not s.admission] + [s for s in queue if s.admission]
-    sends: list[tuple[str, bool]] = []
-    needs: dict[str, int] = {}
-    for k, send in enumerate(ordered):
-        if send.admission and not budget.fits(cap, committed, send.need):
-            held = [s for s in ordered[k:] if s.admission]
-            return _Plan(sends, needs, (send.job_id, send.need), len(held),
-                         sum(s.need for s in held), False)
-        if len(sends) >= slots:
-            return _Plan(sends, needs, None, 0, 0, True)
-        sends.append((send.job_id, state[send.job_id] is S.AUDIO_PENDING))
-        needs[send.job_id] = send.need
-        committed += max(0, send.need)
-    return _Plan(sends, needs, None, 0, 0, False)
-
-
-def audio_of(sends: Sequence[tuple[str, bool]], job_id: str | None) -> bool:
-    """Is `job_id`'s claimed create its add-audio step (then its family is not sent)?"""
-    return any(j == job_id and audio for j, audio in sends)

@@ -28,9 +28,9 @@ from batchgen.redact import MASK as _MASK
 from batchgen.redact import redact_url
 
 if TYPE_CHECKING:
+    from batchgen.claims import Claim
     from batchgen.jobs import Job, JobRow
     from batchgen.pgloop import OffLoop
-    from batchgen.pgshare import Claim
     from batchgen.store import Store, SyncResult
     from batchgen.transitions import Event
 

@@ -24,7 +24,7 @@ from batchgen.jobs import JobRow, JobState
 from batchgen.scheduler.state import EventKind, JobEvent, RunState
 
 if TYPE_CHECKING:
-    from batchgen.pgshare import Claim
+    from batchgen.claims import Claim
     from batchgen.scheduler.fetch import Fetch
     from batchgen.scheduler.poll import Poll
     from batchgen.state_store import SharedState

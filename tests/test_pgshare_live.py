@@ -99,52 +99,82 @@ async def test_a_run_removes_only_the_part_files_of_runners_that_are_gone(
     assert (writing.exists(), left.exists(), unnamed.exists()) == (True, False, True)
 
 
+class ClaimLock:
+    """The manifest's claim lock, held by "another runner" (a connection in a thread)
+    until `release`, or for `hold` seconds; after 10 s it lets go by itself (a stuck
+    event loop cannot)."""
+
+    def __init__(self, pg_url: str, scope: str = "t", hold: float = 10) -> None:
+        url = parse_state_url(pg_url)
+        self.conninfo = url.conninfo
+        self.key = _lock_key(schema_name(url.schema, scope) + ":claims")
+        self._holding, self._release = threading.Event(), threading.Event()
+        self.timed_out: list[bool] = []
+        self._hold_for = hold
+        self._thread = threading.Thread(target=self._hold)
+
+    def _hold(self) -> None:
+        import psycopg
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+            self._holding.set()
+            self.timed_out.append(not self._release.wait(self._hold_for))
+            conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+
+    async def take(self) -> None:
+        self._thread.start()
+        assert await asyncio.to_thread(self._holding.wait, 10)
+
+    async def release(self) -> None:
+        self._release.set()
+        await asyncio.to_thread(self._thread.join)
+
+    async def claim_waits(self) -> bool:
+        """A claim of the runner is waiting for the lock (as pg_locks shows a bigint key)."""
+        import psycopg
+        high, low = divmod(self.key & (2**64 - 1), 2**32)
+
+        def poll() -> bool:
+            with psycopg.connect(self.conninfo, autocommit=True) as conn:
+                for _ in range(500):
+                    if conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = "
+                                    "'advisory' AND NOT granted AND classid = %s AND "
+                                    "objid = %s AND objsubid = 1", (high, low)
+                                    ).fetchone() == (1,):
+                        return True
+                    threading.Event().wait(0.01)
+            return False
+        return await asyncio.to_thread(poll)
+
+
+async def started(pg_url: str, sb, tmp_path: Path) -> asyncio.Task:
+    """A shared run of 12 jobs (tasks of 0.5-2 s, 4 at once), once every slot is taken."""
+    import batchgen
+    path = write_manifest(tmp_path, 12, base_url=sb.url, concurrency=4)
+    run = asyncio.create_task(batchgen.arun(str(path), api_key="test-key-123", env={},
+                                            state=pg_url))
+    while sb.stats()["tasks_created"] < 4 and not run.done():
+        await asyncio.sleep(0.01)
+    return run
+
+
 async def test_a_claim_waiting_its_turn_never_stalls_the_runners_polls(pg_url, sandbox,
                                                                        tmp_path):
     """Another runner holds the manifest's claim lock (say, a long claim on a loaded
     server): this runner's next claim waits, and meanwhile its tasks in flight are
     still polled and its videos downloaded. A claim made on the event loop blocked all
     of it (and here, the emulator on the same loop too)."""
-    import psycopg
-
-    import batchgen
-
     sb = await sandbox(processing_time=(0.5, 2.0))
-    path = write_manifest(tmp_path, 12, base_url=sb.url, concurrency=4)
-    url = parse_state_url(pg_url)
-    key = _lock_key(schema_name(url.schema, "t") + ":claims")
-    holding, release = threading.Event(), threading.Event()
-    timed_out: list[bool] = []
+    run = await started(pg_url, sb, tmp_path)
+    lock = ClaimLock(pg_url)
 
-    def other_runner() -> None:
-        with psycopg.connect(url.conninfo, autocommit=True) as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
-            holding.set()
-            timed_out.append(not release.wait(10))  # the fallback when the loop is stuck
-            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-
-    def claim_waits() -> bool:
-        with psycopg.connect(url.conninfo, autocommit=True) as conn:
-            for _ in range(500):
-                if conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                                "AND NOT granted").fetchone() == (1,):
-                    return True
-                threading.Event().wait(0.01)
-        return False
-
-    run = asyncio.create_task(batchgen.arun(str(path), api_key="test-key-123", env={},
-                                            state=pg_url))
     def videos() -> int:
         return sum(1 for _ in (tmp_path / "out").glob("*.mp4"))
 
-    while sb.stats()["tasks_created"] < 4 and not run.done():  # every slot taken
-        await asyncio.sleep(0.01)
-    thread = threading.Thread(target=other_runner)
-    thread.start()
+    await lock.take()
     try:
-        assert await asyncio.to_thread(holding.wait, 10)
         # the first task to finish frees a slot: the claim for it waits for the lock...
-        assert await asyncio.to_thread(claim_waits)
+        assert await lock.claim_waits()
         polls, downloaded = sb.stats()["requests"]["resultsByIds"], videos()
         # ...while the other tasks (up to 2 s each) are polled and downloaded
         for _ in range(500):
@@ -152,12 +182,41 @@ async def test_a_claim_waiting_its_turn_never_stalls_the_runners_polls(pg_url, s
                 break
             await asyncio.sleep(0.01)
         assert videos() > downloaded and sb.stats()["requests"]["resultsByIds"] > polls
-        assert await asyncio.to_thread(claim_waits)  # and the claim still waits its turn
+        assert await lock.claim_waits()  # and the claim still waits its turn
     finally:
-        release.set()
-        await asyncio.to_thread(thread.join)
+        await lock.release()
     report = await asyncio.wait_for(run, 30)
-    assert timed_out == [False] and report.ok
+    assert lock.timed_out == [False] and report.ok
     assert sb.stats()["tasks_created"] == 12 and sb.stats()["duplicate_fingerprints"] == 0
-    with PgStore.open(url, "t", lock=False) as store:
+    with PgStore.open(parse_state_url(pg_url), "t", lock=False) as store:
         assert {r.state for r in store.rows()} == {S.COMPLETED}
+
+
+async def test_a_run_stopped_while_its_claim_waits_sends_nothing_and_loses_nothing(
+        pg_url, sandbox, tmp_path):
+    """Stopped while a claim is out (it runs on, off the loop): whatever it takes is
+    sent by no one and goes back to the queue when the runner leaves; no job is left
+    held, submitting or unknown."""
+    import pytest
+
+    sb = await sandbox(processing_time=(0.5, 2.0))
+    run = await started(pg_url, sb, tmp_path)
+    # let go after 1 s whatever the loop does: the stopping run's own end-of-run record
+    # waits for this lock too (runners' figures are added in turn)
+    lock = ClaimLock(pg_url, hold=1.0)
+    await lock.take()
+    try:
+        assert await lock.claim_waits()
+        created = sb.stats()["tasks_created"]
+        run.cancel()  # as Ctrl-C: no new creates, the run winds down
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(run, 30)  # the claim went on once the lock was free
+    finally:
+        await lock.release()
+    assert sb.stats()["tasks_created"] == created
+    with PgStore.open(parse_state_url(pg_url), "t", lock=False) as store:
+        rows = store.rows()
+        assert store.holders() == {}
+    states = {r.state for r in rows}
+    assert states <= {S.PENDING, S.RUNNING, S.READY, S.COMPLETED}, states
+    assert sum(1 for r in rows if r.state is S.PENDING) == 12 - created

@@ -202,8 +202,11 @@ async def run_resolved(resolved: Resolved, creds: Credentials, *, sandbox: bool 
                        storage_env: Mapping[str, str] | None = None,
                        on_event: Callable[[JobEvent], None] | None = None,
                        on_started: Callable[[Started], None] | None = None,
-                       on_running: Callable[[RunControl], None] | None = None) -> RunReport:
-    """A run of a resolved manifest; `batchgen run` and `arun()` both come here."""
+                       on_running: Callable[[RunControl], None] | None = None,
+                       jobs: bool = True) -> RunReport:
+    """A run of a resolved manifest; `batchgen run` and `arun()` both come here. Without
+    `jobs` the report's `jobs` is empty (the CLI prints totals only: a million jobs' rows
+    are never read back at once)."""
     from batchgen.session import DEFAULT_OUTAGE_TIMEOUT, execute
     finished = await execute(resolved, creds, sandbox=sandbox, retry_failed=retry_failed,
                              resubmit_unknown=resubmit_unknown, retry=retry,
@@ -211,7 +214,7 @@ async def run_resolved(resolved: Resolved, creds: Credentials, *, sandbox: bool 
                              outage_timeout=outage_timeout or DEFAULT_OUTAGE_TIMEOUT,
                              preflight=preflight, storage_env=storage_env,
                              on_event=on_event,
-                             on_started=on_started, on_running=on_running)
+                             on_started=on_started, on_running=on_running, rows=jobs)
     summary = finished.summary
     status = summary["status"]
     out = finished.outcome

@@ -23,7 +23,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,7 @@ def report_row(row: JobRow) -> dict[str, Any]:
     return {k: _cell(v) for k, v in values.items()}
 
 
-def user_columns(rows: Sequence[JobRow], *, holder: bool = False) -> dict[str, str]:
+def user_columns(rows: Iterable[JobRow], *, holder: bool = False) -> dict[str, str]:
     """The user's own spreadsheet columns (jobs_file extra_columns: keep), in order of
     first appearance: header name -> report column. A name the report already uses gets
     the prefix `extra.` so that no column of SPEC §4 is ever shadowed (nor `holder`,
@@ -133,8 +133,19 @@ def user_columns(rows: Sequence[JobRow], *, holder: bool = False) -> dict[str, s
 def render_csv(rows: Sequence[JobRow], holders: Mapping[str, str] | None = None) -> str:
     """The whole report as CSV text: SPEC columns, ours, then the user's own; with
     `holders` (a shared state: job id -> the runner holding it), a last `holder` column."""
+    return "".join(csv_chunks(rows, user_columns(rows, holder=holders is not None), holders))
+
+
+#: rows of report.csv rendered at a time by `csv_chunks`
+CSV_CHUNK = 2_000
+
+
+def csv_chunks(rows: Iterable[JobRow], users: Mapping[str, str],
+               holders: Mapping[str, str] | None = None) -> Iterator[str]:
+    """report.csv a few thousand rows at a time (a million rows are never one string):
+    the header, then the rows, exactly the text of `render_csv`. `users` is
+    `user_columns` of the same rows (a pass of its own: the header comes first)."""
     buf = io.StringIO()
-    users = user_columns(rows, holder=holders is not None)
     # the user's header names come from a spreadsheet too: made safe like any cell
     safe = {name: csv_safe(column) for name, column in users.items()}
     # CRLF (RFC 4180): the csv module quotes a cell holding any character of the line
@@ -143,7 +154,7 @@ def render_csv(rows: Sequence[JobRow], holders: Mapping[str, str] | None = None)
                                              *([HOLDER_COLUMN] if holders is not None else [])],
                             lineterminator="\r\n")
     writer.writeheader()
-    for row in rows:
+    for n, row in enumerate(rows, 1):
         values = report_row(row)
         extra = row.extra
         if users and isinstance(extra, dict):
@@ -151,7 +162,11 @@ def render_csv(rows: Sequence[JobRow], holders: Mapping[str, str] | None = None)
         if holders is not None:
             values[HOLDER_COLUMN] = holders.get(row.job_id, "")
         writer.writerow(csv_row(values))
-    return buf.getvalue()
+        if n % CSV_CHUNK == 0:
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue()
 
 
 def charges(rows: Sequence[JobRow]) -> dict[str, int]:
@@ -242,15 +257,20 @@ def _as_mapping(value: object) -> Mapping[str, Any]:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so a reader sees the old or the new file, never half.
+    """Write `text` to `path` so a reader sees the old or the new file, never half."""
+    write_atomic_chunks(path, (text,))
+
+
+def write_atomic_chunks(path: Path, chunks: Iterable[str]) -> None:
+    """`write_atomic` of the text the chunks make, written as they come.
 
     The temporary file is created, never opened: O_EXCL|O_NOFOLLOW refuse a file or a
     symlink planted under its name, so nothing outside the output dir is ever truncated.
     `os.replace` swaps the directory entry itself: a symlink at `path` is replaced, its
-    target left alone. Any failure (read-only dir, full disk) removes the temporary file
-    and raises `OutputNotWritable`; the previous report stays as it was.
+    target left alone. Any failure (read-only dir, full disk, or the chunks' own)
+    removes the temporary file; the environment's is raised as `OutputNotWritable`. The
+    previous report stays as it was.
     """
-    data = text.encode("utf-8")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = -1
@@ -260,21 +280,57 @@ def write_atomic(path: Path, text: str) -> None:
         except FileExistsError:
             os.unlink(tmp)  # left by a crash, or planted: unlinking never follows a link
             fd = os.open(tmp, flags, 0o644)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        for chunk in chunks:
+            view = memoryview(chunk.encode("utf-8"))
+            while view:
+                view = view[os.write(fd, view):]
         os.fsync(fd)
         os.close(fd)
         fd = -1
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         if fd >= 0:
             os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if not isinstance(exc, OSError):
+            raise  # the chunks' own failure (the state could not be read): no half file
         raise OutputNotWritable(
             f"cannot write {path}: {exc.strerror or exc}; the state is intact — free space "
             "or fix the permissions, then run `batchgen report` (or the run) again") from None
+
+
+def stream_reports(directory: Path, report_name: str, rows: Iterable[JobRow],
+                   extras: Iterable[JobRow],
+                   summary_of: Callable[[Totals], dict[str, Any]],
+                   holders: Mapping[str, str] | None = None) -> tuple[Path, dict[str, Any]]:
+    """`write_reports` from a stream of rows (the store's cursor: a million rows are never
+    held): report.csv as they come, counted on the way, then summary.json from the
+    totals (`summary_of`); returns report.csv's path and the summary. `extras` are the
+    rows that may carry the user's own columns (a superset will do), read first, since
+    the header names them; `holders` as in `render_csv`."""
+    _mkdir(directory)
+    totals = Totals()
+
+    def counted() -> Iterator[JobRow]:
+        for row in rows:
+            totals.add(row)
+            yield row
+
+    report = directory / report_name
+    users = user_columns(extras, holder=holders is not None)
+    write_atomic_chunks(report, csv_chunks(counted(), users, holders))
+    summary_path = directory / "summary.json"
+    summary = summary_of(totals)
+    write_atomic(summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return report, summary
+
+
+def _mkdir(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputNotWritable(f"cannot create {directory}: {exc.strerror or exc}") from None
 
 
 def write_reports(directory: Path, report_name: str, rows: Sequence[JobRow],
@@ -282,10 +338,7 @@ def write_reports(directory: Path, report_name: str, rows: Sequence[JobRow],
                   ) -> tuple[Path, Path]:
     """Write report.csv and summary.json into `directory`; returns both paths. `holders`:
     who holds what, with a shared state (`render_csv`)."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputNotWritable(f"cannot create {directory}: {exc.strerror or exc}") from None
+    _mkdir(directory)
     report = directory / report_name
     write_atomic(report, render_csv(rows, holders))
     summary_path = directory / "summary.json"

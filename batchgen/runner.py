@@ -12,8 +12,9 @@ one `AkoolClient`, each given what it needs explicitly:
 * **downloaders** (scheduler/fetch.py) fetch finished videos while the others go on;
 * the **deleter** (scheduler/cleanup.py) deletes verified videos at the API, if asked.
 
-The runner itself owns start-up (`_load`: the store's rows into the run's view, the
-queues, the tasks to poll again) and stop: on `stop()`, creates already on the wire get
+The runner itself owns start-up (`_load`, scheduler/startup.py: the store's sums and
+queues into the run's view, which holds only the jobs in play, and the tasks to poll
+again) and stop: on `stop()`, creates already on the wire get
 `stop_grace` seconds to record their answer; a cancelled one that was not sent is
 journaled unsent, one that was sent stays `submitting` and resumes as `unknown`. Every
 transition is written to the store as it happens, so the process may die at any instant.
@@ -31,15 +32,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from batchgen import budget
 from batchgen.client import AkoolClient
-from batchgen.errors import UsageError
 from batchgen.polling import PollClock
 from batchgen.posters import PosterMaker
 from batchgen.preflight import Gate
 from batchgen.retry import OutageWatch
+from batchgen.scheduler import startup
 from batchgen.scheduler.cleanup import Cleanup
-from batchgen.scheduler.fetch import Fetch, target_path
+from batchgen.scheduler.fetch import Fetch
 from batchgen.scheduler.poll import Poll
 from batchgen.scheduler.share import Sharing
 from batchgen.scheduler.state import (
@@ -56,7 +56,7 @@ from batchgen.scheduler.state import (
     utc_now_iso,
 )
 from batchgen.scheduler.submit import Submit
-from batchgen.store import IN_FLIGHT, JobState, Store
+from batchgen.store import Store
 
 if TYPE_CHECKING:
     from batchgen.state_store import SharedState
@@ -209,66 +209,10 @@ class Runner:
     # -- start-up ----------------------------------------------------------------------
 
     def _load(self) -> None:
-        """The store's rows into the run's view: what each job holds, the queues to send,
-        the tasks to poll again, the videos to fetch and the copies to delete."""
-        state = self.state
-        now = state.ports.clock()
-        every = state.store.rows(active_only=False)
-        state.ledger.learned = budget.learned_prices(every)
-        files: dict[str, str] = {}  # file name -> the job that owns it, by earlier runs
-        for row in every:
-            if row.committed_credits:
-                state.commit(row.job_id, row.committed_credits)
-            if row.file:
-                files[row.file] = row.job_id
-            if not row.active:
-                continue
-            state.rows[row.job_id] = row
-            if row.parent:
-                state.children.setdefault(row.parent, []).append(row.job_id)
-        active = list(state.rows.values())
-        self._check_filenames(files)
+        """The store's state into the run's view (scheduler/startup.py): the jobs in play
+        only, or, with a shared state, every row (the store hands out the work)."""
         if self.sharing is not None:
-            return  # the store hands out the work: claims and adoption (share.py)
-        # the queue is budget.queue's, so `plan` counts exactly what this run will send
-        for send in budget.queue(active):
-            (self.submit.admissions.pending if send.admission else state.handoffs.audio_due).append(
-                send.job_id)
-        for row in active:
-            if row.state in IN_FLIGHT:
-                audio = row.state is JobState.AUDIO_RUNNING
-                task_id = row.audio_task_id if audio else row.task_id
-                if task_id:
-                    # its age is unknown: timed by what its finished record will tell
-                    self.poll.track(task_id, row, audio, now, timed=False)
-            elif row.state is JobState.READY:
-                self.fetch.stale.add(row.job_id)
-                state.handoffs.ready.put_nowait(row.job_id)
-            elif (row.state is JobState.COMPLETED and row.sha256 and not row.remote_deleted
-                  and state.settings.delete_remote):
-                self.cleanup.schedule(row, now)
-        self._posters.backfill((r.file, r.sha256) for r in active
-                               if r.state is JobState.COMPLETED and r.file and r.sha256)
-
-    def _check_filenames(self, files: dict[str, str]) -> None:
-        """Refuse a run that would give two jobs one file: a finished video would be lost.
-
-        Names are compared with each other and with the files earlier runs recorded
-        (`files`), since a template with `{index}` renames jobs when the manifest's order
-        changes.
-        """
-        settings = self.state.settings
-        if "{task_id}" in settings.filename:
+            startup.load_shared(self.state)
             return
-        seen: dict[str, str] = {}
-        for row in self.state.rows.values():
-            if row.file:
-                continue  # already on disk under its recorded name
-            name = target_path(settings, row).name
-            owner = seen.get(name) or files.get(name)
-            if owner is not None and owner != row.job_id:
-                raise UsageError(
-                    f"output.filename {settings.filename!r} would write job {row.job_id} "
-                    f"to {name!r}, which belongs to job {owner}; use {{id}} in the template "
-                    "(ids never change) or another output dir")
-            seen[name] = row.job_id
+        startup.load(self.state, self.submit, self.poll, self.fetch, self.cleanup,
+                     self._posters)

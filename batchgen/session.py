@@ -51,7 +51,8 @@ if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-
     from batchgen.manifest import Manifest
     from batchgen.outputs import BucketOutput
     from batchgen.planning import Plan
-    from batchgen.preflight import CheckStore, Preflight, PreflightSettings
+    from batchgen.preflight import Preflight, PreflightSettings
+    from batchgen.report import Totals
     from batchgen.retry import RetryPolicy
     from batchgen.runner import JobEvent, Runner, RunOutcome, RunSettings
     from batchgen.sandbox import SandboxConfig
@@ -60,25 +61,24 @@ if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-
 
 @contextlib.asynccontextmanager
 async def preflight_gate(settings: PreflightSettings, sandbox: bool, api_base: str,
-                         store: CheckStore, rows: Sequence[JobRow],
-                         warn: Callable[[str], None], *, env: Mapping[str, str] | None = None,
+                         store: StateStore, warn: Callable[[str], None], *,
+                         env: Mapping[str, str] | None = None,
                          uploads: Container[str] = ()) -> AsyncIterator[Preflight | None]:
     """Pre-flight checks of the jobs still to send, started now, in the order they will be
-    sent (`budget.queue`), so verdicts are ready before the submitter asks for them.
-    s3:// assets are presigned with `env`'s credentials and checked, except `uploads`
-    (objects made from local files, checked at load)."""
+    sent (the admission queue, read from the store: scheduler/window.py), so verdicts are
+    ready before the submitter asks for them. s3:// assets are presigned with `env`'s
+    credentials and checked, except `uploads` (objects made from local files, checked at
+    load)."""
     if not settings.on(sandbox, api_base):
         yield None
         return
     from batchgen.asset_probe import AssetProber
-    from batchgen.budget import queue
     from batchgen.jobs import JobState
     from batchgen.preflight import Preflight, assets_of
+    from batchgen.scheduler.window import Window
     from batchgen.uploads import Buckets, bucket_probe
-    by_id = {r.job_id: r for r in rows}
-    order = [by_id[s.job_id] for s in queue(rows) if s.admission]
-    jobs = [(r.job_id, assets_of(r.request, uploads)) for r in order
-            if r.state is JobState.PENDING]
+    jobs = [(row.job_id, assets_of(row.request, uploads)) for row, _ in Window(store).rest()
+            if row.state is JobState.PENDING]
     async with AssetProber.open(timeout=settings.timeout) as prober:
         checks = Preflight(bucket_probe(prober.check, Buckets(env or {})), store=store,
                            concurrency=settings.concurrency, warn=warn)
@@ -89,15 +89,17 @@ async def preflight_gate(settings: PreflightSettings, sandbox: bool, api_base: s
             await checks.close()
 
 
-async def prepare_uploads(manifest: Manifest, rows: Sequence[JobRow],
+async def prepare_uploads(manifest: Manifest, store: StateStore,
                           env: Mapping[str, str], tell: Callable[[str], None]
                           ) -> Callable[[str], Awaitable[str]] | None:
     """Upload the local files of the jobs still to send (each once, ever: its key is its
-    content hash) and return the presigner for s3:// URLs, or None when no job has one."""
+    content hash) and return the presigner for s3:// URLs, or None when no job has one.
+    Only the rows whose request names an s3:// URL at all are read."""
     from batchgen.jobs import JobState
     from batchgen.uploads import Buckets, Presigner, s3_urls, upload_all
     todo = (JobState.PENDING, JobState.AUDIO_PENDING)
-    wanted = [u for r in rows if r.state in todo for u in s3_urls(r.request)]
+    wanted = [u for r in store.rows_in(todo, where="request LIKE ?", params=("%s3://%",))
+              for u in s3_urls(r.request)]
     if not wanted:
         return None
     from batchgen.objstore import StorageError
@@ -196,15 +198,13 @@ def plan_now(resolved: Resolved, *, retry_failed: bool = False, resubmit_unknown
 
     Reads local state (if any) without taking the lock and sends nothing; `plan`,
     `run --dry-run` and `batchgen.plan()` all come through here, so their figures agree.
-    The run's own preparation (recover, sync, reopen) runs on a private in-memory copy of
+    The run's own preparation (recover, sync, reopen) runs on a private copy (on disk) of
     the state, and the queue is `budget.queue`'s, as in the runner: plan and run cannot
     disagree about what is sent or about the budget (`jobs_within_budget`).
     """
     from dataclasses import replace
 
-    from batchgen import budget
     from batchgen.planning import bucket, build_plan
-    from batchgen.report import charges
     from batchgen.state_store import preview_state
 
     manifest = resolved.manifest
@@ -223,14 +223,33 @@ def plan_now(resolved: Resolved, *, retry_failed: bool = False, resubmit_unknown
             store.recover()
             store.sync(manifest.jobs, estimates(manifest), key=sync_key(manifest))
             store.reopen(unknown=resubmit_unknown, failed=retry_failed)
-            rows, spent = store.rows_and_committed()
-        owner = {r.job_id: r.parent or r.job_id for r in rows}
-        sends = [(owner[s.job_id], s.need) for s in budget.queue(rows) if s.admission]
-        sending = {job for job, _ in sends}
-        states = {r.job_id: "to_submit" if r.job_id in sending else bucket(r.state.value)
-                  for r in rows if not r.parent}
-        charged = charges(rows)
+            spent = store.committed_total()
+            sends = _sends(store)
+            sending = {job for job, _ in sends}
+            charged = {"jobs": 0, "estimated": 0, "deducted": 0, "differs": 0}
+            for r in store.iter_rows():  # one row at a time (the copy is on disk)
+                deducted = r.credits_deducted
+                if deducted is not None:  # report.charges, streamed
+                    charged["jobs"] += 1
+                    charged["estimated"] += r.credits_estimated
+                    charged["deducted"] += deducted
+                    charged["differs"] += deducted != r.credits_estimated
+                if not r.parent:
+                    states[r.job_id] = ("to_submit" if r.job_id in sending
+                                        else bucket(r.state.value))
     return build_plan(manifest, states or None, spent_credits=spent, sends=sends), charged
+
+
+def _sends(store: StateStore) -> list[tuple[str, int]]:
+    """The admissions of `budget.queue` over the state's active rows, as (the job they
+    belong to, credits they reserve), read from the store a page at a time."""
+    from batchgen import budget
+    from batchgen.jobs import JobState
+    from batchgen.scheduler.window import Window
+    learned = store.learned(active_only=True)
+    return [(row.parent or row.job_id,
+             budget.need(row, learned, 1 + len(family) if row.state is JobState.PENDING else 1))
+            for row, family in Window(store).rest()]
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -274,7 +293,7 @@ class RunControl:
 
 
 async def check_models(client: AkoolClient, policy: RetryPolicy, manifest: Manifest,
-                       rows: Sequence[JobRow]) -> None:
+                       store: StateStore) -> None:
     """Before anything is spent: a model job the model cannot make stops the run (exit 2).
 
     The model list decides which resolutions and lengths a model makes (the batch endpoint
@@ -289,7 +308,7 @@ async def check_models(client: AkoolClient, policy: RetryPolicy, manifest: Manif
     shapes = getattr(manifest.jobs, "shapes", None)
     if shapes is not None and not any(model for _, _, model, _, _ in shapes.kinds):
         return  # no job names a model (their price shapes say): no need to expand them
-    pending = {r.parent or r.job_id for r in rows if r.state is JobState.PENDING}
+    pending = {r.parent or r.job_id for r in store.rows_in([JobState.PENDING])}
     jobs = [j for j in manifest.jobs if j.model_name and j.id in pending]
     if not jobs:
         return
@@ -312,8 +331,11 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
                   storage_env: Mapping[str, str] | None = None,
                   on_event: Callable[[JobEvent], None] | None = None,
                   on_started: Callable[[Started], None] | None = None,
-                  on_running: Callable[[RunControl], None] | None = None) -> Finished:
+                  on_running: Callable[[RunControl], None] | None = None,
+                  rows: bool = True) -> Finished:
     """One run of a resolved manifest: lock the output dir, resume, run, write reports.
+    `rows`: return the final state's rows (the Python API's typed results; the CLI,
+    which prints only totals, passes False so a million rows are never read at once).
     `on_started` sees what the state held before anything is sent (after the lock is
     taken); `on_running` gets a `RunControl` once the client is authenticated and the
     runner is about to start; `sandbox_config` sets the in-process emulator's knobs;
@@ -334,8 +356,8 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
     # creates the dir; names what refuses
     with open_state(resolved.output_dir, resolved.state, manifest.name,
                     runner=True) as store:
-        rows, found = _resume(store, resolved, retry_failed=retry_failed,
-                              resubmit_unknown=resubmit_unknown)
+        found = _resume(store, resolved, retry_failed=retry_failed,
+                        resubmit_unknown=resubmit_unknown)
         if on_started is not None:
             on_started(found)
         settings = _run_settings(resolved, retry or RetryPolicy(), outage_timeout)
@@ -346,12 +368,12 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
             forward(JobEvent(EventKind.NOTICE, "", message))
 
         async with preflight_gate(preflight or PreflightSettings(), sandbox,
-                                  resolved.api_base, store, rows, warn, env=storage_env,
+                                  resolved.api_base, store, warn, env=storage_env,
                                   uploads=manifest.uploads) as gate, \
                 _client(resolved, creds, sandbox, sandbox_config, limits) as client:
             await authenticate(client, settings.retry)
-            await check_models(client, settings.retry, manifest, rows)
-            sign = await prepare_uploads(manifest, rows, storage_env or {}, warn)
+            await check_models(client, settings.retry, manifest, store)
+            sign = await prepare_uploads(manifest, store, storage_env or {}, warn)
             bucket = _bucket(resolved, storage_env or {})
             runner = Runner(store, client, settings, forward, gate=gate, sign=sign,
                             publish=None if bucket is None else bucket.publish)
@@ -360,10 +382,11 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
             try:
                 outcome = await _run_to_end(runner)
             finally:
-                final_rows, summary, report = await _write_reports(
+                summary, report = await _write_reports(
                     store, resolved, runner.committed_credits, client.requests,
                     time.monotonic() - started, bucket, warn)
-    return Finished(outcome=outcome, summary=summary, rows=tuple(final_rows),
+        final_rows = tuple(store.rows()) if rows else ()
+    return Finished(outcome=outcome, summary=summary, rows=final_rows,
                     committed=summary["credits_committed"], report=report)
 
 
@@ -395,9 +418,10 @@ def _bucket(resolved: Resolved, env: Mapping[str, str]) -> BucketOutput | None:
 
 
 def _resume(store: StateStore, resolved: Resolved, *, retry_failed: bool,
-            resubmit_unknown: bool) -> tuple[list[JobRow], Started]:
+            resubmit_unknown: bool) -> Started:
     """Settle what the last run left (lost creates, partial files), lay the manifest
-    over the state, reopen what the flags ask for, and count what is already done."""
+    over the state, reopen what the flags ask for, and count what is already done (the
+    store counts: no row is read)."""
     from batchgen.download import clean_partials
     from batchgen.store import JobState
     manifest = resolved.manifest
@@ -408,17 +432,14 @@ def _resume(store: StateStore, resolved: Resolved, *, retry_failed: bool,
     # those of runners that are gone (recover reaped the ones whose lease ran out) go
     clean_partials(resolved.output_dir,
                    cast("SharedState", store).departed() if store.shared else None)
-    rows, committed = store.rows_and_committed()
-    done_states = {JobState.COMPLETED}
-    return rows, Started(
-        lost=lost, changed=tuple(sync.changed), reopened=reopened, total=len(rows),
-        committed=committed,
-        already={"submitted": sum(1 for r in rows if r.task_id),
-                 "task_done": sum(1 for r in rows
-                                  if r.state in (JobState.READY, *done_states)),
-                 "downloaded": sum(1 for r in rows if r.state in done_states),
-                 "failed": sum(1 for r in rows if r.state is JobState.FAILED),
-                 "unknown": sum(1 for r in rows if r.state is JobState.UNKNOWN)})
+    n = store.counts()
+    done, ready = n[JobState.COMPLETED.value], n[JobState.READY.value]
+    return Started(
+        lost=lost, changed=tuple(sync.changed), reopened=reopened,
+        total=sum(n[s.value] for s in JobState), committed=store.committed_total(),
+        already={"submitted": n["submitted"], "task_done": ready + done,
+                 "downloaded": done, "failed": n[JobState.FAILED.value],
+                 "unknown": n[JobState.UNKNOWN.value]})
 
 
 def _run_settings(resolved: Resolved, retry: RetryPolicy,
@@ -439,28 +460,32 @@ def _run_settings(resolved: Resolved, retry: RetryPolicy,
 async def _write_reports(store: StateStore, resolved: Resolved, committed: int,
                          requests: Mapping[str, int], wall: float,
                          bucket: BucketOutput | None, warn: Callable[[str], None]
-                         ) -> tuple[list[JobRow], dict[str, Any], Path]:
+                         ) -> tuple[dict[str, Any], Path]:
     """report.csv, summary.json and report.html from the state alone, however the run
-    ended (and published to the output bucket, when there is one)."""
-    from batchgen.report import add_history, summarize, write_reports
-    from batchgen.report_html import write_html
+    ended (and published to the output bucket, when there is one), each streamed from
+    the store's cursor (report.py, report_stream.py)."""
+    from batchgen.report import add_history, stream_reports
+    from batchgen.report_stream import write_html_stream
     from batchgen.runner import utc_now_iso
     manifest = resolved.manifest
-    final_rows = store.rows()
-    summary = summarize(final_rows, wall_seconds=wall, requests=requests)
-    summary["credits_committed"] = committed
-    summary["budget"] = resolved.max_credits
     history = store.record_run(wall_seconds=wall, requests=requests,
                                budget=resolved.max_credits, finished_at=utc_now_iso())
-    add_history(summary, history)
-    report, _ = write_reports(resolved.output_dir, manifest.output.report, final_rows,
-                              summary, store.holders() if resolved.state else None)
-    html = write_html(resolved.output_dir, final_rows, name=manifest.name, summary=summary,
-                      abandoned=store.abandoned(), budget=resolved.max_credits,
-                      committed=committed)
+
+    def summary_of(totals: Totals) -> dict[str, Any]:
+        summary = totals.summary(wall_seconds=wall, requests=requests)
+        summary["credits_committed"] = committed
+        summary["budget"] = resolved.max_credits
+        return add_history(summary, history)
+
+    report, summary = stream_reports(resolved.output_dir, manifest.output.report,
+                                     store.iter_rows(), store.rows_with_extra(), summary_of,
+                                     store.holders() if resolved.state else None)
+    html = write_html_stream(resolved.output_dir, store.iter_rows(), name=manifest.name,
+                             summary=summary, abandoned=store.abandoned(),
+                             budget=resolved.max_credits, committed=committed)
     if bucket is not None:
         await publish_reports(bucket, [report, report.parent / "summary.json", html], warn)
-    return final_rows, summary, report
+    return summary, report
 
 
 async def _run_to_end(runner: Runner) -> RunOutcome:

@@ -57,6 +57,7 @@ from batchgen.state_files import DB_NAME as DB_NAME
 from batchgen.state_files import LOCK_NAME as LOCK_NAME
 from batchgen.state_files import STATE_DIR as STATE_DIR
 from batchgen.state_files import STATE_FILES as STATE_FILES
+from batchgen.store_reads import StreamReads, drop_scratch, scratch_db
 from batchgen.store_rows import COLUMNS as _COLUMNS
 from batchgen.store_rows import row_from as _row
 from batchgen.store_rows import stored_fields as stored_fields
@@ -74,7 +75,7 @@ SYNC_BATCH = 5_000
 _LOOKUP = 500
 
 
-class Store(StoreWrites):
+class Store(StreamReads, StoreWrites):
     """SQLite state of one output dir. Open with `Store.open` (takes the lock).
 
     Opening, migrating and syncing are here, where `_MIGRATIONS`, `SYNC_BATCH` and
@@ -178,19 +179,23 @@ class Store(StoreWrites):
 
     @classmethod
     def preview(cls, output_dir: Path) -> Store:
-        """A private in-memory copy of `output_dir`'s state (StateError when there is none).
+        """A private copy of `output_dir`'s state (StateError when there is none).
 
         `plan` runs a run's own preparation (recover, sync, reopen) on it to see exactly
         the queue a run would start from, without the lock and without changing the state.
+        The copy is a temporary file (removed on close), not memory.
         """
         with cls.open(output_dir, lock=False, create=False) as source:
-            copy = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            copy, scratch = scratch_db()  # on disk: a million rows stay out of memory
             try:
                 source._conn.backup(copy)
             except sqlite3.DatabaseError as exc:
                 copy.close()
+                drop_scratch(scratch)
                 raise StateError(f"{source.path}: unreadable state database ({exc})") from exc
-            return cls(copy, None, source.path)
+            store = cls(copy, None, source.path)
+            store._scratch = scratch
+            return store
 
     def _applied(self) -> set[str]:
         """The migrations this database has (read only); StateError when it has one this

@@ -76,6 +76,10 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         CREATE INDEX abandoned_job ON abandoned_tasks(job_id)
     """),
+    # the runner reads its admission queue a page at a time in manifest order (issue 18)
+    ("0006_manifest_order", """
+        CREATE INDEX jobs_order ON jobs(idx, (parent IS NOT NULL), job_id)
+    """),
 )
 
 

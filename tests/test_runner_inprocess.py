@@ -85,9 +85,11 @@ def test_the_budget_holds_back_jobs_in_process(tmp_path):
 
 
 def test_the_runner_view_is_the_store_after_a_run(tmp_path):
-    # one write path: every row the runner holds is exactly the row the store has
+    # one write path: every row the runner holds is exactly the row the store has, and a
+    # job that ended left memory (issue 18: the run holds only the jobs in play)
     _, _, in_memory, stored, _, _ = asyncio.run(run_in_process(tmp_path, 4, concurrency=3))
-    assert in_memory == stored
+    assert all(stored[j] == row for j, row in in_memory.items())
+    assert {r.state for r in stored.values()} == {JobState.COMPLETED} and in_memory == {}
 
 
 def test_the_deleter_removes_verified_videos_in_process(tmp_path):
@@ -95,7 +97,7 @@ def test_the_deleter_removes_verified_videos_in_process(tmp_path):
         run_in_process(tmp_path, 3, delete_remote=True))
     assert all(r.state is JobState.COMPLETED and r.remote_deleted for r in stored.values())
     assert stats["requests"].get("delbyids", 0) >= 1 and stats["tasks_stored"] == 0
-    assert in_memory == stored
+    assert all(stored[j] == row for j, row in in_memory.items())
 
 
 async def stop_while_creates_are_on_the_wire(tmp_path: Path, stop_grace: float):

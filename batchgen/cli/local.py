@@ -86,39 +86,48 @@ def _stream_totals(rows: Iterable[JobRow]) -> tuple[dict[str, Any], int, list[Ex
 
 
 def _status_json(resolved: Resolved, out: TextIO) -> int:
-    """`status --json`: every job listed, so the rows are read into memory."""
-    from batchgen.report import summarize
+    """`status --json`: every job listed, written as it is read (two passes over the
+    state: the totals, which come first in the document, then the job list)."""
     from batchgen.state_store import open_state
     try:
         with open_state(resolved.output_dir, resolved.state, resolved.manifest.name,
                         lock=False, create=False) as store:
-            rows, spent = store.rows_and_committed()
-            holders, runners = store.holders(), store.runners()
-        ran = True
+            summary, spent, waiting = _stream_totals(store.iter_rows(active_only=False))
+            shared = (store.runners(), store.holders()) if resolved.state else None
+            _write_status_json(out, summary, spent, True, waiting, shared, store.iter_rows())
+        return EXIT_OK
     except NoState:
-        rows, spent, ran = list(_manifest_rows(resolved.manifest)), 0, False
-        holders, runners = {}, []
-    shared = (runners, holders) if resolved.state else None
-    print(json.dumps(_status_doc(summarize(rows), spent, ran, rows, shared), indent=2),
-          file=out)
+        pass
+    summary, _, waiting = _stream_totals(_manifest_rows(resolved.manifest))
+    shared = ([], {}) if resolved.state else None
+    _write_status_json(out, summary, 0, False, waiting, shared,
+                       _manifest_rows(resolved.manifest))
     return EXIT_OK
 
 
-def _status_doc(summary: dict[str, Any], spent: int, ran: bool, rows: list[JobRow],
-                shared: tuple[list[dict[str, Any]], dict[str, str]] | None
-                ) -> dict[str, Any]:
-    """`status --json`; `shared` (with --state): the runners sharing it and who holds
-    what (the SQLite document is unchanged)."""
-    from batchgen.audit import ISO, not_downloaded
-    waiting = not_downloaded(rows)
+def _write_status_json(out: TextIO, summary: dict[str, Any], spent: int, ran: bool,
+                       waiting: list[Expiring],
+                       shared: tuple[list[dict[str, Any]], dict[str, str]] | None,
+                       rows: Iterable[JobRow]) -> None:
+    """The `status --json` document, its job list written a job at a time: the text of
+    ``json.dumps(doc, indent=2)``. `shared` (with --state): the runners sharing it and
+    who holds what (the SQLite document is unchanged)."""
+    from batchgen.audit import ISO
     runners, holders = shared if shared is not None else ([], {})
-    return {**summary, "credits_committed": spent, "ran": ran,
-            "not_downloaded": len(waiting),
-            "first_expires_at": (waiting[0].expires_at.strftime(ISO) if waiting else None),
-            **({"runners": runners} if shared is not None else {}),
-            "job_list": [{**_job_dict(r), **({"holder": holders.get(r.job_id)}
-                                             if shared is not None else {})}
-                         for r in rows]}
+    doc = {**summary, "credits_committed": spent, "ran": ran,
+           "not_downloaded": len(waiting),
+           "first_expires_at": (waiting[0].expires_at.strftime(ISO) if waiting else None),
+           **({"runners": runners} if shared is not None else {}), "job_list": []}
+    text = json.dumps(doc, indent=2)
+    out.write(text[:text.rindex("[]")] + "[")  # the job list comes last
+    listed = False
+    for r in rows:
+        job = {**_job_dict(r), **({"holder": holders.get(r.job_id)}
+                                  if shared is not None else {})}
+        out.write(("," if listed else "") + "\n    "
+                  + json.dumps(job, indent=2).replace("\n", "\n    "))
+        listed = True
+    out.write(("\n  ]" if listed else "]") + "\n}\n")
 
 
 def _manifest_rows(manifest: Manifest) -> Iterator[JobRow]:
@@ -150,25 +159,33 @@ def _job_dict(row: JobRow) -> dict[str, Any]:
 
 
 def cmd_report(config: Config, out: TextIO, err: TextIO) -> int:
-    from batchgen.report import add_history, summarize, write_reports
-    from batchgen.report_html import write_html
+    """report.csv, summary.json and report.html, each streamed from the state's cursor."""
+    from batchgen.report import Totals, add_history, stream_reports
+    from batchgen.report_stream import write_html_stream
     from batchgen.state_store import open_state
     resolved = resolve(config, os.environ)
     with open_state(resolved.output_dir, resolved.state, resolved.manifest.name,
                     create=False) as store:
-        rows, committed = store.rows_and_committed()
+        committed = store.committed_total()
         history = store.run_history()
         abandoned = store.abandoned()
         holders = store.holders() if resolved.state is not None else None
-    summary = summarize(rows)
-    summary["credits_committed"] = committed
-    add_history(summary, history)  # the last run's budget, wall time and requests stay
-    summary.setdefault("budget", resolved.max_credits)
-    report, _ = write_reports(resolved.output_dir, resolved.manifest.output.report, rows,
-                              summary, holders)
-    html = write_html(resolved.output_dir, rows, name=resolved.manifest.name, summary=summary,
-                      abandoned=abandoned, budget=summary["budget"], committed=committed)
-    print(f"wrote {report} and {html.name} ({len(rows)} jobs)", file=out)
+
+        def summary_of(totals: Totals) -> dict[str, Any]:
+            summary = totals.summary()
+            summary["credits_committed"] = committed
+            add_history(summary, history)  # the last run's budget, wall time and requests
+            summary.setdefault("budget", resolved.max_credits)
+            return summary
+
+        report, summary = stream_reports(resolved.output_dir,
+                                         resolved.manifest.output.report, store.iter_rows(),
+                                         store.rows_with_extra(), summary_of, holders)
+        html = write_html_stream(resolved.output_dir, store.iter_rows(),
+                                 name=resolved.manifest.name, summary=summary,
+                                 abandoned=abandoned, budget=summary["budget"],
+                                 committed=committed)
+    print(f"wrote {report} and {html.name} ({summary['jobs']} jobs)", file=out)
     if resolved.output_url is not None:  # a bucket output: the reports go there too
         import asyncio
 

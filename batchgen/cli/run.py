@@ -105,7 +105,7 @@ async def _run_async(config: Config, resolved: Resolved, creds: Credentials,
             preflight=preflight_from_env(os.environ, config.api.preflight),
             storage_env=os.environ,
             on_event=display.on_event, on_started=display.on_started,
-            on_running=display.on_running)
+            on_running=display.on_running, jobs=False)
     finally:
         display.close()
     _tell(report, console, as_json=config.display.json)

@@ -4,7 +4,9 @@ The queue holds, in manifest order, the jobs whose next create starts new spendi
 job's video, or an add-audio step repeated by --retry-failed/--resubmit-unknown); it is
 `budget.queue`'s, so `plan` counts exactly what a run sends. `take` admits from its head
 while `budget.fits` says so; the first job that does not fit stalls the queue (the
-ledger's `stalled`) until room frees, and every job after it waits too. When pre-flight
+ledger's `stalled`) until room frees, and every job after it waits too. A run reads the
+queue from the store a page at a time (`feed`, scheduler/window.py: the same admissions
+in the same order), so only the admissions due soon are in memory. When pre-flight
 is on (preflight.py's `Gate`), a job is admitted only once its assets are cleared; one
 with a definitively bad asset fails before anything is sent or reserved.
 
@@ -25,6 +27,7 @@ from batchgen.transitions import CreateRefused
 
 if TYPE_CHECKING:
     from batchgen.preflight import Gate
+    from batchgen.scheduler.window import Window
 
 
 class Admissions:
@@ -32,13 +35,28 @@ class Admissions:
 
     def __init__(self, state: RunState, gate: Gate | None = None) -> None:
         self._state = state
-        #: jobs whose next create starts new spending, in manifest order
+        #: jobs whose next create starts new spending, in manifest order (the head of
+        #: the queue: the rest is read from the store as these go, `feed`)
         self.pending: deque[str] = deque()
+        self._window: Window | None = None
         self._held: set[str] = set()  #: jobs already reported as held back
         #: pre-flight (preflight.py): a job's first create waits for its assets' verdict
         self._gate = gate
         if gate is not None:
             gate.listen(state.wake.notify)
+
+    def feed(self, window: Window) -> None:
+        """Read the rest of the queue from the store, a page whenever the head runs dry."""
+        self._window = window
+
+    def more(self) -> bool:
+        """A job waits in the queue (reading the next page from the store if need be)."""
+        window = self._window
+        if not self.pending and window is not None and not window.exhausted:
+            for row, family in window.read():
+                self._state.admit(row, family)
+                self.pending.append(row.job_id)
+        return bool(self.pending)
 
     def need(self, row: JobRow) -> int:
         """Credits to reserve before sending the job's next create (`budget.need`)."""
@@ -47,14 +65,21 @@ class Admissions:
 
     def ready(self) -> bool:
         """An admission could be taken now (or waits only for a slot or a verdict)."""
-        return bool(self.pending) and not self._state.ledger.stalled
+        return not self._state.ledger.stalled and self.more()
 
     def blocked(self) -> tuple[int, int]:
         """Jobs left because of the budget, and the credits they would need: the head did
         not fit, so under the rule every admission after it waits too."""
-        if not (self._state.ledger.stalled and self.pending):
+        state = self._state
+        if not (state.ledger.stalled and self.more()):
             return 0, 0
-        return len(self.pending), sum(self.need(self._state.rows[j]) for j in self.pending)
+        jobs, need = len(self.pending), sum(self.need(state.rows[j]) for j in self.pending)
+        if self._window is not None:  # the admissions not read yet wait too
+            for row, family in self._window.rest():
+                size = 1 + len(family) if row.state is JobState.PENDING else 1
+                jobs += 1
+                need += budget.need(row, state.ledger.learned, size)
+        return jobs, need
 
     def take(self, free: int, reserved: int = 0) -> list[str]:
         """Up to `free` jobs from the head that fit the budget beside `reserved` credits
@@ -62,8 +87,8 @@ class Admissions:
         state, ledger = self._state, self._state.ledger
         taken: list[str] = []
         cap = state.settings.max_credits
-        while self.pending and len(taken) < free and not ledger.stalled:
-            if not self._screen_head() or not self.pending:
+        while len(taken) < free and not ledger.stalled:
+            if not self._screen_head() or not self.more():
                 break
             job_id = self.pending[0]
             need = self.need(state.rows[job_id])
@@ -83,7 +108,7 @@ class Admissions:
     def _screen_head(self) -> bool:
         """Pre-flight at the head of the queue: fail jobs whose asset is definitively bad
         (before anything is sent or reserved); False while the head's verdict is due."""
-        while self._gate is not None and self.pending:
+        while self._gate is not None and self.more():
             job_id = self.pending[0]
             if self._state.rows[job_id].state is not JobState.PENDING:
                 return True  # an add-audio step: its video was checked before it was paid

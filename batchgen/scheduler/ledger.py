@@ -20,7 +20,8 @@ class Ledger:
     """
 
     def __init__(self) -> None:
-        #: job -> credits it holds (`JobRow.committed_credits`)
+        #: job -> credits it holds (`JobRow.committed_credits`), for the jobs the run holds
+        #: in memory (scheduler/rows.py); `total` counts every job of the state
         self.held: dict[str, int] = {}
         self.total = 0
         #: the head of the admission queue does not fit: admissions wait until room frees
@@ -29,6 +30,15 @@ class Ledger:
         self.learned: dict[budget.PriceKind, int] = {}
         #: a charge from the API could not be used (told once per run)
         self.bad_charge_noticed = False
+
+    def know(self, job_id: str, credits: int) -> None:
+        """The run sees a job for the first time: what it holds is already in `total`
+        (the store's sum it started from), so only remember it."""
+        self.held.setdefault(job_id, credits)
+
+    def forget(self, job_id: str) -> None:
+        """The job left the run's memory holding what its stored row holds."""
+        self.held.pop(job_id, None)
 
     def hold(self, job_id: str, credits: int) -> bool:
         """Record what a job holds now; True when that freed room a stalled queue waits for

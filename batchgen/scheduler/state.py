@@ -28,6 +28,7 @@ from batchgen.jobs import JobRow, JobState
 from batchgen.retry import RetryPolicy
 from batchgen.scheduler.journal import GroupCommit
 from batchgen.scheduler.ledger import Ledger
+from batchgen.scheduler.rows import ENDED, Rows
 from batchgen.transitions import AnswerLost, ChargeNoted, CreateRefused, DownloadFailed, Event
 
 if TYPE_CHECKING:
@@ -188,11 +189,12 @@ class RunState:
         self.wake = Wakeup(ports.sleep)
         #: set by `Runner.stop` (or an outage, or a fatal create): no new submissions
         self.stopping = asyncio.Event()
-        #: job id -> its row as last written, for every job still in play
-        self.rows: dict[str, JobRow] = {}
+        self.ledger = Ledger()
+        #: job id -> its row as last written, for the jobs in play (others are read from
+        #: the store: a job that ended leaves memory unless the state is shared)
+        self.rows = Rows(store, self.ledger, retire=not store.shared)
         #: a `count` job -> the ids of its later videos (`<id>#k`)
         self.children: dict[str, list[str]] = {}
-        self.ledger = Ledger()
         #: add-audio steps due, videos ready, the end of sending
         self.handoffs = Handoffs()
         #: durable submit-path records share one commit per loop turn (journal.py); the
@@ -218,15 +220,29 @@ class RunState:
 
     def _write(self, steps: Sequence[tuple[JobRow, Event]], *, durable: bool,
                sent: Sequence[str] = ()) -> list[JobRow]:
+        for before, _ in steps:  # what the store's total counts for it until now
+            self.ledger.know(before.job_id, before.committed_credits)
         rows = self.store.apply_many(steps, durable=durable, sent=sent)
-        for row in rows:
-            self.rows[row.job_id] = row
+        self.rows.written(rows)
+        if not self.store.shared:
+            for row in rows:
+                if row.state in ENDED:  # its family is settled: it left memory too
+                    self.children.pop(row.job_id, None)
         return rows
+
+    def admit(self, row: JobRow, family: Sequence[JobRow] = ()) -> None:
+        """A job read into the run's view, with the later videos its create makes."""
+        self.rows[row.job_id] = row
+        for child in family:
+            self.rows[child.job_id] = child
+        if family:
+            self.children[row.job_id] = [c.job_id for c in family]
 
     def commit(self, job_id: str, credits: int) -> None:
         """What a job holds against the budget changed; a freed room wakes the submitter."""
         if self.ledger.hold(job_id, credits):
             self.wake.notify()
+        self.rows.settled(job_id)
 
     def family(self, job_id: str) -> list[str]:
         """The rows one create of `job_id` makes: itself, plus the later videos of a `count`

@@ -74,7 +74,7 @@ class Submit:
         if self._sharing is not None:
             return self._state.halted() or not self._sharing.waiting()
         due = self._state.handoffs.audio_due
-        return self._state.halted() or not (self.admissions.pending or due)
+        return self._state.halted() or not (due or self.admissions.more())
 
     def blocked(self) -> tuple[int, int]:
         """Jobs the budget holds back, and the credits they would need."""

@@ -109,8 +109,8 @@ class _Pass:
     def __init__(self, posters: set[str], data: IO[bytes], tips: bool) -> None:
         self.posters = posters
         self.data = data
-        self.jobs = self.estimated = self.deducted = self.estimated_charged = 0
-        self.completed = self.held = 0
+        #: jobs, estimated, deducted, estimated_charged, completed, held (credits)
+        self.sums: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
         self.audit: dict[str, list[AuditItem]] = {key: [] for key, _, _ in SECTIONS}
         self.waiting: list[Any] = []
@@ -118,15 +118,16 @@ class _Pass:
         self._buf: list[str] = []
 
     def add(self, r: JobRow) -> None:
-        self.jobs += 1
+        sums = self.sums
+        sums["jobs"] += 1
         self.counts[report_status(r.state)] += 1
-        self.estimated += r.credits_estimated
-        self.held += r.committed_credits
+        sums["estimated"] += r.credits_estimated
+        sums["held"] += r.committed_credits
         deducted = r.credits_deducted
         if deducted is not None:
-            self.deducted += deducted
-            self.estimated_charged += r.credits_estimated
-        self.completed += r.state is JobState.COMPLETED
+            sums["deducted"] += deducted
+            sums["estimated_charged"] += r.credits_estimated
+        sums["completed"] += r.state is JobState.COMPLETED
         if r.state in (JobState.FAILED, JobState.UNKNOWN) or (
                 deducted is not None and deducted != r.credits_estimated):
             for key, items in money_audit([r]).items():
@@ -197,16 +198,17 @@ def _context(acc: _Pass, *, name: str, now: datetime, summary: Mapping[str, Any]
              committed: int | None, tl: dict[str, Any] | None) -> dict[str, Any]:
     """`render_html`'s context, from the pass's figures."""
     stamp = now.strftime(ISO)
+    sums = acc.sums
     if committed is None:
-        committed = acc.held
+        committed = sums["held"]
     waiting = sorted(acc.waiting, key=lambda e: (e.expires_at, e.job_id))
     prior = sum(int(a.get("credits") or 0) for a in abandoned)
     return {
-        "name": name, "generated": stamp, "jobs": acc.jobs,
+        "name": name, "generated": stamp, "jobs": sums["jobs"],
         "counts": [(k, acc.counts.get(k, 0)) for k in _STATUS],
-        "estimated": acc.estimated, "deducted": acc.deducted,
-        "estimated_charged": acc.estimated_charged,
-        "difference": acc.deducted - acc.estimated_charged, "prior": prior,
+        "estimated": sums["estimated"], "deducted": sums["deducted"],
+        "estimated_charged": sums["estimated_charged"],
+        "difference": sums["deducted"] - sums["estimated_charged"], "prior": prior,
         "budget": budget, "committed": committed,
         "left": None if budget is None else budget - committed,
         "wall": (summary or {}).get("wall_seconds"),
@@ -217,7 +219,7 @@ def _context(acc: _Pass, *, name: str, now: datetime, summary: Mapping[str, Any]
                       "expires_at": e.expires_at.strftime(ISO), "left": e.left(now),
                       "expired": e.expires_at <= now, "state": e.state} for e in waiting],
         "timeline": tl, "marks": Markup(_MARKS) if tl else Markup(""),
-        "completed": acc.completed, "data": _DATA,
+        "completed": sums["completed"], "data": _DATA,
     }
 
 

@@ -331,20 +331,17 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
                   storage_env: Mapping[str, str] | None = None,
                   on_event: Callable[[JobEvent], None] | None = None,
                   on_started: Callable[[Started], None] | None = None,
-                  on_running: Callable[[RunControl], None] | None = None,
-                  rows: bool = True) -> Finished:
-    """One run of a resolved manifest: lock the output dir, resume, run, write reports.
-    `rows`: return the final state's rows (the Python API's typed results; the CLI,
-    which prints only totals, passes False so a million rows are never read at once).
-    `on_started` sees what the state held before anything is sent (after the lock is
-    taken); `on_running` gets a `RunControl` once the client is authenticated and the
-    runner is about to start; `sandbox_config` sets the in-process emulator's knobs;
-    `preflight` says whether jobs' assets are checked before they are paid for (default:
-    yes, unless sandboxed); `storage_env` holds the object store's AWS_* settings, for
-    local files uploaded to `storage.upload` and s3:// URLs presigned at submit time.
-    Reports are written however the run ends; cancelling the task that awaits this stops
-    the run as SIGINT does (`_run_to_end`).
-    """
+                  on_running: Callable[[RunControl], None] | None = None, rows: bool = True
+                  ) -> Finished:
+    """One run of a resolved manifest: lock the output dir, resume, run, write reports
+    (with `rows`, read the final rows back: the CLI needs only totals). `on_started` sees
+    what the state held before anything is sent (after the lock is taken); `on_running`
+    gets a `RunControl` once the client is authenticated and the runner is about to
+    start; `sandbox_config` sets the in-process emulator's knobs; `preflight` says whether
+    jobs' assets are checked before they are paid for (default: yes, unless sandboxed);
+    `storage_env` holds the object store's AWS_* settings, for local files uploaded to
+    `storage.upload` and s3:// URLs presigned at submit time. Reports are written however
+    the run ends; cancelling the task that awaits this stops the run as SIGINT does."""
     from batchgen.preflight import PreflightSettings
     from batchgen.retry import RetryPolicy
     from batchgen.runner import EventKind, JobEvent, Runner
@@ -358,8 +355,7 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
                     runner=True) as store:
         found = _resume(store, resolved, retry_failed=retry_failed,
                         resubmit_unknown=resubmit_unknown)
-        if on_started is not None:
-            on_started(found)
+        (on_started or _ignore)(found)
         settings = _run_settings(resolved, retry or RetryPolicy(), outage_timeout)
 
         forward: Callable[[JobEvent], None] = on_event or _ignore
@@ -377,8 +373,7 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
             bucket = _bucket(resolved, storage_env or {})
             runner = Runner(store, client, settings, forward, gate=gate, sign=sign,
                             publish=None if bucket is None else bucket.publish)
-            if on_running is not None:
-                on_running(RunControl(runner))
+            (on_running or _ignore)(RunControl(runner))
             try:
                 outcome = await _run_to_end(runner)
             finally:
@@ -405,8 +400,8 @@ async def _client(resolved: Resolved, creds: Credentials, sandbox: bool,
         yield client
 
 
-def _ignore(event: JobEvent) -> None:
-    """The progress callback when the caller gave none."""
+def _ignore(event: object) -> None:
+    """A callback the caller did not give."""
 
 
 def _bucket(resolved: Resolved, env: Mapping[str, str]) -> BucketOutput | None:

@@ -162,10 +162,12 @@ class StreamReads:
         from batchgen.store import _COLUMNS
         ids = list(dict.fromkeys(parents))
         out: dict[str, list[JobRow]] = {}
+        # by the parent index: SQLite would otherwise walk every pending row (state index)
+        hint = " INDEXED BY jobs_parent" if self._sqlite() else ""
         for start in range(0, len(ids), 500):
             part = ids[start:start + 500]
             for row in self._parse(self._conn.execute(
-                    f"SELECT {_COLUMNS} FROM jobs WHERE active = 1 AND state = ? AND parent "
+                    f"SELECT {_COLUMNS} FROM jobs{hint} WHERE active = 1 AND state = ? AND parent "
                     f"IN ({', '.join('?' * len(part))}) ORDER BY {ORDER}", (_P, *part))):
                 out.setdefault(row.parent or "", []).append(row)
         return out

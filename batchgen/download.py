@@ -45,14 +45,22 @@ class Downloaded:
     sha256: str
 
 
-def render_filename(template: str, fields: dict[str, Any]) -> str:
-    """Fill the `output.filename` template; the result never leaves the output dir."""
-    names = {f for _, f, _, _ in Formatter().parse(template) if f}
+def render_filename(template: str, fields: dict[str, Any],
+                    names: frozenset[str] | None = None) -> str:
+    """Fill the `output.filename` template; the result never leaves the output dir.
+    `names`: the template's fields (`template_fields`), when the caller parsed them."""
+    if names is None:
+        names = template_fields(template)
     name = template.format(**{k: ("" if fields.get(k) is None else fields[k]) for k in names})
     name = name.replace("/", "_").replace("\\", "_")
     if name in ("", ".", "..") or name.startswith("."):
         name = f"_{name}"
     return name
+
+
+def template_fields(template: str) -> frozenset[str]:
+    """The fields an `output.filename` template names."""
+    return frozenset(f for _, f, _, _ in Formatter().parse(template) if f)
 
 
 def is_mp4_head(head: bytes) -> bool:

@@ -221,20 +221,18 @@ class StreamReads:
             f"NULL AND file != '' AND sha256 IS NOT NULL AND sha256 != '' ORDER BY {ORDER}",
             (JobState.COMPLETED.value,))
 
-    def naming_rows(self) -> Iterator[JobRow]:
-        """The active rows without a file, with only what names their file (id, index,
-        resolution, length): `fetch.target_path` of a million rows without parsing them."""
-        from batchgen.jobs import JobRow
+    def naming_fields(self) -> Iterator[tuple[str, int, Any, Any]]:
+        """(job id, index, resolution, length) of the active rows without a file, in no
+        particular order: what names their file, for a million rows without parsing them."""
         if not self._sqlite():
-            yield from (r for r in self.iter_rows() if not r.file)  # type: ignore[attr-defined]
+            for r in self.iter_rows():  # type: ignore[attr-defined]
+                if not r.file:
+                    yield (r.job_id, r.idx, r.request.get("resolution"),
+                           r.request.get("video_length"))
             return
-        for job_id, idx, res, length in self._conn.execute(
-                f"SELECT job_id, idx, {_json('resolution')}, {_json('video_length')} FROM "
-                f"jobs WHERE active = 1 AND (file IS NULL OR file = '') ORDER BY {ORDER}"):
-            request = {k: v for k, v in (("resolution", res), ("video_length", length))
-                       if v is not None}
-            yield JobRow(job_id=job_id, idx=idx, fingerprint="", request=request,
-                         state=JobState.PENDING, credits_estimated=0)
+        yield from self._conn.execute(
+            f"SELECT job_id, idx, {_json('resolution')}, {_json('video_length')} FROM "
+            "jobs WHERE active = 1 AND (file IS NULL OR file = '')")
 
     def meta_value(self, key: str) -> str | None:
         r = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -270,3 +271,31 @@ def test_status_json_streamed_is_the_document_dumped_whole(tmp_path, n, shared):
             for r in rows]
     assert doc["job_list"] == jobs and len(jobs) == n
     assert out.getvalue() == json.dumps(doc, indent=2) + "\n"
+
+
+def _state_for(store: Store, template: str):
+    import time as _time
+
+    from batchgen.scheduler.state import Ports, RunState
+    settings = RunSettings(output_dir=store.path.parent.parent, name="t", filename=template)
+    return RunState(store, settings, Ports(emit=lambda e: None, clock=_time.monotonic,
+                                           now_iso=lambda: "", sleep=asyncio.sleep,
+                                           rng=random.Random()))
+
+
+def test_two_jobs_named_alike_are_refused_by_the_digest_check(tmp_path):
+    from batchgen.errors import UsageError
+    from batchgen.scheduler.startup import NAMES_KEY, check_filenames
+    with Store.open(tmp_path) as store:
+        store.sync(jobs(3), [(20, 0)] * 3, key="k1")
+        check_filenames(_state_for(store, "{id}.mp4"))  # distinct: passes, remembered
+        assert store.meta_value(NAMES_KEY) is not None
+        with pytest.raises(UsageError, match=re.escape(
+                "would write job j001 to '720p.mp4', which belongs to job j000")):
+            check_filenames(_state_for(store, "{resolution}.mp4"))
+        # a recorded file of an earlier run counts too (the check is not skipped: the
+        # template differs from the one that passed)
+        store.update([("j000", {"file": "j001.5.mp4"})])
+        with pytest.raises(UsageError,
+                           match=re.escape("j001 to 'j001.5.mp4', which belongs to job j000")):
+            check_filenames(_state_for(store, "{id}.{video_length}.mp4"))

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 
 def target_path(settings: RunSettings, row: JobRow) -> Path:
-    """Where a job's video goes (output.filename rendered for the row)."""
+    """Where a job's video goes (output.filename rendered for the row; the start-up's
+    check of a million names renders the same fields: scheduler/startup.py)."""
     req = row.request
     name = render_filename(settings.filename, {
         "id": row.job_id.replace("#", COUNT_FILE_SEPARATOR), "name": settings.name,

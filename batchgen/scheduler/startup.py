@@ -20,9 +20,11 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from batchgen import budget
+from batchgen.download import render_filename, template_fields
 from batchgen.errors import UsageError
 from batchgen.jobs import IN_FLIGHT, JobRow, JobState
 from batchgen.scheduler.fetch import target_path
+from batchgen.scheduler.state import COUNT_FILE_SEPARATOR
 from batchgen.scheduler.window import Window
 
 if TYPE_CHECKING:
@@ -104,7 +106,8 @@ def check_filenames(state: RunState) -> None:
 
     Names are compared with each other and with the files earlier runs recorded, since a
     template with `{index}` renames jobs when the manifest's order changes. The names are
-    kept as 8-byte digests; only a digest seen twice is looked at again, by name.
+    kept as 8-byte digests (made from a few columns, not whole rows: `target_path`'s
+    fields); a digest seen twice is looked at again, by name, row by row.
     """
     settings, store = state.settings, state.store
     if "{task_id}" in settings.filename:
@@ -112,15 +115,21 @@ def check_filenames(state: RunState) -> None:
     key = _names_key(state)
     if key is not None and store.meta_value(NAMES_KEY) == key:
         return
-    seen: set[int] = {_digest(name) for name, _ in store.files()}
-    for row in store.naming_rows():
-        digest = _digest(target_path(settings, row).name)
-        if digest in seen:  # two names alike, or two digests: the exact check says which
-            seen.clear()
-            _refuse_clash(state, store.naming_rows(), dict(store.files()))
-            break
-        seen.add(digest)
-    seen.clear()
+    fields = template_fields(settings.filename)
+    if "task_id" in fields:  # named by a task id (with a format): the exact check, by row
+        _refuse_clash(state, store.iter_rows(), dict(store.files()))
+    else:
+        seen: set[int] = {_digest(name) for name, _ in store.files()}
+        for job_id, idx, res, length in store.naming_fields():
+            digest = _digest(render_filename(settings.filename, {
+                "id": job_id.replace("#", COUNT_FILE_SEPARATOR), "name": settings.name,
+                "index": idx, "resolution": res, "video_length": length}, fields))
+            if digest in seen:  # two names alike, or two digests: the exact check says
+                seen.clear()
+                _refuse_clash(state, store.iter_rows(), dict(store.files()))
+                break
+            seen.add(digest)
+        seen.clear()
     if key is not None:
         store.set_meta_value(NAMES_KEY, key)
 

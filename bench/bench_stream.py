@@ -104,6 +104,11 @@ def _peak_rss(pid: int) -> float:
     return 0.0
 
 
+def _running(pid: int) -> bool:
+    """The child has not ended (WNOWAIT: it stays to be reaped, with its rusage)."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+
+
 def _watch(proc: subprocess.Popen[bytes], em: benchlib.Emulator, jobs: int,
            started: float) -> tuple[float | None, float]:
     """Until the run ends: when its last video was downloaded (the emulator's count,
@@ -112,7 +117,7 @@ def _watch(proc: subprocess.Popen[bytes], em: benchlib.Emulator, jobs: int,
     downloaded: float | None = None
     hwm = 0.0
     asked = 0.0
-    while proc.poll() is None:
+    while _running(proc.pid):
         time.sleep(1.0)
         if downloaded is None:
             hwm = max(hwm, _peak_rss(proc.pid))

@@ -36,11 +36,12 @@ or models) while it keeps probing as in discovery, since the pool may be slower 
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
-from itertools import accumulate
+
+from batchgen.polling_durations import Durations, points
+from batchgen.polling_durations import api_duration as api_duration
 
 #: what tasks are learnt by: (step, resolution, video_length, model); the first element,
 #: the step ("video" or "add_audio"), is the pool a kind falls back to while it has no data
@@ -56,8 +57,6 @@ DISCOVERY = 0.5
 OVERDUE = 0.1
 #: durations remembered per kind (and per pooled step)
 WINDOW = 128
-#: an interval (lower, upper] learnt without timestamps counts as this many even points
-INTERVAL_POINTS = 4
 #: the shortest wait between questions, in typical durations and absolute seconds
 FINE = 0.01
 FINE_MIN = 0.01
@@ -80,46 +79,6 @@ class _Task:
     hold: float = 0.0
 
 
-class _Table:
-    """The durations of one kind, sorted, with prefix sums.
-
-    `late(lower, x)` is the expected time a task has been finished by age `x`, given that it
-    was still running at age `lower`: E[(x - d)+ | d > lower], O(log n).
-    """
-
-    def __init__(self, points: list[float]) -> None:
-        self.points = sorted(points)
-        self.prefix = list(accumulate(self.points, initial=0.0))
-        self.typical = max(self.points[len(self.points) // 2], 1e-3)
-
-    def above(self, lower: float) -> int:
-        return len(self.points) - bisect_right(self.points, lower)
-
-    def earliest(self, lower: float) -> float:
-        """The shortest known duration longer than `lower` (call only if `above` > 0)."""
-        return self.points[bisect_right(self.points, lower)]
-
-    def late(self, lower: float, x: float) -> float:
-        i = bisect_right(self.points, lower)
-        n_above = len(self.points) - i
-        if n_above == 0 or x <= lower:
-            return 0.0
-        j = bisect_right(self.points, x)
-        return (x * (j - i) - (self.prefix[j] - self.prefix[i])) / n_above
-
-
-def api_duration(created_ms: object, updated_ms: object) -> float | None:
-    """Seconds from `create_time` to `update_time` (ms), or None when they make no sense."""
-    if isinstance(created_ms, bool) or isinstance(updated_ms, bool):
-        return None
-    if not isinstance(created_ms, int | float) or not isinstance(updated_ms, int | float):
-        return None
-    seconds = (updated_ms - created_ms) / 1000
-    if not math.isfinite(seconds) or seconds <= 0 or seconds > 1e6:
-        return None
-    return seconds
-
-
 class PollClock:
     """The poll schedule of one run: told every answer, asked when to poll next.
 
@@ -137,7 +96,7 @@ class PollClock:
         self.threshold = threshold
         self._tasks: dict[str, _Task] = {}
         self._samples: dict[Hashable, deque[tuple[float, float]]] = {}
-        self._tables: dict[Hashable, _Table | None] = {}
+        self._tables: dict[Hashable, Durations | None] = {}
 
     # -- what the runner reports -------------------------------------------------------
 
@@ -218,7 +177,7 @@ class PollClock:
         if not self._tasks:
             return None
         soonest = math.inf
-        learned: list[tuple[_Task, _Table]] = []
+        learned: list[tuple[_Task, Durations]] = []
         for task in self._tasks.values():
             when, table = self._own_time(task, now)
             soonest = min(soonest, when)
@@ -244,12 +203,12 @@ class PollClock:
 
     # -- arithmetic --------------------------------------------------------------------
 
-    def _table(self, kind: Kind) -> tuple[_Table | None, bool]:
+    def _table(self, kind: Kind) -> tuple[Durations | None, bool]:
         """The durations to time `kind` by, and whether they are its own (not pooled)."""
         for key, own in ((kind, True), (kind[0], False)):
             if key not in self._tables:
                 samples = self._samples.get(key)
-                self._tables[key] = _Table(_points(samples)) if samples else None
+                self._tables[key] = Durations(points(samples)) if samples else None
             table = self._tables[key]
             if table is not None:
                 return table, own
@@ -258,7 +217,7 @@ class PollClock:
     def _discovery_wait(self, age: float) -> float:
         return min(max(DISCOVERY * age, self.probe), self.base)
 
-    def _own_time(self, task: _Task, now: float) -> tuple[float, _Table | None]:
+    def _own_time(self, task: _Task, now: float) -> tuple[float, Durations | None]:
         """When this task needs a question on its own (inf if it does not), and the table
         that times it in the learned regime (None if it is not in that regime)."""
         if task.hold > now:
@@ -276,7 +235,7 @@ class PollClock:
         # a pooled figure may belong to slower kinds: keep discovering until its own is known
         return (math.inf if own else discovery), table
 
-    def _round_time(self, learned: list[tuple[_Task, _Table]], now: float,
+    def _round_time(self, learned: list[tuple[_Task, Durations]], now: float,
                     weight: float) -> float:
         """The earliest time at which the expected unseen lateness, times `weight`, reaches
         the threshold (per request the round needs), found by bisection: the sum grows
@@ -301,15 +260,3 @@ class PollClock:
             if hi - lo < 1e-4:
                 break
         return hi
-
-
-def _points(samples: deque[tuple[float, float]]) -> list[float]:
-    """Durations as points: an exact one as itself, an interval as even points inside it."""
-    points: list[float] = []
-    for lower, upper in samples:
-        if upper - lower <= 1e-9:
-            points.append(lower)
-        else:
-            width = (upper - lower) / INTERVAL_POINTS
-            points.extend(lower + (k + 0.5) * width for k in range(INTERVAL_POINTS))
-    return points

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from batchgen.client import AkoolClient, OnSend, TaskRecord
+from batchgen.client import AkoolClient, TaskRecord
 from batchgen.errors import (
     AccountBusy,
     ApiError,
@@ -31,11 +31,12 @@ from batchgen.errors import (
     OutcomeUnknown,
     RetryableApiError,
 )
-from batchgen.jobs import JobRow, JobState
+from batchgen.jobs import JobState
 from batchgen.scheduler.accept import accepted
 from batchgen.scheduler.admit import Admissions
 from batchgen.scheduler.poll import Poll
-from batchgen.scheduler.state import BATCH_FIELDS, EventKind, JobEvent, RunState
+from batchgen.scheduler.sending import Requests, SentMark
+from batchgen.scheduler.state import EventKind, JobEvent, RunState
 from batchgen.transitions import AnswerLost, Claimed, CreateRefused, Unsent
 
 if TYPE_CHECKING:
@@ -50,9 +51,8 @@ class Submit:
                  gate: Gate | None = None,
                  sign: Callable[[str], Awaitable[str]] | None = None,
                  sharing: Sharing | None = None) -> None:
-        self._client = client
-        #: presigns an s3:// URL just before a create leaves (uploads.Presigner.url)
-        self._sign = sign
+        #: what each create sends (s3:// URLs presigned just before it leaves)
+        self._requests = Requests(client, state, sign)
         self._state = state
         #: the poller, told about every accepted task (and how many are in flight)
         self._poll = poll
@@ -179,45 +179,6 @@ class Submit:
             task.cancel()
         await asyncio.gather(*creating, return_exceptions=True)
 
-    def _create_call(self, row: JobRow, audio: bool, on_send: OnSend
-                     ) -> Callable[[], Awaitable[list[TaskRecord]]]:
-        """The one request a create sends: the add-audio step, a batch create (`count`,
-        `model_name`: the family's videos still to make), or a single create."""
-        req = row.request
-        if audio:
-            step = req["add_audio"]
-
-            async def call() -> list[TaskRecord]:
-                url = (await self._signed({"audio_url": step.get("audio_url")}))["audio_url"]
-                return [await self._client.update_audio(row.task_id or "", step["audio_type"],
-                                                        url, on_send)]
-        elif req.get("model_name") or req.get("count"):
-            batch_fields = {k: v for k, v in req.items() if k in BATCH_FIELDS}
-            batch_fields["count"] = len(self._state.family(row.job_id))
-
-            async def call() -> list[TaskRecord]:
-                return await self._client.create_batch(await self._signed(batch_fields),
-                                                       on_send)
-        else:
-            fields = {k: v for k, v in req.items() if k != "add_audio"}
-
-            async def call() -> list[TaskRecord]:
-                return [await self._client.create(await self._signed(fields), on_send)]
-        return call
-
-    async def _signed(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """The fields with s3:// image/audio URLs presigned now (uploads.py), so a URL is
-        fresh for its whole lifetime when the API fetches it; the state keeps s3://.
-        Presigning fails retryably, before anything is sent."""
-        if self._sign is None:
-            return fields
-        out = dict(fields)
-        for key in ("image_url", "audio_url", "last_image_url"):
-            value = out.get(key)
-            if isinstance(value, str) and value.startswith("s3://"):
-                out[key] = await self._sign(value)
-        return out
-
     async def _cleared(self, job_id: str, audio: bool) -> bool:
         """Pre-flight of a job the shared store claimed (the admission queue, which asks
         the gate otherwise, is not used then): wait for its assets' verdict while holding
@@ -241,41 +202,20 @@ class Submit:
         except asyncio.CancelledError:
             state.apply([(job_id, Unsent(audio))], durable=True)  # never sent: pending again
             raise
-        sent = False  # this attempt's "sent" mark was asked for
-        left = False  # ...and is durable: from here on the request's bytes may leave
-
-        async def mark() -> None:
-            nonlocal left
-            await state.sent(job_id)
-            left = True
-
-        def on_send() -> Awaitable[None] | None:
-            nonlocal sent
-            if sent:
-                return None
-            sent = True
-            return mark()  # awaited by the client before a byte leaves
-
-        call = self._create_call(state.rows[job_id], audio, on_send)
+        mark = SentMark(state, job_id)
+        call = self._requests.call(state.rows[job_id], audio, mark.on_send)
 
         async def attempt() -> list[TaskRecord]:
             try:
                 return await call()
             except OutcomeUnknown as exc:
-                if left:
+                if mark.left:
                     raise
                 # failed before a byte left (e.g. waiting for a connection): nothing made
                 raise RetryableApiError(str(exc)) from None
 
         def on_retry(n: int, exc: ApiError, wait: float) -> None:
-            nonlocal sent, left
-            left = False
-            if sent:
-                # the API refused that attempt, so nothing exists yet; if we die while
-                # waiting to try again, the job must come back as never sent, not unknown
-                sent = False
-                state.journal.flush()  # this job's staged mark first, then its undoing
-                state.store.mark_sent(job_id, False)
+            mark.refused()
             state.ports.emit(JobEvent(EventKind.RETRY, job_id, str(exc)))
 
         ports = state.ports
@@ -284,7 +224,7 @@ class Submit:
                 attempt, sleep=ports.sleep, clock=ports.clock, rng=ports.rng,
                 retry_unknown=False, on_retry=on_retry)
         except asyncio.CancelledError:
-            if not left:
+            if not mark.left:
                 # stopped before a byte of this attempt left (at most its mark was being
                 # written: apply() writes that first, then undoes it): provably nothing
                 # made, so the job is pending again, never a needless unknown

@@ -8,7 +8,6 @@ faults (5xx, 429, latency, resets) are applied by the middleware in `app.py`, no
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -18,65 +17,19 @@ from aiohttp import web
 from batchgen.sandbox import catalog, validate
 from batchgen.sandbox.config import SandboxConfig
 from batchgen.sandbox.fetch import image_fails
+from batchgen.sandbox.http import base_url, drop, fail, json_object, now_ms, ok, split_ids, stream
 from batchgen.sandbox.state import (
     CODE_NOT_FOUND,
     CODE_OK,
     CODE_PARAM,
     CODE_QUOTA,
     CODE_TOO_FREQUENT,
-    MESSAGES,
     UID,
     SandboxState,
 )
 from batchgen.sandbox.video import mp4_bytes
 
 PROCESSING_MSG = "video resource is processing, please try again later"
-
-
-def ok(data: Any, msg: str = "OK") -> web.Response:
-    """The success envelope."""
-    return web.json_response({"code": CODE_OK, "msg": msg, "data": data})
-
-
-def fail(code: int, msg: str | None = None) -> web.Response:
-    """A business error: HTTP 200, non-1000 code."""
-    return web.json_response({"code": code, "msg": msg or MESSAGES[code], "data": None})
-
-
-def drop(request: web.Request) -> web.Response:
-    """Close the client's connection without answering.
-
-    aiohttp then fails to write the returned response (the transport is closing) and
-    swallows that `ConnectionError`, so the client sees a disconnect and nothing else.
-    """
-    if request.transport is not None:
-        request.transport.close()
-    return web.Response(status=204)
-
-
-def base_url(request: web.Request) -> str:
-    """Root URL as the client reached us (Host header), so video URLs work from its side."""
-    return f"{request.scheme}://{request.host}"
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-async def _json_object(request: web.Request) -> dict[str, Any] | None:
-    try:
-        body = json.loads(await request.read() or b"null")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return body if isinstance(body, dict) else None
-
-
-def _ids(body: dict[str, Any] | None) -> list[str] | None:
-    """The comma-joined `_ids` string split, or None when it isn't a string (the quirk)."""
-    value = None if body is None else body.get("_ids")
-    if not isinstance(value, str):
-        return None
-    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 class AkoolApi:
@@ -86,7 +39,7 @@ class AkoolApi:
         self.state = state
         self.models = catalog.models()
         self.effect_names = catalog.effect_names()
-        self.started_ms = _now_ms()
+        self.started_ms = now_ms()
 
     @property
     def config(self) -> SandboxConfig:
@@ -106,7 +59,7 @@ class AkoolApi:
         return ok(data)
 
     async def get_token(self, request: web.Request) -> web.Response:
-        body = await _json_object(request) or {}
+        body = await json_object(request) or {}
         client_id, secret = body.get("clientId"), body.get("clientSecret")
         if not isinstance(client_id, str) or not client_id:
             return fail(CODE_PARAM, "Parameter error: clientId is required")
@@ -118,7 +71,7 @@ class AkoolApi:
         return web.json_response({"code": CODE_OK, "token": token})
 
     async def create(self, request: web.Request) -> web.Response:
-        body = await _json_object(request)
+        body = await json_object(request)
         if body is None:
             return fail(CODE_PARAM, "Parameter error: body must be a JSON object")
         cfg = self.config
@@ -138,14 +91,14 @@ class AkoolApi:
         if refused is not None:  # a web.Response is falsy before aiohttp 3.12
             return refused
         task = self.state.create_task(
-            now=now, create_ms=_now_ms(), video_length=length, credits=credits,
+            now=now, create_ms=now_ms(), video_length=length, credits=credits,
             prompt=fields["prompt"], fields=fields, broken=broken,
         )
         self.state.record_create("createBySourcePrompt", body)
         return self._answer_create(request, task.created_record())
 
     async def create_batch(self, request: web.Request) -> web.Response:
-        body = await _json_object(request)
+        body = await json_object(request)
         if body is None:
             return fail(CODE_PARAM, "Parameter error: body must be a JSON object")
         error, fields = validate.batch_create(body, self.models)
@@ -159,7 +112,7 @@ class AkoolApi:
         refused = self._limit_error(now, count, unit * count)
         if refused is not None:  # a web.Response is falsy before aiohttp 3.12
             return refused
-        create_ms = _now_ms()
+        create_ms = now_ms()
         batch_id = f"{create_ms}_{UID}"
         items = []
         for index in range(count):
@@ -172,7 +125,7 @@ class AkoolApi:
         return self._answer_create(request, {"successList": items, "errorList": []})
 
     async def update_audio(self, request: web.Request) -> web.Response:
-        body = await _json_object(request)
+        body = await json_object(request)
         if body is None:
             return fail(CODE_PARAM, "Parameter error: body must be a JSON object")
         error = validate.update_audio(body)
@@ -206,7 +159,7 @@ class AkoolApi:
             "pre_video_id": source.id,
         }
         task = self.state.create_task(
-            now=now, create_ms=_now_ms(), video_length=source.video_length, credits=credits,
+            now=now, create_ms=now_ms(), video_length=source.video_length, credits=credits,
             prompt="", fields=fields, only_add_audio=True,
         )
         keys = ("pre_video_id", "audio_type", "audio_url")
@@ -215,7 +168,7 @@ class AkoolApi:
         return self._answer_create(request, task.created_record())
 
     async def results(self, request: web.Request) -> web.Response:
-        ids = _ids(await _json_object(request))
+        ids = split_ids(await json_object(request))
         if ids is None:
             return fail(CODE_PARAM, "Failed to get results")
         now = time.monotonic()
@@ -229,7 +182,7 @@ class AkoolApi:
         )
 
     async def delete(self, request: web.Request) -> web.Response:
-        ids = _ids(await _json_object(request))
+        ids = split_ids(await json_object(request))
         if ids is None:
             return fail(CODE_PARAM, "Parameter error: _ids must be a comma-separated string")
         now = time.monotonic()
@@ -276,30 +229,8 @@ class AkoolApi:
         truncate = state.chance(cfg.truncate_rate, "truncate")
         if request.method == "HEAD" or not (truncate or cfg.slow_download > 0):
             return web.Response(body=body, content_type="video/mp4")
-        return await _stream(request, body, truncate=truncate, seconds=cfg.slow_download)
+        return await stream(request, body, truncate=truncate, seconds=cfg.slow_download)
 
 
 def _price(row: dict[int, int], length: int) -> int | None:
     return row.get(length, row.get(str(length)))  # type: ignore[call-overload]
-
-
-async def _stream(
-    request: web.Request, body: bytes, *, truncate: bool, seconds: float
-) -> web.StreamResponse:
-    """Send `body` in chunks over `seconds`; when truncating, stop halfway and hang up."""
-    response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
-    response.content_length = len(body)
-    await response.prepare(request)
-    sent = body[: len(body) // 2] if truncate else body
-    chunks = 8 if seconds > 0 else 1
-    size = -(-len(sent) // chunks)
-    for start in range(0, len(sent), size):
-        await response.write(sent[start : start + size])
-        if seconds > 0:
-            await asyncio.sleep(seconds / chunks)
-    if truncate:
-        if request.transport is not None:
-            request.transport.close()
-        return response
-    await response.write_eof()
-    return response

@@ -15,8 +15,9 @@ from typing import Any
 
 from aiohttp import web
 
-from batchgen.sandbox.api import AkoolApi, drop, fail
+from batchgen.sandbox.api import AkoolApi
 from batchgen.sandbox.config import ConfigError, SandboxConfig, span
+from batchgen.sandbox.http import drop, fail
 from batchgen.sandbox.state import CODE_TOO_FREQUENT, SandboxState
 
 STATE = web.AppKey("state", SandboxState)

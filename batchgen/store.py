@@ -9,26 +9,21 @@ in its life (``JobState``) and what landed on disk. It is the evidence that make
 * ``mark_accepted`` commits the task id the moment the answer arrives (also FULL);
 * on open, a job still ``submitting`` (the process died mid-request) becomes ``unknown``.
 
-Other transitions use ``synchronous=NORMAL``: in WAL mode that survives ``kill -9`` (the
-write is in the OS cache) and costs a tenth of a FULL commit.
-
-The interface is deliberately narrow — sync, claim, record a transition, read rows — so a
-shared PostgreSQL backend for several runners would be an addition, not a rewrite.
-Deliberately not here: scheduling decisions, HTTP, files. The store also holds the run lock
-(``fcntl`` on ``.batchgen/lock``) because the lock guards exactly this database.
+Other transitions use ``synchronous=NORMAL`` (in WAL mode it survives ``kill -9``: the
+write is in the OS cache) at a tenth of a FULL commit's cost. The interface is narrow —
+sync, claim, record a transition, read rows — so a shared PostgreSQL backend for several
+runners is an addition, not a rewrite. Deliberately not here: scheduling decisions, HTTP,
+files. The store also holds the run lock (``fcntl`` on ``.batchgen/lock``): it guards
+exactly this database.
 
 The output dir is not trusted: ``.batchgen`` must be a real directory and its files regular
 files (a planted symlink is refused, never followed), the lock is opened with O_NOFOLLOW,
-and every row is checked on open (a tampered row is named, not half-read). When the
-environment refuses a write (read-only file or dir, full disk) the error says so
-(`OutputNotWritable`) and never advises moving an intact database away: without it the
-next run would pay again for every video already made.
+and every row is checked on open (a tampered row is named, not half-read). A write the
+environment refuses (read-only, disk full) is `OutputNotWritable`, which never advises
+moving an intact database away: the next run would pay again for every video made.
 
-`Store` is built in layers, a module each, each using only the ones below it: store.py
-(open: lock, migrations; preview; sync) > store_writes.py (the one write path, the sent
-mark, recover, reopen) > store_records.py (rows, credits, abandoned tasks, run history,
-pre-flight verdicts) > store_conn.py (connection, transactions, the check of rows). Beside
-them: store_rows.py (columns, request JSON), store_schema.py (migrations), store_sync.py.
+`Store` is built in layers, a module each (README Design draws them): store.py >
+store_writes.py > store_records.py > store_conn.py, each using only those below it.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ S = JobState
 BUSY = (S.SUBMITTING, S.AUDIO_SUBMITTING, S.RUNNING, S.AUDIO_RUNNING)
 #: states of work a dead runner leaves that another may take over without paying
 ADOPTABLE = (S.RUNNING, S.AUDIO_RUNNING, S.READY)
-_ALIVE = "EXISTS (SELECT 1 FROM runners WHERE runner_id = ? AND NOT dead AND lease_until > now())"
+_NOT_REAPED = "EXISTS (SELECT 1 FROM runners WHERE runner_id = ? AND NOT dead)"
 _LOST = ("the create request was sent but its answer was lost (the runner that sent it "
          "stopped renewing its lease); re-run with --resubmit-unknown to send it again")
 
@@ -159,7 +159,7 @@ class SharedPgStore(PgStore):
         only when a runner is reaped, under the claim lock. So a runner whose heartbeat
         was late (say, it waited out the claim lock of a runner frozen inside its
         transaction) renews and goes on; refusing it would end a healthy run for nothing.
-        Its sent marks stay fenced by the lease itself (`_ALIVE`) until it renews.
+        Its sent marks are fenced the same way (`_write_sent`).
         """
         # clock_timestamp, not now(): now() is when the transaction began, which for a
         # claim may be before a long wait for the lock
@@ -313,31 +313,42 @@ class SharedPgStore(PgStore):
     # -- fenced writes -------------------------------------------------------------------
 
     def _write_sent(self, job_id: str, sent: bool = True) -> bool:
-        """The journal's "sent" mark, written only while this runner holds the job under a
-        current lease; refused (so `ClaimLost`: do not send) when that is no longer so."""
+        """The journal's "sent" mark, written only while this runner holds the job and was
+        not reaped; refused (so `ClaimLost`: do not send) when that is no longer so.
+
+        Not reaped is enough, lease or no lease: a job changes hands only when its holder
+        is reaped, and the reap's settling of the job and this mark lock the same row, so
+        one of them sees the other (the reap then makes the job unknown, never pending).
+        Requiring an unexpired lease as well ended healthy runs whose heartbeat waited
+        behind a claim held up by a frozen runner.
+        """
         cur = self._conn.execute(
             f"UPDATE jobs SET sent = ? WHERE job_id = ? AND holder = ? AND state IN (?, ?) "
-            f"AND {_ALIVE}", (int(sent), job_id, self.runner_id, S.SUBMITTING,
-                              S.AUDIO_SUBMITTING, self.runner_id))
+            f"AND {_NOT_REAPED}", (int(sent), job_id, self.runner_id, S.SUBMITTING,
+                                   S.AUDIO_SUBMITTING, self.runner_id))
         return cur.rowcount > 0 or not sent
 
-    def _write_row(self, job_id: str, cols: Mapping[str, Any]) -> None:
+    def _write_row(self, job_id: str, cols: Mapping[str, Any]) -> str | None:
         names = ", ".join(f"{k}=?" for k in cols)
         cur = self._conn.execute(f"UPDATE jobs SET {names} WHERE job_id=? AND holder=?",
                                  (*cols.values(), job_id, self.runner_id))
-        if cur.rowcount == 0 and not self._record_paid(job_id, cols):
-            raise self._lost()
+        return None if cur.rowcount else self._record_paid(job_id, cols)
 
-    def _record_paid(self, job_id: str, cols: Mapping[str, Any]) -> bool:
+    def _record_paid(self, job_id: str, cols: Mapping[str, Any]) -> str | None:
         """A task id read after this runner lost the job (its lease ran out while the
         create's answer was on its way: the job was reaped to `unknown`) is paid work:
         it is recorded all the same, with the job left to no runner so a live one adopts
         the task, unless another runner took the job since (then the id is told, never
-        silently dropped)."""
+        silently dropped). Returns why the write could not be made, None when it was.
+
+        Nothing here raises: the other rows of the same transaction (a group commit's
+        answers, the videos of a `count` job) may carry paid task ids that must land
+        (`apply_many` raises once they are committed).
+        """
         step = "task_id" if cols.get("task_id") else "audio_task_id"
         paid = cols.get(step)
         if not paid:
-            return False
+            return str(self._lost())
         rescue = {**cols, "holder": None, "error": None, "unknown_step": None}
         names = ", ".join(f"{k}=?" for k in rescue)
         cur = self._conn.execute(
@@ -345,10 +356,10 @@ class SharedPgStore(PgStore):
             "AND state IN (?, ?, ?, ?)", (*rescue.values(), job_id, S.SUBMITTING,
                                           S.AUDIO_SUBMITTING, S.PENDING, S.UNKNOWN))
         if cur.rowcount:
-            return True
-        raise ClaimLost(f"{self.where}: task {paid} of job {job_id} was made and charged, but "
-                        "another runner holds the job now (this runner's lease ran out "
-                        "first); keep this task id to claim the video — run again to rejoin")
+            return None
+        return (f"{self.where}: task {paid} of job {job_id} was made and charged, but "
+                "another runner holds the job now (this runner's lease ran out first); keep "
+                "this task id to claim the video — run again to rejoin")
 
     # -- adoption and who holds what -------------------------------------------------------
 

@@ -48,6 +48,7 @@ class StoreWrites(StoreRecords):
         latest: dict[str, JobRow] = {}
         claimed: set[str] = set()
         out: list[JobRow] = []
+        unwritten: list[str] = []
         for row, event in steps:
             current = latest.get(row.job_id, row)
             first.setdefault(row.job_id, current)
@@ -64,20 +65,22 @@ class StoreWrites(StoreRecords):
                     cols["request"] = encode(new)
                 if job_id in claimed:
                     cols["sent"] = 0
-                if cols:
-                    self._write_row(job_id, cols)
+                if cols and (problem := self._write_row(job_id, cols)) is not None:
+                    unwritten.append(problem)
             refused = [j for j in sent if not self._write_sent(j)]
-        if refused:
-            # the transitions above are committed (a task id is never lost); no create
-            # whose mark was refused may leave
-            raise self._lost()
+        if unwritten or refused:
+            # what could be written is committed (a task id is never lost); no create
+            # whose mark was refused may leave, and every paid task id not recorded is told
+            raise ClaimLost("; ".join(dict.fromkeys(unwritten)) if unwritten
+                            else str(self._lost()))
         return out
 
-    def _write_row(self, job_id: str, cols: Mapping[str, Any]) -> None:
-        """Write one row's changed columns (the shared PostgreSQL store fences this write
-        on the runner's claim: `pgshare.SharedPgStore`)."""
+    def _write_row(self, job_id: str, cols: Mapping[str, Any]) -> str | None:
+        """Write one row's changed columns; None, or why the write was refused (the shared
+        PostgreSQL store fences it on the runner's claim: `pgshare.SharedPgStore`)."""
         names = ", ".join(f"{k}=?" for k in cols)
         self._conn.execute(f"UPDATE jobs SET {names} WHERE job_id=?", (*cols.values(), job_id))
+        return None
 
     def _write_sent(self, job_id: str, sent: bool = True) -> bool:
         """The journal's "sent" mark; False when refused (the shared PostgreSQL store

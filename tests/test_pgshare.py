@@ -16,7 +16,7 @@ from batchgen.pgshare import SharedPgStore
 from batchgen.pgstore import PgStore
 from batchgen.state_store import parse_state_url
 from batchgen.store import JobState
-from batchgen.transitions import Accepted, TaskDone
+from batchgen.transitions import Accepted, CreateRefused, FamilyAccepted, TaskDone
 
 S = JobState
 
@@ -339,3 +339,78 @@ async def test_pre_flight_holds_under_a_shared_state_too(sandbox, tmp_path, pg_u
     failed = {j.id: j.error for j in report.jobs if j.status == "failed"}
     assert set(failed) == {"job01", "job02"}
     assert all("pre-flight" in e and "nothing was sent or paid" in e for e in failed.values())
+
+
+def test_a_partial_batch_answer_read_after_a_reap_keeps_its_paid_task_ids(pg_url):
+    """A `count: 3` create's answer lists 2 videos and reaches its runner after it was
+    reaped: the third video's refusal cannot be written (the job is no longer its), but the
+    two paid task ids land all the same, for a live runner to adopt. Before, the refusal
+    raised inside the transaction and rolled the two ids back: paid, recorded nowhere."""
+    url = parse_state_url(pg_url)
+    fam = Job(id="fam", index=0, image_url="https://e.com/0.jpg", resolution="720p",
+              video_length=5, audio_type=3, prompt="p", fingerprint="fp0",
+              model_name="AkoolImage2VideoFastV1", count=3)
+    with PgStore.open(url, "m", lock=False) as store:
+        store.sync([fam], [(20, 0)])
+    slow = SharedPgStore.join(url, "m", lease=0.3)
+    got = slow.claim(1, 1, None, "t")
+    members = sorted(got.rows)                      # fam, fam#2, fam#3
+    assert [j for j, _ in got.sends] == ["fam"] and len(members) == 3
+    slow.mark_sent("fam")
+    time.sleep(0.4)                                 # stalled past the lease
+    other = SharedPgStore.join(url, "m", lease=10)
+    try:
+        other.claim(1, 1, None, "t")                # reaps the slow runner: fam unknown
+        steps = [(got.rows["fam"], FamilyAccepted("task-a", 20, "t")),
+                 (got.rows[members[1]], FamilyAccepted("task-b", 20, "t")),
+                 (got.rows[members[2]], CreateRefused("the batch create returned 2 of 3"))]
+        with pytest.raises(ClaimLost, match="lease"):
+            slow.apply_many(steps, durable=True)
+        recorded = {r.job_id: r.task_id for r in other.rows()}
+        assert (recorded["fam"], recorded[members[1]]) == ("task-a", "task-b")
+        assert sorted(r.job_id for r in other.adopt()) == members[:2]
+    finally:
+        other.close()
+        slow.close()
+
+
+def test_one_answer_that_cannot_land_does_not_roll_back_the_others(pg_url):
+    """A reaped runner's group commit holds two answers; one job was since reopened and
+    taken by another runner. The other job's paid task id still lands (before, both rolled
+    back: that job went back to pending and the next claim paid for it again), and the
+    id that cannot land is named in the error."""
+    url = parse_state_url(pg_url)
+    seeded(url, 2)
+    slow = SharedPgStore.join(url, "m", lease=0.3)
+    got = slow.claim(2, 2, None, "t")
+    slow.mark_sent("j000")
+    slow.mark_sent("j001")
+    time.sleep(0.4)
+    other = SharedPgStore.join(url, "m", lease=10)
+    try:
+        other.claim(0, 2, None, "t")                 # reaps: both unknown
+        assert other.reopen(unknown=True, failed=False) == 2   # --resubmit-unknown
+        assert [j for j, _ in other.claim(1, 2, None, "t").sends] == ["j000"]
+        with pytest.raises(ClaimLost, match="task task-0 of job j000 was made and charged"):
+            slow.apply_many([(got.rows["j001"], Accepted("task-1", 20)),
+                             (got.rows["j000"], Accepted("task-0", 20))], durable=True)
+        assert other.get("j001").task_id == "task-1"
+        assert other.get("j001").state is S.RUNNING
+    finally:
+        other.close()
+        slow.close()
+
+
+def test_a_runner_whose_lease_lapsed_unreaped_may_still_mark_its_creates_sent(pg_url):
+    """Its heartbeat waited behind a claim held up by a frozen runner: nobody reaped it,
+    nothing was taken from it, so its sent marks are still its own to write."""
+    url = parse_state_url(pg_url)
+    seeded(url, 1)
+    late = SharedPgStore.join(url, "m", lease=0.2)
+    try:
+        late.claim(1, 1, None, "t")
+        time.sleep(0.3)                              # lapsed; no other runner reaped it
+        late.mark_sent("j000")
+        assert late.get("j000").state is S.SUBMITTING
+    finally:
+        late.close()

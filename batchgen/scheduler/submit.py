@@ -142,9 +142,11 @@ class Submit:
 
     def _unless_stopped(self, batch: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
         """A shared claim's creates, or none when the run stopped while the claim was
-        made (it is awaited): those go back to their queue unsent, durably."""
+        made (it is awaited): those go back to their queue unsent, durably. Stopped means
+        halted (credit, outage) or told to stop (SIGINT/SIGTERM): a create launched after
+        Ctrl-C would be cut off by the grace period, unknown, and paid again."""
         state = self._state
-        if not batch or not state.halted():
+        if not batch or not (state.halted() or state.stopping.is_set()):
             return batch
         rows = state.apply([(job_id, Unsent(audio)) for job_id, audio in batch],
                            durable=True)

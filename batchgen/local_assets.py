@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchgen.assets import AUDIO, HEAD_BYTES, IMAGE, judge, sniff
+from batchgen.file_hashes import FileHashes
 from batchgen.objstore import S3Location, is_s3_url
 
 #: presigned URLs live this long unless storage.url_lifetime says otherwise (seconds)
@@ -62,6 +63,8 @@ class LocalAssets:
     upload_broken: bool = False
     #: object URL -> the local file to upload there
     uploads: dict[str, Path] = field(default_factory=dict)
+    #: content hashes remembered across loads (file_hashes.py); None: beside the manifest
+    hashes: FileHashes | None = None
     _seen: dict[tuple[str, str], tuple[str | None, tuple[str, str] | None]] = field(
         default_factory=dict)
 
@@ -90,7 +93,7 @@ class LocalAssets:
                           "use a public http(s) URL the API can fetch, or a file path "
                           "relative to the manifest's folder")
         try:
-            digest, head, size = _hash(path)
+            digest, head, size = self._read(path)
         except OSError as exc:
             return None, (f"{field_name} {value!r} cannot be read ({exc.strerror or exc})",
                           "check the file's permissions")
@@ -111,6 +114,23 @@ class LocalAssets:
         url = str(location.child(f"{digest}.{ext}"))
         self.uploads[url] = path.resolve()
         return url, None
+
+
+    def _read(self, path: Path) -> tuple[str, bytes, int]:
+        """(sha256, first bytes, size) of a file; a file unchanged since an earlier load
+        (same size and mtime) is not read in full again, only its first bytes."""
+        if self.hashes is None:
+            self.hashes = FileHashes.beside(self.base_dir)
+        path = path.absolute()
+        st = path.stat()
+        digest = self.hashes.get(path, st)
+        if digest is not None:
+            with path.open("rb") as f:
+                return digest, f.read(HEAD_BYTES), st.st_size
+        digest, head, size = _hash(path)
+        if size == st.st_size:  # not changed while it was read
+            self.hashes.put(path, st, digest)
+        return digest, head, size
 
 
 def _hash(path: Path) -> tuple[str, bytes, int]:

@@ -17,10 +17,11 @@ Deliberately not here: which file is which object (local_assets.py), the bucket 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from batchgen.assets import Check, Verdict
@@ -83,6 +84,7 @@ async def upload_all(buckets: Buckets, files: Mapping[str, Path], wanted: Iterab
             if await bucket.exists(key):
                 counts["present"] += 1
                 return
+            await asyncio.to_thread(_same_content, files[url], key)
             if await bucket.put_file(key, files[url]):
                 counts["uploaded"] += 1
                 counts["bytes"] += files[url].stat().st_size
@@ -94,6 +96,21 @@ async def upload_all(buckets: Buckets, files: Mapping[str, Path], wanted: Iterab
             group.create_task(one(url))
     return UploadStats(counts["uploaded"], counts["present"], counts["bytes"],
                        time.monotonic() - started)
+
+
+def _same_content(path: Path, key: str) -> None:
+    """Refuse to store a file under another content's name: its bytes must still hash to
+    the key (`<sha256>.<ext>`) found when the manifest was loaded (a file edited since, or
+    a stale file_hashes entry, would otherwise poison that key for every later run)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1024 * 1024):
+            digest.update(chunk)
+    expected = PurePosixPath(key).name.partition(".")[0]
+    if digest.hexdigest() != expected:
+        raise StorageError(f"{path}: changed since the manifest was read (its bytes no "
+                           f"longer hash to {expected[:12]}...); run again to use the new "
+                           "content")
 
 
 class Presigner:

@@ -7,8 +7,13 @@
 2. Uploads: --files local images of --mb MB each uploaded to moto's S3 server on
    127.0.0.1 (`uploads.upload_all`, 8 at a time): MB/s; then again (all already there).
 
+3. Loading: a manifest over --load-files images of --load-mb MB (a matrix glob x 2 prompts)
+   loaded cold (every file hashed) and again (hashes remembered by path, size and mtime:
+   file_hashes.py), best of 3 each.
+
 Loopback numbers: they show batchgen's own overhead, not a real network's.
-Usage: python bench/bench_inputs.py [--jobs 200] [--files 50] [--mb 1]
+Usage: python bench/bench_inputs.py [--jobs 200] [--files 50] [--mb 1] [--load-files 300]
+       [--load-mb 2] [--only-load]
 """
 
 from __future__ import annotations
@@ -92,13 +97,46 @@ async def upload_rate(count: int, mb: float, root: Path) -> None:
           f"{again.uploaded} uploaded, {again.present} already there, {again.seconds:.2f} s")
 
 
+def load_cost(count: int, mb: float, root: Path) -> None:
+    from batchgen.api import load
+    from batchgen.file_hashes import CACHE_PATH
+    folder = root / "load" / "images"
+    folder.mkdir(parents=True)
+    old = time.time() - 60  # older than the 2 s a fresh file is not remembered for
+    for i in range(count):
+        path = folder / f"img{i:04d}.png"
+        path.write_bytes(png(640, 480) + os.urandom(int(mb * 1024 * 1024)))
+        os.utime(path, (old, old))
+    doc = {"version": 1, "name": "load", "storage": {"upload": "s3://bench/in"},
+           "matrix": {"image_url": ["images/*.png"], "prompt": ["a", "b"]}}
+
+    def once() -> float:
+        started = time.monotonic()
+        assert len(load(doc, folder.parent).jobs) == 2 * count
+        return time.monotonic() - started
+
+    cold = warm = 1e9
+    for _ in range(3):
+        (folder.parent / CACHE_PATH).unlink(missing_ok=True)
+        cold = min(cold, once())
+        warm = min(warm, once())
+    print(f"load, {count} x {mb:g} MB images (page cache warm): {cold:.3f} s hashing every "
+          f"file, {warm:.3f} s with the hashes remembered ({cold / warm:.1f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--files", type=int, default=50)
     parser.add_argument("--mb", type=float, default=1.0)
+    parser.add_argument("--load-files", type=int, default=300)
+    parser.add_argument("--load-mb", type=float, default=2.0)
+    parser.add_argument("--only-load", action="store_true", help="skip parts 1 and 2")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        load_cost(args.load_files, args.load_mb, Path(tmp))
+        if args.only_load:
+            return
         asyncio.run(preflight_cost(args.jobs, Path(tmp)))
         asyncio.run(upload_rate(args.files, args.mb, Path(tmp)))
 

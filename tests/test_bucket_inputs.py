@@ -74,3 +74,20 @@ async def test_validate_online_lists_bad_s3_objects_but_not_local_files_to_uploa
     assert "direct/login.png" in text and "direct/missing.png" in text
     assert "direct/good.png" not in text and "uploads/" not in text
     assert Path(path).is_file()
+
+
+async def test_a_file_edited_after_the_load_is_never_stored_under_its_old_hash(
+        tmp_path, s3):  # noqa: F811
+    from batchgen.local_assets import LocalAssets
+    from batchgen.objstore import StorageError
+    from batchgen.uploads import Buckets, upload_all
+    (tmp_path / "a.png").write_bytes(png(100, 100))
+    local = LocalAssets(tmp_path, f"s3://{BUCKET}/edited")
+    url, problem = local.resolve("image_url", "a.png")
+    assert url and problem is None
+    (tmp_path / "a.png").write_bytes(png(120, 100))  # edited between load and upload
+    with pytest.raises(ExceptionGroup) as caught:
+        await upload_all(Buckets(s3), local.uploads, [url])
+    assert caught.group_contains(StorageError, match="changed since the manifest was read")
+    import obstore
+    assert not list(obstore.list(raw_store(s3, BUCKET), prefix="edited"))  # type: ignore[arg-type]

@@ -10,6 +10,8 @@
     ├── StateUnavailable      the shared state database (--state) cannot be reached (exit 75)
     ├── ClaimLost             this runner's lease ran out: others may hold its jobs now
     ├── OutputNotWritable     the output dir or its state cannot be written      (exit 73)
+    ├── StorageError          a bucket (storage.upload, an s3:// output) refused (exit 73)
+    │   └── StorageUnavailable    the object store could not be reached             (exit 75)
     ├── ApiError              the API answered (or failed to) in a way we understand
     │   ├── RetryableApiError     429, 5xx, timeouts, connection errors: try again
     │   │   └── AccountBusy       1005: too many requests or tasks for the account now
@@ -95,6 +97,17 @@ class ClaimLost(BatchgenError):
 class OutputNotWritable(BatchgenError):
     """The environment refuses a write: read-only dir or database, full disk, a file
     where the output dir should be. Nothing is lost; fix it and run again."""
+
+
+class StorageError(BatchgenError):
+    """A bucket refused (no such bucket, access denied, a file that changed under its
+    content-hash name): named by s3:// URL, never with credentials. Fix it and run
+    again; nothing sent is lost (objstore.py)."""
+
+
+class StorageUnavailable(StorageError):
+    """The object store could not be reached (connection refused, timeout, 5xx through
+    every retry): run again later."""
 
 
 class ApiError(BatchgenError):

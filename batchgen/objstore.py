@@ -21,15 +21,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from batchgen.errors import BatchgenError, UsageError
+from batchgen.errors import StorageError, StorageUnavailable, UsageError
 
+__all__ = ["MAX_URL_LIFETIME", "Bucket", "S3Location", "StorageError", "StorageUnavailable",
+           "is_s3_url"]
+
+#: retries of one bucket request (obstore retries 10 times by default, with backoff up to
+#: 15 s, for about 6 s against a port nothing listens on, minutes against a 5xx)
+ENV_STORAGE_RETRIES = "BATCHGEN_STORAGE_RETRIES"
 #: SigV4 presigned URLs live at most 7 days
 MAX_URL_LIFETIME = 7 * 24 * 3600
 _S3_URL = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?")
-
-
-class StorageError(BatchgenError):
-    """The bucket refused or could not be reached (named, never with credentials)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,19 @@ def _config(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     return config, options
 
 
+def _retry_config(env: Mapping[str, str]) -> dict[str, Any] | None:
+    """obstore's retry settings with BATCHGEN_STORAGE_RETRIES retries, when it is set."""
+    text = env.get(ENV_STORAGE_RETRIES, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) > 100:
+        raise UsageError(f"{ENV_STORAGE_RETRIES}={text!r}: give a whole number of retries "
+                         "from 0 to 100")
+    return {"max_retries": int(text), "retry_timeout": timedelta(minutes=3),
+            "backoff": {"init_backoff": timedelta(milliseconds=100),
+                        "max_backoff": timedelta(seconds=15), "base": 2}}
+
+
 class Bucket:
     """One bucket, used by key; open with `Bucket.open`."""
 
@@ -96,16 +111,21 @@ class Bucket:
             raise UsageError("s3:// storage needs the s3 extra: pip install 'batchgen[s3]'"
                              ) from None
         config, options = _config(env)
+        retry = _retry_config(env)
         store = S3Store(location.bucket, config=config,  # type: ignore[arg-type]
-                        client_options=options)  # type: ignore[arg-type]
+                        client_options=options,  # type: ignore[arg-type]
+                        **({"retry_config": retry} if retry else {}))  # type: ignore[arg-type]
         return cls(store, location)
 
     def _error(self, doing: str, key: str, exc: Exception) -> StorageError:
-        kind = type(exc).__name__
-        first = str(exc).splitlines()[0][:200] if str(exc) else ""
-        # obstore's message names the URL (no query, no credentials); the type says why
-        return StorageError(f"s3://{self.location.bucket}/{key}: {doing} failed ({kind}: "
-                            f"{first})")
+        """What went wrong, said for a user: which object, why, what to do. obstore's own
+        message names the endpoint URL (no query, no credentials) and the S3 error code."""
+        where = f"s3://{self.location.bucket}/{key}: {doing} failed"
+        why, unreachable = _classify(exc)
+        if unreachable:
+            return StorageUnavailable(f"{where}: {why}; check AWS_ENDPOINT_URL and the "
+                                      "network, or run again later")
+        return StorageError(f"{where}: {why}")
 
     async def exists(self, key: str) -> bool:
         """Whether an object is stored under `key`."""
@@ -139,14 +159,16 @@ class Bucket:
         import obstore
         from obstore.exceptions import AlreadyExistsError, PreconditionError
         try:
-            with path.open("rb") as f:
+            f = path.open("rb")
+        except OSError as exc:
+            raise StorageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        try:
+            with f:
                 await obstore.put_async(self._store, key, f,
                                         mode="overwrite" if overwrite else "create")
         except (AlreadyExistsError, PreconditionError):
             return False
-        except OSError as exc:
-            raise StorageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-        except Exception as exc:
+        except Exception as exc:  # a missing bucket is a FileNotFoundError: not the file's
             raise self._error("upload", key, exc) from None
         return True
 
@@ -158,3 +180,29 @@ class Bucket:
             return await obstore.sign_async(self._store, "GET", key, timedelta(seconds=seconds))
         except Exception as exc:
             raise self._error("presigning", key, exc) from None
+
+
+#: S3 error codes (in obstore's message) -> what they mean for a user
+_CODES = {"NoSuchBucket": "the bucket does not exist (create it, or fix the s3:// URL)",
+          "AccessDenied": "access denied (check the AWS_* credentials and the bucket's "
+                          "policy: batchgen needs s3:GetObject and s3:PutObject)",
+          "InvalidAccessKeyId": "the AWS_ACCESS_KEY_ID is not known to this store",
+          "SignatureDoesNotMatch": "the AWS_SECRET_ACCESS_KEY does not match the key id",
+          "ExpiredToken": "the AWS_SESSION_TOKEN has expired"}
+
+
+def _classify(exc: Exception) -> tuple[str, bool]:
+    """(why, whether the store could not be reached) for an obstore exception."""
+    from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
+    text = str(exc)
+    for code, why in _CODES.items():
+        if f"<Code>{code}</Code>" in text:
+            return why, False
+    if (isinstance(exc, PermissionDeniedError | UnauthenticatedError)
+            or re.search(r"status code: 40[13]", text)):
+        return _CODES["AccessDenied"], False
+    first = text.splitlines()[0][:200] if text else type(exc).__name__
+    if ("error sending request" in text or "timed out" in text.lower()
+            or re.search(r"status code: 5\d\d", text)):
+        return f"the store could not be reached ({first})", True
+    return f"{type(exc).__name__}: {first}", False

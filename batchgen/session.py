@@ -102,14 +102,15 @@ async def prepare_uploads(manifest: Manifest, store: StateStore,
               for u in s3_urls(r.request)]
     if not wanted:
         return None
-    from batchgen.objstore import StorageError
+    from batchgen.objstore import StorageError, StorageUnavailable
     buckets = Buckets(env)
     try:
         stats = await upload_all(buckets, manifest.uploads, wanted)
     except* StorageError as group:
         first = group.exceptions[0]
-        raise StorageError(f"{first}; nothing was sent or paid: check the bucket and the "
-                           "AWS_* settings, then run again") from None
+        kind = StorageUnavailable if isinstance(first, StorageUnavailable) else StorageError
+        raise kind(f"storage.upload: {first}; nothing was sent or paid: check the bucket "
+                   "and the AWS_* settings, then run again") from None
     if stats.uploaded or stats.present:
         rate = stats.bytes / 1e6 / stats.seconds if stats.seconds > 0 else 0.0
         tell(f"local files: {stats.uploaded} uploaded ({stats.bytes / 1e6:.1f} MB in "
@@ -370,7 +371,7 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
             await authenticate(client, settings.retry)
             await check_models(client, settings.retry, manifest, store)
             sign = await prepare_uploads(manifest, store, storage_env or {}, warn)
-            bucket = _bucket(resolved, storage_env or {})
+            bucket = await _bucket(resolved, storage_env or {})
             runner = Runner(store, client, settings, forward, gate=gate, sign=sign,
                             publish=None if bucket is None else bucket.publish)
             (on_running or _ignore)(RunControl(runner))
@@ -404,12 +405,20 @@ def _ignore(event: object) -> None:
     """A callback the caller did not give."""
 
 
-def _bucket(resolved: Resolved, env: Mapping[str, str]) -> BucketOutput | None:
-    """The object-store output (output.dir as s3://...), when the manifest names one."""
+async def _bucket(resolved: Resolved, env: Mapping[str, str]) -> BucketOutput | None:
+    """The object-store output (output.dir as s3://...), when the manifest names one,
+    checked before anything is sent (reachable, these credentials let in)."""
     if resolved.output_url is None:
         return None
+    from batchgen.objstore import StorageError, StorageUnavailable
     from batchgen.outputs import BucketOutput
-    return BucketOutput.open(resolved.output_url, env)
+    bucket = BucketOutput.open(resolved.output_url, env)
+    try:
+        await bucket.check()
+    except StorageError as exc:
+        kind = StorageUnavailable if isinstance(exc, StorageUnavailable) else StorageError
+        raise kind(f"output.dir: {exc}; nothing was sent or paid") from None
+    return bucket
 
 
 def _resume(store: StateStore, resolved: Resolved, *, retry_failed: bool,

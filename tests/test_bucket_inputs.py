@@ -91,3 +91,58 @@ async def test_a_file_edited_after_the_load_is_never_stored_under_its_old_hash(
     assert caught.group_contains(StorageError, match="changed since the manifest was read")
     import obstore
     assert not list(obstore.list(raw_store(s3, BUCKET), prefix="edited"))  # type: ignore[arg-type]
+
+
+async def test_an_unreachable_store_is_unavailable_and_a_refusal_says_why(tmp_path):
+    from datetime import timedelta
+
+    from asset_hosts import free_port
+    from obstore.exceptions import GenericError, PermissionDeniedError
+    from obstore.store import S3Store
+
+    from batchgen.cli.exits import EXIT_CODES
+    from batchgen.objstore import Bucket, S3Location, StorageError, StorageUnavailable
+    store = S3Store("some-bucket", config={"endpoint": f"http://127.0.0.1:{free_port()}",
+                                           "access_key_id": "AKIDSECRETISH",
+                                           "secret_access_key": "very-secret-key",
+                                           "region": "us-east-1"},
+                    client_options={"allow_http": True},
+                    retry_config={"max_retries": 0, "retry_timeout": timedelta(seconds=2),
+                                  "backoff": {"init_backoff": timedelta(milliseconds=10),
+                                              "max_backoff": timedelta(milliseconds=20),
+                                              "base": 2}})
+    bucket = Bucket(store, S3Location("some-bucket", ""))
+    (tmp_path / "a.png").write_bytes(png())
+    with pytest.raises(StorageUnavailable) as caught:
+        await bucket.put_file("in/a.png", tmp_path / "a.png")
+    text = str(caught.value)
+    assert text.startswith("s3://some-bucket/in/a.png: upload failed: the store could not "
+                           "be reached") and "run again later" in text
+    assert "very-secret-key" not in text and "a.png: cannot be read" not in text
+    # what a refusal says, from the S3 error code in the answer
+    denied = bucket._error("upload", "k", GenericError(
+        "Error performing PUT ... 403 Forbidden: <Error><Code>AccessDenied</Code></Error>"))
+    assert "access denied" in str(denied) and not isinstance(denied, StorageUnavailable)
+    assert "access denied" in str(bucket._error("HEAD", "k", PermissionDeniedError("403")))
+    # exit codes: refused 73 (where files go cannot be written), unreachable 75 (later)
+    code = {t: c for t, c in reversed(EXIT_CODES)}
+    assert next(c for t, c in EXIT_CODES if isinstance(caught.value, t)) == 75
+    assert next(c for t, c in EXIT_CODES if isinstance(denied, t)) == 73
+    assert code[StorageError] == 73
+
+
+async def test_a_missing_upload_bucket_exits_73_located_before_any_create(tmp_path,
+                                                                          s3):  # noqa: F811
+    from cli_helpers import cli_env, run_cli
+    (tmp_path / "a.png").write_bytes(png(200, 200))
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({
+        "version": 1, "name": "nobucket", "output": {"dir": "out"},
+        "storage": {"upload": "s3://no-such-bucket-here/in"},
+        "jobs": [{"id": "a", "image_url": "a.png", "prompt": "p"}]}))
+    result = await run_cli("run", str(path), "--sandbox", "--no-progress", cwd=tmp_path,
+                           env=cli_env(**s3))
+    assert result.code == 73, result.err
+    assert "storage.upload: s3://no-such-bucket-here/in/" in result.err
+    assert "the bucket does not exist" in result.err and "nothing was sent or paid" in result.err
+    assert "Traceback" not in result.err and s3["AWS_SECRET_ACCESS_KEY"] not in result.err

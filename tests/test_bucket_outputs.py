@@ -80,3 +80,26 @@ async def test_a_video_over_5_mb_goes_up_in_parts_and_is_checked(tmp_path, s3): 
     # a multipart upload's ETag is "<md5 of the parts' md5s>-<parts>": 3 parts of 5 MB
     assert str(meta["e_tag"]).strip('"').endswith("-3")
     assert out.uploaded_bytes == size
+
+
+async def test_an_unreachable_output_bucket_stops_the_run_before_any_create(sandbox,
+                                                                            tmp_path, s3):  # noqa: F811
+    from asset_hosts import free_port
+
+    from batchgen.objstore import StorageUnavailable
+    sb = await sandbox()
+    env = s3 | {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+                "BATCHGEN_STORAGE_RETRIES": "0"}
+    with pytest.raises(StorageUnavailable, match=r"^output.dir: s3://batchgen-test/"
+                       r"dead/summary.json: HEAD failed: the store could not be reached"):
+        await batchgen.arun(outputs_manifest("dead", 2), base_dir=tmp_path, api_base=sb.url,
+                            api_key="test-key", env=env)
+    assert sb.stats()["tasks_created"] == 0  # nothing paid for a place it cannot go
+
+
+def test_storage_retries_must_be_a_small_whole_number():
+    from batchgen.errors import UsageError
+    from batchgen.objstore import Bucket
+    with pytest.raises(UsageError, match="BATCHGEN_STORAGE_RETRIES='many'"):
+        Bucket.open("s3://some-bucket/x", {"BATCHGEN_STORAGE_RETRIES": "many"})
+    assert Bucket.open("s3://some-bucket/x", {"BATCHGEN_STORAGE_RETRIES": "2"})

@@ -17,6 +17,8 @@ from batchgen.errors import (
     RetryableApiError,
     StateError,
     StateUnavailable,
+    StorageError,
+    StorageUnavailable,
     UsageError,
 )
 
@@ -43,5 +45,9 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (RetryableApiError, EXIT_UNAVAILABLE),
     (StateUnavailable, EXIT_UNAVAILABLE),
     (OutputNotWritable, EXIT_NOT_WRITABLE),
+    # a bucket is where files are written (SPEC has no code for it): refused -> 73 as a
+    # dir that cannot be written, unreachable -> 75 as an API that cannot be reached
+    (StorageUnavailable, EXIT_UNAVAILABLE),
+    (StorageError, EXIT_NOT_WRITABLE),
     (ApiError, EXIT_FAILED),
 )

@@ -12,17 +12,28 @@ partial object never stands under a final key; a run killed mid-upload leaves th
 `ready`, and the next run uploads it again. Once recorded, the staged copy is deleted as
 soon as its poster is made (posters.PosterMaker with `discard`), so the working folder
 holds only the videos in hand. report.csv, summary.json and report.html are uploaded at
-the end of every run.
+the end of every run, after the posters report.html shows (those made since the last
+upload).
 
 Deliberately not here: the bucket protocol (objstore.py), downloading (download.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from batchgen.objstore import Bucket, S3Location, StorageError, is_s3_url
+
+#: the posters folder in the output dir and under the prefix (posters.POSTER_DIR; that
+#: module is not imported here: it loads PyAV)
+POSTER_DIR = "posters"
+#: in the local posters folder: its mtime is when the posters were last all uploaded
+PUBLISHED_MARKER = ".published"
 
 #: the working folder of bucket outputs, inside the manifest's folder
 WORK_DIR = ".batchgen-work"
@@ -79,7 +90,43 @@ class BucketOutput:
         self.uploaded_bytes += size
 
     async def publish_reports(self, paths: Iterable[Path]) -> None:
-        """report.csv, summary.json, report.html: replaced whole at the end of a run."""
+        """report.csv, summary.json, report.html: replaced whole at the end of a run,
+        after the posters report.html shows (`publish_posters`), so its pictures load."""
+        paths = list(paths)
+        if paths:
+            await self.publish_posters(paths[0].parent / POSTER_DIR)
         for path in paths:
             if path.is_file():
                 await self._bucket.put_file(self.key(path.name), path, overwrite=True)
+
+    async def publish_posters(self, directory: Path, *, concurrency: int = 8) -> int:
+        """Upload the posters made since the last upload (newer than the folder's
+        `.published` marker, which is moved on only when all went up), 8 at a time; how
+        many. report.html links them relatively, as `posters/<sha256>.jpg`."""
+        marker = directory / PUBLISHED_MARKER
+        try:
+            since = marker.stat().st_mtime_ns
+        except OSError:
+            since = 0
+        started = time.time_ns()
+        try:
+            todo = [p for p in directory.glob("*.jpg") if p.stat().st_mtime_ns >= since]
+        except OSError:
+            return 0
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(path: Path) -> None:
+            async with gate:
+                await self._bucket.put_file(self.key(f"{POSTER_DIR}/{path.name}"), path,
+                                            overwrite=True)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for path in todo:
+                    group.create_task(one(path))
+        except* StorageError as failed:
+            raise failed.exceptions[0] from None  # one line, as for any other upload
+        with contextlib.suppress(OSError):
+            marker.touch()
+            os.utime(marker, ns=(started, started))  # posters made meanwhile go next time
+        return len(todo)

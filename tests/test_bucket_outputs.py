@@ -43,6 +43,14 @@ async def test_staged_videos_are_deleted_once_uploaded_and_postered(sandbox, tmp
         assert job.sha256 and poster_path(work, job.sha256).is_file()  # poster made first
     # ... and the working folder keeps no video: a long run does not fill the disk
     assert sorted(p.name for p in work.glob("*.mp4")) == []
+    # the posters report.html shows are in the bucket beside it, once
+    html = objects["staged/report.html"].decode()
+    for job in report.jobs:
+        name = poster_path(work, job.sha256 or "").name
+        assert f"{POSTER_DIR}/{name}" in html and f"staged/{POSTER_DIR}/{name}" in objects
+    from batchgen.outputs import BucketOutput
+    again = BucketOutput.open(f"s3://{BUCKET}/staged", s3)
+    assert await again.publish_posters(work / POSTER_DIR) == 0  # none new since the run
 
 
 async def test_a_staged_copy_left_by_a_stopped_run_is_postered_then_deleted(tmp_path):

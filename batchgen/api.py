@@ -221,7 +221,8 @@ async def run_resolved(resolved: Resolved, creds: Credentials, *, sandbox: bool 
     return RunReport(
         name=resolved.manifest.name, output_dir=resolved.output_dir,
         outcome=outcome_of(out, status),
-        jobs=tuple(job_result(r, resolved.output_dir) for r in finished.rows),
+        jobs=tuple(job_result(r, resolved.output_dir, resolved.output_url)
+                   for r in finished.rows),
         counts=dict(status), credits_estimated=summary["credits_estimated"],
         credits_deducted=summary["credits_deducted"], credits_committed=finished.committed,
         max_credits=resolved.max_credits, budget_blocked=out.budget_blocked,

@@ -48,6 +48,9 @@ class JobResult:
     credits_deducted: int | None  #: what the API charged, once it said so
     error: str | None
     state: str                   #: the finer state behind `status` (report.csv `state`)
+    #: with an s3:// output: the video's object (`file` is then its staged copy, deleted
+    #: once uploaded); None otherwise
+    url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +127,12 @@ def outcome_of(outcome: RunOutcome, status: Mapping[str, int]) -> Outcome:
     return Outcome.COMPLETED
 
 
-def job_result(row: JobRow, output_dir: Path) -> JobResult:
+def job_result(row: JobRow, output_dir: Path, output_url: str | None = None) -> JobResult:
     from batchgen.store import report_status
+    url = f"{output_url.rstrip('/')}/{row.file}" if output_url and row.file else None
     return JobResult(
         id=row.job_id, status=report_status(row.state), task_id=row.task_id,
         file=(output_dir / row.file).absolute() if row.file else None, bytes=row.bytes,
         sha256=row.sha256, credits_estimated=row.credits_estimated,
-        credits_deducted=row.credits_deducted, error=row.error, state=row.state.value)
+        credits_deducted=row.credits_deducted, error=row.error, state=row.state.value,
+        url=url)

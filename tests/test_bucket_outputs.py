@@ -40,6 +40,7 @@ async def test_staged_videos_are_deleted_once_uploaded_and_postered(sandbox, tmp
     objects = bucket_objects(s3, BUCKET, "staged")
     for job in report.jobs:
         assert len(objects[f"staged/{job.id}.mp4"]) == job.bytes  # in the bucket, whole
+        assert job.url == f"s3://{BUCKET}/staged/{job.id}.mp4"
         assert job.sha256 and poster_path(work, job.sha256).is_file()  # poster made first
     # ... and the working folder keeps no video: a long run does not fill the disk
     assert sorted(p.name for p in work.glob("*.mp4")) == []

@@ -143,14 +143,8 @@ def timeline(rows: Sequence[JobRow], now: datetime) -> dict[str, Any] | None:
     lane_px = max(LANE_PX, min(24, 240 // lanes))
     for bar in bars:
         bar["y"] = int(bar["y"]) * lane_px
-    ticks = []
-    step = _tick_step(total)
-    t = 0.0
-    while t <= total + 1e-9:
-        ticks.append({"x": round(t * scale, 1), "label": _duration(t)})
-        t += step
     return {"bars": bars, "lanes": lanes, "height": lanes * lane_px, "bar": lane_px - 2,
-            "width": PLOT_W, "ticks": ticks, "start": t0.strftime(ISO),
+            "width": PLOT_W, "ticks": timeline_ticks(total, scale), "start": t0.strftime(ISO),
             "total": _duration(total)}
 
 
@@ -190,6 +184,17 @@ def _marks(tl: Mapping[str, Any]) -> Markup:
         out.append(f'<path class="wait" d="{"".join(waits)}"></path>')
         out.append(f'<path class="dl-tick" d="{"".join(dots)}"></path>')
     return Markup("".join(out))
+
+
+def timeline_ticks(total: float, scale: float) -> list[dict[str, Any]]:
+    """The time axis's labelled ticks, at a round step (shared with the streamed report)."""
+    ticks = []
+    step = _tick_step(total)
+    t = 0.0
+    while t <= total + 1e-9:
+        ticks.append({"x": round(t * scale, 1), "label": _duration(t)})
+        t += step
+    return ticks
 
 
 def _tick_step(total: float) -> float:

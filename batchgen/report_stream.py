@@ -48,7 +48,7 @@ from batchgen.report_html import (
     _duration,
     _job,
     _posters,
-    _tick_step,
+    timeline_ticks,
 )
 from batchgen.store import JobRow, JobState, report_status
 
@@ -258,12 +258,7 @@ def _timeline(spans: _Spans, now: datetime) -> tuple[dict[str, Any] | None, Iter
         lane_of.append(lane)
     lanes = max(lanes, 1)
     lane_px = max(LANE_PX, min(24, 240 // lanes))
-    ticks = []
-    step = _tick_step(total)
-    t = 0.0
-    while t <= total + 1e-9:
-        ticks.append({"x": round(t * scale, 1), "label": _duration(t)})
-        t += step
+    ticks = timeline_ticks(total, scale)
     start = (_EPOCH + timedelta(microseconds=t0)).strftime(ISO)
     tl = {"bars": (), "lanes": lanes, "height": lanes * lane_px, "bar": lane_px - 2,
           "width": PLOT_W, "ticks": ticks, "start": start, "total": _duration(total)}

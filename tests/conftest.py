@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from pg_helpers import pg_url  # noqa: F401  (a real PostgreSQL for the --state tests)
+from s3_helpers import s3  # noqa: F401  (an S3 server on loopback for the storage tests)
 
 from batchgen.sandbox import Sandbox, SandboxConfig
 

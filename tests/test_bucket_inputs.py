@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from asset_hosts import HTML, png
-from s3_helpers import BUCKET, raw_store, s3  # noqa: F401 - fixture
+from s3_helpers import BUCKET, raw_store
 
 import batchgen
 from batchgen.cli import main
@@ -21,13 +21,13 @@ pytest.importorskip("obstore")
 pytest.importorskip("moto.server")
 
 
-def put(s3: dict[str, str], key: str, body: bytes) -> str:  # noqa: F811
+def put(s3: dict[str, str], key: str, body: bytes) -> str:
     import obstore
     obstore.put(raw_store(s3, BUCKET), key, body)  # type: ignore[arg-type]
     return f"s3://{BUCKET}/{key}"
 
 
-def direct_manifest(s3: dict[str, str]) -> dict[str, Any]:  # noqa: F811
+def direct_manifest(s3: dict[str, str]) -> dict[str, Any]:
     good = put(s3, "direct/good.png", png(320, 240))
     page = put(s3, "direct/login.png", HTML)
     missing = f"s3://{BUCKET}/direct/missing.png"
@@ -40,7 +40,7 @@ def direct_manifest(s3: dict[str, str]) -> dict[str, Any]:  # noqa: F811
 
 
 async def test_s3_urls_in_a_manifest_are_checked_before_paying(sandbox, tmp_path,
-                                                                s3):  # noqa: F811
+                                                                s3):
     sb = await sandbox(fetch_images=True)
     report = await batchgen.arun(direct_manifest(s3), base_dir=tmp_path, api_base=sb.url,
                                  api_key="test-key", env=s3, preflight=True)
@@ -56,7 +56,7 @@ async def test_s3_urls_in_a_manifest_are_checked_before_paying(sandbox, tmp_path
 
 
 async def test_validate_online_lists_bad_s3_objects_but_not_local_files_to_upload(
-        tmp_path, s3, monkeypatch):  # noqa: F811
+        tmp_path, s3, monkeypatch):
     import asyncio
     (tmp_path / "hero.png").write_bytes(png(200, 200))  # uploaded by `run`, not yet there
     doc = direct_manifest(s3)
@@ -77,7 +77,7 @@ async def test_validate_online_lists_bad_s3_objects_but_not_local_files_to_uploa
 
 
 async def test_a_file_edited_after_the_load_is_never_stored_under_its_old_hash(
-        tmp_path, s3):  # noqa: F811
+        tmp_path, s3):
     from batchgen.local_assets import LocalAssets
     from batchgen.objstore import StorageError
     from batchgen.uploads import Buckets, upload_all
@@ -132,7 +132,7 @@ async def test_an_unreachable_store_is_unavailable_and_a_refusal_says_why(tmp_pa
 
 
 async def test_a_missing_upload_bucket_exits_73_located_before_any_create(tmp_path,
-                                                                          s3):  # noqa: F811
+                                                                          s3):
     from cli_helpers import cli_env, run_cli
     (tmp_path / "a.png").write_bytes(png(200, 200))
     path = tmp_path / "m.yaml"

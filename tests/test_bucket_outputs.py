@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from s3_helpers import BUCKET, bucket_objects, raw_store, s3  # noqa: F401 - fixture
+from s3_helpers import BUCKET, bucket_objects, raw_store
 
 import batchgen
 from batchgen.posters import POSTER_DIR, PosterMaker, poster_path
@@ -31,7 +31,7 @@ def staged(tmp_path: Path, prefix: str) -> Path:
 
 
 async def test_staged_videos_are_deleted_once_uploaded_and_postered(sandbox, tmp_path,
-                                                                   s3):  # noqa: F811
+                                                                   s3):
     sb = await sandbox()
     report = await batchgen.arun(outputs_manifest("staged", 4), base_dir=tmp_path,
                                  api_base=sb.url, api_key="test-key", env=s3)
@@ -75,7 +75,7 @@ async def test_a_staged_copy_left_by_a_stopped_run_is_postered_then_deleted(tmp_
         poster_path(tmp_path, s).name for s in shas)
 
 
-async def test_a_video_over_5_mb_goes_up_in_parts_and_is_checked(tmp_path, s3):  # noqa: F811
+async def test_a_video_over_5_mb_goes_up_in_parts_and_is_checked(tmp_path, s3):
     import obstore
 
     from batchgen.outputs import BucketOutput
@@ -92,7 +92,7 @@ async def test_a_video_over_5_mb_goes_up_in_parts_and_is_checked(tmp_path, s3): 
 
 
 async def test_an_unreachable_output_bucket_stops_the_run_before_any_create(sandbox,
-                                                                            tmp_path, s3):  # noqa: F811
+                                                                            tmp_path, s3):
     from asset_hosts import free_port
 
     from batchgen.objstore import StorageUnavailable

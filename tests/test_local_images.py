@@ -7,14 +7,13 @@ from __future__ import annotations
 import io
 import re
 import shutil
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from asset_hosts import HTML, png
+from s3_helpers import BUCKET, bucket_objects, make_bucket
 
 import batchgen
 from batchgen.api import load
@@ -23,23 +22,7 @@ from batchgen.errors import ManifestError
 from batchgen.runner import EventKind, JobEvent
 
 pytest.importorskip("obstore")
-moto_server = pytest.importorskip("moto.server")
-
-BUCKET = "batchgen-test"
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[dict[str, str]]:
-    """An S3 server on loopback with one bucket; the AWS_* environment to reach it."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{BUCKET}", method="PUT"))
-    yield {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test-id",
-           "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_REGION": "us-east-1"}
-    server.stop()
-
+pytest.importorskip("moto.server")
 
 def folder(root: Path, n: int) -> Path:
     """n distinct PNGs in root/images."""
@@ -155,24 +138,6 @@ def test_a_glob_in_a_jobs_file_row_makes_one_job_per_file(tmp_path):
 # -- outputs in a bucket --------------------------------------------------------------
 
 
-def bucket_objects(s3: dict[str, str], bucket: str, prefix: str) -> dict[str, bytes]:
-    """Every object under prefix, read back through obstore (what a pipeline would see)."""
-    import obstore
-    from obstore.store import S3Store
-    store = S3Store(bucket, endpoint=s3["AWS_ENDPOINT_URL"],
-                    access_key_id=s3["AWS_ACCESS_KEY_ID"],
-                    secret_access_key=s3["AWS_SECRET_ACCESS_KEY"], region="us-east-1",
-                    client_options={"allow_http": True})
-    out: dict[str, bytes] = {}
-    for batch in obstore.list(store, prefix=prefix):
-        for meta in batch:
-            out[meta["path"]] = bytes(obstore.get(store, meta["path"]).bytes())
-    return out
-
-
-def make_bucket(s3: dict[str, str], name: str) -> None:
-    urllib.request.urlopen(urllib.request.Request(f"{s3['AWS_ENDPOINT_URL']}/{name}",
-                                                  method="PUT"))
 
 
 def outputs_manifest(bucket: str, n: int) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """The PostgreSQL state: a manifest's journal that outlives the host that wrote it.
 
 Same rows, same transitions, same SQL as the SQLite store: `PgStore` subclasses
-`store.Store` and hands its SQL a connection shaped like sqlite3's (`_PgConn`: ``?``
-placeholders become ``%s``, booleans and enums are sent as SQLite stored them), so the
-two backends cannot drift apart on sync, recover, reopen or the one write path. Only
+`store.Store` and hands its SQL a connection shaped like sqlite3's (`pgconn.PgConn`:
+``?`` placeholders become ``%s``, booleans and enums are sent as SQLite stored them), so
+the two backends cannot drift apart on sync, recover, reopen or the one write path. Only
 opening, migrating, transactions and locking differ, and live here.
 
 * **Scope.** Each manifest (by its ``name``) has its own schema,
@@ -22,26 +22,25 @@ opening, migrating, transactions and locking differ, and live here.
 The connection is synchronous psycopg 3: a transition is one short round trip to the
 server, as a SQLite commit is one fsync, and the runner's write path stays one code path.
 Errors never quote the URL's password (`StateUrl.scrub`). Deliberately not here: the
-budget rule (budget.py), scheduling (runner.py).
+driver and its errors (pgconn.py), several runners on one manifest (pglease.py,
+pgshare.py), the budget rule (budget.py), scheduling (runner.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import hashlib
 import os
 import re
 import socket
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import psycopg
-
-from batchgen.errors import NoState, OutputDirLocked, StateError, StateUnavailable
+from batchgen.errors import NoState, OutputDirLocked, StateError
 from batchgen.jobs import JobState
+from batchgen.pgconn import PgConn, connect
 from batchgen.state_store import StateUrl
 from batchgen.store import _MIGRATIONS, Store
 
@@ -65,9 +64,6 @@ _PG_MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX jobs_holder ON jobs(holder)
     """),
 )
-_QUOTED = re.compile(r"('(?:[^']|'')*')")
-#: seconds to wait for the server before giving up (the run then says so and exits)
-CONNECT_TIMEOUT = 10
 
 
 def schema_name(prefix: str, scope: str) -> str:
@@ -82,65 +78,11 @@ def _lock_key(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
 
 
-def _pg_sql(sql: str) -> str:
-    """SQLite's ``?`` placeholders as psycopg's ``%s`` (never inside a quoted literal)."""
-    parts = _QUOTED.split(sql)
-    for i in range(0, len(parts), 2):
-        parts[i] = parts[i].replace("%", "%%").replace("?", "%s")
-    return "".join(parts)
-
-
-def _param(value: Any) -> Any:
-    """A value as the SQLite store writes it: bools as 0/1, enums by value."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    return value
-
-
-class _PgConn:
-    """The part of sqlite3.Connection that Store's SQL uses, over psycopg; the driver's
-    errors leave it as batchgen's (`StateUnavailable`, `StateError`), password scrubbed."""
-
-    def __init__(self, conn: psycopg.Connection[Any], url: StateUrl) -> None:
-        self.pg = conn
-        self.url = url
-        self.where = url.redacted
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
-        with self.errors():
-            return self.pg.execute(_pg_sql(sql),
-                                   [_param(p) for p in params])
-
-    def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> None:
-        rows = [[_param(p) for p in params] for params in seq]
-        if rows:
-            with self.errors(), self.pg.cursor() as cur:
-                cur.executemany(_pg_sql(sql), rows)
-
-    def close(self) -> None:
-        self.pg.close()
-
-    @contextlib.contextmanager
-    def errors(self) -> Iterator[None]:
-        """The driver's errors as batchgen's, with the URL's password scrubbed."""
-        try:
-            yield
-        except psycopg.OperationalError as exc:
-            raise StateUnavailable(
-                f"{self.where}: the state database stopped answering "
-                f"({self.url.scrub(_first_line(exc))}); the state is intact up to the last "
-                "commit — run the same command again when it is reachable") from None
-        except psycopg.Error as exc:
-            raise StateError(f"{self.where}: {self.url.scrub(_first_line(exc))}") from None
-
-
 class PgStore(Store):
     """One manifest's state in PostgreSQL. Open with `PgStore.open` or `preview`."""
 
-    def __init__(self, conn: _PgConn, url: StateUrl, schema: str) -> None:
-        # Store's SQL is written against sqlite3's connection; _PgConn speaks that part
+    def __init__(self, conn: PgConn, url: StateUrl, schema: str) -> None:
+        # Store's SQL is written against sqlite3's connection; PgConn speaks that part
         super().__init__(cast(sqlite3.Connection, conn), None, Path(schema))
         self._pg = conn
         self.url = url
@@ -162,7 +104,7 @@ class PgStore(Store):
         NoState when the scope has no schema yet and `create` is false.
         """
         schema = schema_name(url.schema, scope)
-        store = cls(_connect(url), url, schema)
+        store = cls(connect(url), url, schema)
         store._pg.where = store.where
         try:
             store._prepare(scope, create=create, lock=lock)
@@ -207,10 +149,7 @@ class PgStore(Store):
 
     def close(self) -> None:
         """Roll back anything uncommitted (a preview), release the lock, disconnect."""
-        with contextlib.suppress(psycopg.Error):
-            self._pg.pg.rollback()
-        with contextlib.suppress(psycopg.Error):
-            self._pg.close()
+        self._pg.rollback_and_close()
         self._run_lock = None
 
     def _take_run_lock(self, scope: str) -> None:
@@ -268,7 +207,7 @@ class PgStore(Store):
     @contextlib.contextmanager
     def _tx(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
         """One transaction (a savepoint inside a preview's); commits are always durable."""
-        with self._pg.errors(), self._pg.pg.transaction():
+        with self._pg.transaction():
             yield self._conn
 
     # -- reads -------------------------------------------------------------------------
@@ -299,22 +238,6 @@ class PgStore(Store):
             "WHERE NOT r.dead ORDER BY r.started_at")
         return [{"host": h, "pid": p, "started_at": s.isoformat(), "lease_until": u.isoformat(),
                  "alive": bool(a), "jobs": n} for h, p, s, u, a, n in cur]
-
-
-def _connect(url: StateUrl) -> _PgConn:
-    try:
-        conn = psycopg.connect(url.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
-                               application_name="batchgen")
-    except psycopg.Error as exc:
-        raise StateUnavailable(f"{url.redacted}: cannot connect to the state database "
-                               f"({url.scrub(_first_line(exc))}); check the URL and that the "
-                               "server is running, then run again") from None
-    return _PgConn(conn, url)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if TYPE_CHECKING:

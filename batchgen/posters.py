@@ -27,9 +27,10 @@ from collections import deque
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
-from av.video.reformatter import VideoReformatter
+if TYPE_CHECKING:  # PyAV is imported where a poster is made, in the child process only:
+    import av  # the run that hands videos over never decodes (~0.1-0.2 s of start-up)
 
 #: folder of the posters, inside the output dir (report.html links to it relatively)
 POSTER_DIR = "posters"
@@ -60,6 +61,7 @@ def poster_path(output_dir: Path, sha256: str) -> Path:
 
 
 def _first_frame(video: Path) -> av.VideoFrame | None:
+    import av
     with av.open(str(video), options={"probesize": "1000000"}) as container:
         if not container.streams.video:
             return None
@@ -84,6 +86,8 @@ def _jpeg(frame: av.VideoFrame) -> bytes:
     afresh they cost 3 of a poster's 3.5 ms, and a run of 10,000 short videos would pay it
     10,000 times. MJPEG frames are independent, so one encoder serves every poster.
     """
+    import av
+    from av.video.reformatter import VideoReformatter
     width = min(MAX_WIDTH, frame.width - frame.width % 2)
     height = max(2, round(frame.height * width / frame.width / 2) * 2)
     tools = getattr(_local, "tools", None)
@@ -111,6 +115,7 @@ def extract_poster(video: Path, target: Path) -> bool:
     Written to a temporary name and renamed, so a poster is whole or absent. Never raises
     for a bad video: a missing poster is shown as a placeholder in the report.
     """
+    import av
     if target.exists():
         return True
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -284,4 +289,5 @@ def _serve(work_name: str, seconds: int) -> None:
 
 
 if __name__ == "__main__":
+    import av  # before the first line: a child started early is ready for it
     _serve(sys.argv[1], int(sys.argv[2]))

@@ -26,43 +26,16 @@ from typing import Any, Protocol
 
 from batchgen.assets import AUDIO, IMAGE, Check, Verdict, host_of, shown
 from batchgen.errors import Problem
+from batchgen.settings import PREFLIGHT_CONCURRENCY as CONCURRENCY
+from batchgen.settings import PreflightSettings as PreflightSettings
+from batchgen.settings import is_loopback as is_loopback
 
 #: seconds a good verdict is trusted across runs (the asset may be replaced later)
 OK_TTL = 24 * 3600.0
 #: seconds an unreachable host is taken as unreachable across runs
 HOST_TTL = 3600.0
-CONCURRENCY = 8
 
 Probe = Callable[[str, str], Awaitable[Check]]
-
-
-@dataclass(frozen=True, slots=True)
-class PreflightSettings:
-    """Whether a run checks assets before paying, and how patiently."""
-
-    #: None: on against the real API; off with the emulator (--sandbox, or an API root on
-    #: this machine's loopback, where only an emulator runs): it fetches nothing
-    enabled: bool | None = None
-    timeout: float = 10.0          #: seconds for one asset's check, redirects included
-    concurrency: int = CONCURRENCY
-
-    def on(self, sandbox: bool, api_base: str = "") -> bool:
-        if self.enabled is not None:
-            return self.enabled
-        return not sandbox and not is_loopback(api_base)
-
-
-def is_loopback(url: str) -> bool:
-    """Whether a URL's host is this machine (localhost, 127.0.0.0/8, ::1)."""
-    import ipaddress
-    from urllib.parse import urlsplit
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)

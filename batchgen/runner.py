@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any, cast
 from batchgen.client import AkoolClient
 from batchgen.polling import PollClock
 from batchgen.posters import PosterMaker
-from batchgen.preflight import Gate
 from batchgen.retry import OutageWatch
 from batchgen.scheduler import startup
 from batchgen.scheduler.cleanup import Cleanup
@@ -59,6 +58,7 @@ from batchgen.scheduler.submit import Submit
 from batchgen.store import Store
 
 if TYPE_CHECKING:
+    from batchgen.preflight import Gate
     from batchgen.state_store import SharedState
 
 __all__ = ["BATCH_FIELDS", "COUNT_FILE_SEPARATOR", "MISSING_LIMIT", "MISSING_MIN_AGE",

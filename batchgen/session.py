@@ -35,6 +35,7 @@ from batchgen.settings import ENV_OUTAGE as ENV_OUTAGE
 from batchgen.settings import ENV_PREFLIGHT_TIMEOUT as ENV_PREFLIGHT_TIMEOUT
 from batchgen.settings import ENV_RETRY as ENV_RETRY
 from batchgen.settings import SANDBOX_KEY as SANDBOX_KEY
+from batchgen.settings import PreflightSettings as PreflightSettings
 from batchgen.settings import Resolved as Resolved
 from batchgen.settings import credentials_from_env as credentials_from_env
 from batchgen.settings import is_http_root as is_http_root
@@ -51,7 +52,7 @@ if TYPE_CHECKING:  # imported lazily at run time, to keep every command's start-
     from batchgen.manifest import Manifest
     from batchgen.outputs import BucketOutput
     from batchgen.planning import Plan
-    from batchgen.preflight import Preflight, PreflightSettings
+    from batchgen.preflight import Preflight
     from batchgen.report import Totals
     from batchgen.retry import RetryPolicy
     from batchgen.runner import JobEvent, Runner, RunOutcome, RunSettings
@@ -96,10 +97,15 @@ async def prepare_uploads(manifest: Manifest, store: StateStore,
     content hash) and return the presigner for s3:// URLs, or None when no job has one.
     Only the rows whose request names an s3:// URL at all are read."""
     from batchgen.jobs import JobState
-    from batchgen.uploads import Buckets, Presigner, s3_urls, upload_all
     todo = (JobState.PENDING, JobState.AUDIO_PENDING)
-    wanted = [u for r in store.rows_in(todo, where="request LIKE ?", params=("%s3://%",))
-              for u in s3_urls(r.request)]
+    rows = store.rows_in(todo, where="request LIKE ?", params=("%s3://%",))
+    head = next(rows, None)
+    if head is None:
+        return None  # nothing to upload or presign: uploads.py is not even imported
+    from itertools import chain
+
+    from batchgen.uploads import Buckets, Presigner, s3_urls, upload_all
+    wanted = [u for r in chain([head], rows) for u in s3_urls(r.request)]
     if not wanted:
         return None
     from batchgen.objstore import StorageError, StorageUnavailable
@@ -343,7 +349,6 @@ async def execute(resolved: Resolved, creds: Credentials, *, sandbox: bool = Fal
     `storage_env` holds the object store's AWS_* settings, for local files uploaded to
     `storage.upload` and s3:// URLs presigned at submit time. Reports are written however
     the run ends; cancelling the task that awaits this stops the run as SIGINT does."""
-    from batchgen.preflight import PreflightSettings
     from batchgen.retry import RetryPolicy
     from batchgen.runner import EventKind, JobEvent, Runner
     from batchgen.state_store import open_state

@@ -25,7 +25,6 @@ from batchgen.redact import redact_url
 if TYPE_CHECKING:
     from batchgen.client import Credentials, Limits
     from batchgen.manifest import Manifest
-    from batchgen.preflight import PreflightSettings
     from batchgen.retry import RetryPolicy
     from batchgen.state_store import StateUrl
 
@@ -40,6 +39,8 @@ ENV_PREFLIGHT_TIMEOUT = "BATCHGEN_PREFLIGHT_TIMEOUT"
 #: seconds with no usable answer from the API before a run saves its state and ends
 DEFAULT_OUTAGE_TIMEOUT = 600.0
 SANDBOX_KEY = "sandbox-key"
+#: assets checked at once by pre-flight
+PREFLIGHT_CONCURRENCY = 8
 
 
 # -- settings --------------------------------------------------------------------------
@@ -166,11 +167,40 @@ def outage_timeout_from_env(env: Mapping[str, str]) -> float:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class PreflightSettings:
+    """Whether a run checks assets before paying, and how patiently. Here, not in
+    preflight.py (which re-exports it), so a run that checks nothing never imports that."""
+
+    #: None: on against the real API; off with the emulator (--sandbox, or an API root on
+    #: this machine's loopback, where only an emulator runs): it fetches nothing
+    enabled: bool | None = None
+    timeout: float = 10.0          #: seconds for one asset's check, redirects included
+    concurrency: int = PREFLIGHT_CONCURRENCY
+
+    def on(self, sandbox: bool, api_base: str = "") -> bool:
+        if self.enabled is not None:
+            return self.enabled
+        return not sandbox and not is_loopback(api_base)
+
+
+def is_loopback(url: str) -> bool:
+    """Whether a URL's host is this machine (localhost, 127.0.0.0/8, ::1)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def preflight_from_env(env: Mapping[str, str], enabled: bool | None = None
                        ) -> PreflightSettings:
     """Pre-flight settings: `enabled` (None: on unless sandboxed) and
     BATCHGEN_PREFLIGHT_TIMEOUT, the seconds one asset's check may take (default 10)."""
-    from batchgen.preflight import PreflightSettings
     text = env.get(ENV_PREFLIGHT_TIMEOUT, "").strip()
     if not text:
         return PreflightSettings(enabled=enabled)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from batchgen.report import COLUMNS, EXTRA_COLUMNS, csv_safe, render_csv, write_reports
+from batchgen.report import write_reports
+from batchgen.report_csv import COLUMNS, EXTRA_COLUMNS, csv_safe, render_csv
 from batchgen.store import JobRow, JobState
 
 

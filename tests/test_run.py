@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cli_helpers import run_cli, start_cli, write_manifest
 
-from batchgen.report import COLUMNS
+from batchgen.report_csv import COLUMNS
 from batchgen.store import Store
 
 

@@ -149,6 +149,20 @@ class Bucket:
             raise self._error("HEAD", key, exc) from None
         return int(meta["size"])
 
+    async def require(self, key: str) -> None:
+        """StorageError when the bucket itself does not exist. A HEAD cannot tell: S3
+        answers it for a missing bucket as for a missing object (404, no body), so a run
+        would pay for videos it cannot store. A listing under `key` names the code
+        (NoSuchBucket). A listing refused for another reason proves nothing (batchgen needs
+        no s3:ListBucket otherwise) and is let go; an unreachable store is not."""
+        import obstore
+        try:
+            await obstore.list_with_delimiter_async(self._store, key)
+        except Exception as exc:
+            error = self._error("listing", key, exc)
+            if isinstance(error, StorageUnavailable) or "<Code>NoSuchBucket</Code>" in str(exc):
+                raise error from None
+
     async def put_file(self, key: str, path: Path, *, overwrite: bool = False) -> bool:
         """Upload a file under `key`; True if uploaded. Without `overwrite`, a conditional
         create (If-None-Match): an object already there is kept (False).

@@ -71,12 +71,12 @@ class BucketOutput:
         return f"s3://{self._bucket.location.bucket}/{self.key(name)}"
 
     async def check(self) -> None:
-        """Before anything is paid: the store answers and lets these credentials in (a
-        HEAD of summary.json; "no such object" is fine). StorageUnavailable when it
-        cannot be reached, StorageError when it refuses. A bucket that does not exist
-        answers a HEAD as a missing object does: its first upload says so, and the video
-        stays `ready` for the next run."""
+        """Before anything is paid: the store answers, lets these credentials in (a HEAD
+        of summary.json; "no such object" is fine) and has the bucket (a listing: the HEAD
+        of a missing bucket looks like that of a missing object). StorageUnavailable when
+        it cannot be reached, StorageError when it refuses or there is no such bucket."""
         await self._bucket.size(self.key("summary.json"))
+        await self._bucket.require(self.key("summary.json"))
 
     async def publish(self, path: Path, size: int) -> None:
         """Upload a verified local file under its name and check the object's size;

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import re
 import shutil
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -165,13 +166,50 @@ async def test_videos_and_reports_land_in_the_bucket_verified(sandbox, tmp_path,
             / "state.db").is_file()
 
 
+async def test_a_missing_output_bucket_stops_the_run_before_any_create(sandbox, tmp_path,
+                                                                      s3):
+    """S3 answers the HEAD of an object in a missing bucket as for a missing object: the
+    check lists too, so nothing is paid for videos that could not be stored."""
+    from batchgen.objstore import StorageError
+    sb = await sandbox()
+    with pytest.raises(StorageError, match=r"^output.dir: s3://no-bucket-yet/videos/run1/"
+                       r"summary.json: listing failed: the bucket does not exist .*"
+                       r"nothing was sent or paid"):
+        await batchgen.arun(outputs_manifest("no-bucket-yet", 2), base_dir=tmp_path,
+                            api_base=sb.url, api_key="test-key", env=s3)
+    assert sb.stats()["tasks_created"] == 0
+
+
+async def test_a_missing_output_bucket_exits_73_with_no_traceback(tmp_path, s3):
+    from cli_helpers import cli_env, run_cli
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(outputs_manifest("no-bucket-cli", 1)))
+    result = await run_cli("run", str(path), "--sandbox", "--no-progress", cwd=tmp_path,
+                           env=cli_env(**s3))
+    code, err = result.code, result.err
+    assert code == 73, err
+    assert "the bucket does not exist (create it, or fix the s3:// URL)" in err
+    assert "Traceback" not in err and s3["AWS_SECRET_ACCESS_KEY"] not in err
+
+
 async def test_a_failed_upload_keeps_the_video_for_the_next_run_paid_once(sandbox, tmp_path,
                                                                           s3):
     sb = await sandbox()
+    make_bucket(s3, "later-bucket")
+    gone: list[str] = []
+
+    def drop_the_bucket(event: JobEvent) -> None:
+        """The bucket disappears once the first task is paid: every upload then fails."""
+        if event.kind is EventKind.SUBMITTED and not gone:
+            gone.append(event.job_id)
+            urllib.request.urlopen(urllib.request.Request(
+                f"{s3['AWS_ENDPOINT_URL']}/later-bucket", method="DELETE"))
+
     doc = outputs_manifest("later-bucket", 2)
     first = await batchgen.arun(doc, base_dir=tmp_path, api_base=sb.url, api_key="test-key",
-                                env=s3)  # the bucket does not exist yet: every upload fails
-    assert not first.ok and first.counts["completed"] == 0 and first.kept_ready == 2
+                                env=s3, on_event=drop_the_bucket)
+    assert gone and not first.ok
+    assert first.counts["completed"] == 0 and first.kept_ready == 2
     make_bucket(s3, "later-bucket")
     assert bucket_objects(s3, "later-bucket", "videos") == {}  # nothing half-written
     second = await batchgen.arun(doc, base_dir=tmp_path, api_base=sb.url,

@@ -176,7 +176,7 @@ def load(manifest: ManifestSource, base_dir: str | os.PathLike[str] | None = Non
     if isinstance(manifest, Mapping):
         return load_manifest_data(manifest, None if base_dir is None else Path(base_dir))
     if isinstance(manifest, str | os.PathLike):
-        return load_manifest(os.fspath(manifest))
+        return load_manifest(os.fspath(manifest), recall=True)  # memo.py: unchanged inputs
     raise UsageError(f"manifest must be a path or a mapping, not {type(manifest).__name__}")
 
 

@@ -19,10 +19,14 @@ import glob
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchgen.assets import AUDIO, HEAD_BYTES, IMAGE, judge, sniff
 from batchgen.file_hashes import FileHashes
 from batchgen.objstore import S3Location, is_s3_url
+
+if TYPE_CHECKING:
+    from batchgen.manifest.memo import Inputs
 
 #: presigned URLs live this long unless storage.url_lifetime says otherwise (seconds)
 DEFAULT_URL_LIFETIME = 24 * 3600
@@ -65,6 +69,9 @@ class LocalAssets:
     uploads: dict[str, Path] = field(default_factory=dict)
     #: content hashes remembered across loads (file_hashes.py); None: beside the manifest
     hashes: FileHashes | None = None
+    #: the files and globs this load read, for the load memo (manifest/memo.py); None
+    #: when nothing is remembered
+    inputs: Inputs | None = None
     _seen: dict[tuple[str, str], tuple[str | None, tuple[str, str] | None]] = field(
         default_factory=dict)
 
@@ -74,7 +81,10 @@ class LocalAssets:
             return None
         pattern = str(value)
         found = glob.glob(pattern, root_dir=self.base_dir, recursive=True)
-        return sorted(p for p in found if (self.base_dir / p).is_file())
+        files = sorted(p for p in found if (self.base_dir / p).is_file())
+        if self.inputs is not None:
+            self.inputs.glob(self.base_dir, pattern, files)
+        return files
 
     def resolve(self, field_name: str, value: str) -> tuple[str | None, tuple[str, str] | None]:
         """(object URL, None) for a good local file, or (None, (what, fix)); (None, None)
@@ -123,6 +133,8 @@ class LocalAssets:
             self.hashes = FileHashes.beside(self.base_dir)
         path = path.absolute()
         st = path.stat()
+        if self.inputs is not None:
+            self.inputs.file(path, st)
         digest = self.hashes.get(path, st)
         if digest is not None:
             with path.open("rb") as f:

@@ -23,9 +23,11 @@ if TYPE_CHECKING:
     from batchgen.manifest import Manifest
 
 
-def load(path: str) -> Manifest:
+def load(path: str, *, recall: bool = False) -> Manifest:
+    """The manifest; with `recall`, a load remembered with the same inputs is taken as
+    it was validated (manifest/memo.py): `validate` itself always checks in full."""
     from batchgen.manifest import load_manifest
-    return load_manifest(path)
+    return load_manifest(path, recall=recall)
 
 
 def cmd_validate(config: Config, out: TextIO, err: TextIO) -> int:

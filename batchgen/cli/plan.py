@@ -29,7 +29,7 @@ def resolve(config: Config, env: Mapping[str, str]) -> Resolved:
     from batchgen.cli.check import load
     from batchgen.session import resolve as resolve_manifest
     target = config.need_target()
-    return resolve_manifest(load(target.manifest), env, output=target.output,
+    return resolve_manifest(load(target.manifest, recall=True), env, output=target.output,
                             api_base=config.api.base, concurrency=target.concurrency,
                             max_credits=target.max_credits, state=target.state)
 

@@ -18,21 +18,26 @@ from typing import Any
 
 from batchgen.errors import ManifestError, Problem
 from batchgen.manifest.loader import Loader
+from batchgen.manifest.memo import LoadMemo
 from batchgen.manifest.model import MAPPING_FILE, MAX_MANIFEST_BYTES, Manifest
 from batchgen.manifest_rows import decode
 from batchgen.manifest_schema import Validators, load_schema
 from batchgen.manifest_yaml import MAX_DEPTH, ParsedYaml, parse_yaml
 
 
-def load_manifest(path: str | Path) -> Manifest:
-    """Load, validate and expand a manifest; raise ManifestError with every problem."""
+def load_manifest(path: str | Path, *, recall: bool = False) -> Manifest:
+    """Load, validate and expand a manifest; raise ManifestError with every problem.
+
+    A load that passes is remembered (manifest/memo.py); with `recall`, one whose inputs
+    are all unchanged since is not expanded and checked again (`run`, `plan`, `status`,
+    `report`: `validate` always checks in full)."""
     # A 100,000-job manifest allocates a few hundred thousand small containers and no
     # cycles; the cyclic collector would rescan them again and again (a third of the
     # time). Pause it for the load and restore it whatever happens.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load(Path(path))
+        return _load(Path(path), recall)
     finally:
         if was_enabled:
             gc.enable()
@@ -104,7 +109,7 @@ def _plain(value: Any, where: str, depth: int, problems: list[Problem]) -> Any:
     return None
 
 
-def _load(path: Path) -> Manifest:
+def _load(path: Path, recall: bool) -> Manifest:
     file = str(path)
     data, problem = read_limited(path, MAX_MANIFEST_BYTES)
     if problem is not None:
@@ -120,7 +125,8 @@ def _load(path: Path) -> Manifest:
         raise ManifestError([*problems, Problem(
             file, 1, "", f"the manifest is {kind}, not a mapping of keys",
             "start with `version: 1` and put jobs under `jobs:`; see manifests/example.yaml")])
-    return Loader(path, parsed, Validators(load_schema()), problems).load()
+    return Loader(path, parsed, Validators(load_schema()), problems,
+                  memo=LoadMemo(path, data, recall=recall)).load()
 
 
 def read_limited(path: Path, limit: int) -> tuple[bytes, tuple[str, str] | None]:

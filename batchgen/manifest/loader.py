@@ -24,12 +24,13 @@ from batchgen.jobs import BUILTIN_DEFAULTS, Job
 from batchgen.local_assets import LocalAssets, StorageSettings
 from batchgen.manifest import sections
 from batchgen.manifest.job import Defaults, JobBuilder
+from batchgen.manifest.memo import Inputs, LoadMemo, Remembered
 from batchgen.manifest.messages import explain
 from batchgen.manifest.model import ApiSettings, BudgetSettings, Manifest, OutputSettings
 from batchgen.manifest.problems import Repeats, Reporter, meant
 from batchgen.manifest.sources import JobSources
 from batchgen.manifest_schema import Validators
-from batchgen.manifest_stream import Jobs
+from batchgen.manifest_stream import Jobs, Shapes
 from batchgen.manifest_yaml import JsonPath, ParsedYaml
 
 
@@ -49,7 +50,7 @@ class Loader:
     def __init__(self, path: Path, parsed: ParsedYaml, validators: Validators,
                  problems: list[Problem], file: str | None = None, *,
                  exact: tuple[set[int], set[int]] | None = None, build: bool = False,
-                 local: LocalAssets | None = None) -> None:
+                 local: LocalAssets | None = None, memo: LoadMemo | None = None) -> None:
         self.path = path
         self.parsed = parsed
         self.validators = validators
@@ -61,6 +62,8 @@ class Loader:
         self.build = build
         #: local files already hashed by an earlier pass of this load (None: the first)
         self.local = local
+        #: where a validated load is remembered, and recalled by a first pass (memo.py)
+        self.memo = memo
         self.bad_sections: set[str] = set()
         #: paths the document schema found wrong (to salvage what `defaults` got right)
         self.bad_paths: list[JsonPath] = []
@@ -68,8 +71,16 @@ class Loader:
     # -- driver ----------------------------------------------------------------------
 
     def load(self) -> Manifest:
-        """Check everything in one streaming pass; the jobs are replayed when used."""
+        """Check everything in one streaming pass; the jobs are replayed when used.
+
+        With a memo, a first pass whose inputs are those of a load already validated
+        takes that load's result instead of expanding the jobs (memo.py)."""
         settings, sources = self.prepare()
+        if self.memo is not None and self.repeats.exact is None:
+            known = self.memo.recall() if not self.report.problems else None
+            if known is not None:
+                return self.manifest(settings, sources.jobs.local, known)
+            sources.jobs.local.inputs = Inputs()
         for _ in self.expand_jobs(sources):
             pass
         self.report.flush_matrix()
@@ -79,22 +90,40 @@ class Loader:
             if requests or ids:  # maybe the same request or id twice: look exactly
                 return Loader(self.path, self.parsed, self.validators, self.before,
                               self.report.file, exact=(requests, ids),
-                              local=jobs.local).load()
+                              local=jobs.local, memo=self.memo).load()
         if self.report.problems:
             raise ManifestError(self.report.problems)
+        shapes = jobs.shapes if jobs.shapes.usable else None
+        made = Remembered(jobs.expansion.count, jobs.expansion.hexdigest(),
+                          None if shapes is None else list(shapes.kinds),
+                          bytes(shapes.order) if shapes is not None else b"",
+                          {url: str(path) for url, path in jobs.local.uploads.items()})
+        if self.memo is not None and jobs.local.inputs is not None:
+            self.memo.remember(made, jobs.local.inputs)
+        return self.manifest(settings, jobs.local, made)
+
+    def manifest(self, settings: Settings, local: LocalAssets, made: Remembered) -> Manifest:
+        """The loaded manifest: its settings, and jobs replayed from the files (checked
+        against `made`'s count and digest each time)."""
         path, parsed, validators, file = self.path, self.parsed, self.validators, \
             self.report.file
-        local = jobs.local
-        count, digest = jobs.expansion.count, jobs.expansion.hexdigest()
+        count, digest = made.count, made.digest
 
         def replay() -> Iterator[Job]:
             loader = Loader(path, parsed, validators, [], file, build=True, local=local)
             return loader.replay(count, digest)
 
+        shapes = None
+        if made.kinds is not None:
+            shapes = Shapes()
+            for kind in made.kinds:
+                shapes.new(kind)
+            shapes.order = bytearray(made.order)
         return Manifest(path=self.path, name=settings.name, api=settings.api,
                         budget=settings.budget, output=settings.output,
-                        jobs=Jobs(replay, count, digest, jobs.shapes),
-                        storage=settings.storage, uploads=local.uploads)
+                        jobs=Jobs(replay, count, digest, shapes),
+                        storage=settings.storage,
+                        uploads={url: Path(p) for url, p in made.uploads.items()})
 
     def prepare(self) -> tuple[Settings, JobSources]:
         """The document's checks and settings, and the job sources with the defaults that

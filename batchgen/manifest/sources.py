@@ -130,6 +130,8 @@ class JobSources:
             self.report.at(at, f"jobs_file {jobs_file!r} is neither .csv, .jsonl nor "
                            ".ndjson", "name a CSV (.csv) or JSON Lines (.jsonl) file")
             return
+        if self.jobs.local.inputs is not None:  # looked at before it is read (memo.py)
+            self.jobs.local.inputs.file(data_path)
         trouble = check_data_file(data_path, display, MAX_DATA_BYTES)
         if isinstance(trouble, Problem):
             self.report.problems.append(trouble)

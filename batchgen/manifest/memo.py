@@ -1,0 +1,217 @@
+"""A validated load remembered, so a re-run of an unchanged manifest does not expand it again.
+
+Loading a 1,000,000-job manifest checks every row (8 s on a quiet 2-core VM); `run`,
+`plan`, `status` and `report` then need only what that pass produced: the number of jobs,
+the expansion's digest (`Jobs.digest`, which `Store.sync` compares with the state's),
+the price shapes and the local files to upload. A load is a function of its inputs, so
+when none of them changed, its result is the one already validated (issue 18).
+
+The inputs, all compared before a remembered result is used:
+- the manifest's own bytes (SHA-256), its path as given (the jobs' `source` shows it) and
+  the absolute path;
+- every other file the load read — the `jobs_file`, each local image or audio — by
+  (device, inode, size, mtime_ns, ctime_ns), as git's index and file_hashes.py do: an
+  edit in place changes the mtime and the ctime (which no one can set back), a file
+  replaced by another changes the inode. A file changed within 2 s of being read is never
+  remembered (a second edit in the same clock tick would keep its times), and the files
+  are looked at again once the load ends (changed while it read them: not remembered);
+- each glob's list of files (`images/*.png`), matched again;
+- batchgen itself (the size and mtime of each of its files: another version, or an
+  edited rule, checks anew) and the versions of Python, jsonschema and PyYAML.
+Anything different, missing or unreadable: the manifest is loaded and validated in full,
+as before. `validate` always loads in full (it remembers what it found).
+
+The memo is a small SQLite file beside file-hashes.db, `.batchgen-work/loads.db` in the
+manifest's folder: the load happens before any output dir or `--state` is known. It is a
+cache: a folder that cannot be written, or a damaged file, only means a full load.
+Deliberately not here: the checks themselves (loader.py and below).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchgen.file_hashes import RACY_NS
+
+#: the memo's file, in the manifest folder's working folder (beside file-hashes.db)
+MEMO_PATH = Path(".batchgen-work") / "loads.db"
+#: bump when what is remembered, or how it is keyed, changes
+FORMAT = 1
+
+log = logging.getLogger(__name__)
+
+#: (device, inode, size, mtime_ns, ctime_ns): a file as stat saw it
+Signature = tuple[int, int, int, int, int]
+
+
+def signature(st: os.stat_result) -> Signature:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass
+class Inputs:
+    """The files and globs one load read besides the manifest (recorded as it reads)."""
+
+    #: absolute path -> its signature when first read
+    files: dict[str, Signature] = field(default_factory=dict)
+    #: [base folder, pattern] -> the files it matched
+    globs: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    #: a file changed within RACY_NS of being read, or could not be looked at
+    racy: bool = False
+
+    def file(self, path: Path, st: os.stat_result | None = None) -> None:
+        """A file the load reads (stat it before reading it)."""
+        key = str(path.absolute())
+        if key in self.files:
+            return
+        try:
+            st = st if st is not None else os.stat(key)
+        except OSError:
+            self.racy = True
+            return
+        if max(st.st_mtime_ns, st.st_ctime_ns) > time.time_ns() - RACY_NS:
+            self.racy = True
+        self.files[key] = signature(st)
+
+    def glob(self, base: Path, pattern: str, found: list[str]) -> None:
+        self.globs[(str(base), pattern)] = list(found)
+
+    def unchanged(self) -> bool:
+        """Every file as recorded and every glob matching the same files."""
+        for path, sig in self.files.items():
+            try:
+                if signature(os.stat(path)) != sig:
+                    return False
+            except OSError:
+                return False
+        for (base, pattern), found in self.globs.items():
+            if glob_files(Path(base), pattern) != found:
+                return False
+        return True
+
+    def to_json(self) -> str:
+        return json.dumps({"files": self.files,
+                           "globs": [[b, p, f] for (b, p), f in self.globs.items()]})
+
+    @classmethod
+    def from_json(cls, text: str) -> Inputs:
+        data = json.loads(text)
+        return cls(files={k: tuple(v) for k, v in data["files"].items()},
+                   globs={(b, p): f for b, p, f in data["globs"]})
+
+
+def glob_files(base: Path, pattern: str) -> list[str]:
+    """A glob's matching files, relative to `base`, sorted (local_assets.expand's rule)."""
+    found = glob.glob(pattern, root_dir=base, recursive=True)
+    return sorted(p for p in found if (base / p).is_file())
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """What a validated load produced, besides its settings (read again from the YAML)."""
+
+    count: int
+    digest: str
+    #: Shapes' kinds and order (None: too many kinds to keep)
+    kinds: list[tuple[Any, ...]] | None
+    order: bytes
+    uploads: dict[str, str]
+
+
+def _code_identity() -> str:
+    """batchgen's files (name, size, mtime) and the versions its checks depend on."""
+    from importlib import metadata
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256(f"{FORMAT}\x1f{sys.version}".encode())
+    for dist in ("jsonschema", "PyYAML"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            h.update(f"\x1f{dist}={metadata.version(dist)}".encode())
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".json") and path.is_file():
+            st = path.stat()
+            h.update(f"\x1f{path.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+class LoadMemo:
+    """The memo of one manifest file: `recall` a remembered load, `remember` a new one."""
+
+    def __init__(self, manifest: Path, content: bytes, *, recall: bool = True) -> None:
+        #: a remembered load may be used (else this load is only remembered)
+        self.may_recall = recall
+        self._db_path = manifest.absolute().parent / MEMO_PATH
+        self._name = str(manifest.absolute())
+        self._key = hashlib.sha256(
+            f"{_code_identity()}\x1f{manifest}\x1f{self._name}\x1f".encode()
+            + hashlib.sha256(content).digest()).hexdigest()
+
+    def recall(self) -> Remembered | None:
+        """The remembered load, when every input is as it was; else None."""
+        row = self._query() if self.may_recall else None
+        if row is None:
+            return None
+        count, digest, kinds, order, uploads, inputs = row
+        try:
+            if not Inputs.from_json(inputs).unchanged():
+                return None
+            shapes = json.loads(kinds)
+            return Remembered(count=int(count), digest=str(digest),
+                              kinds=None if shapes is None else [tuple(k) for k in shapes],
+                              order=bytes(order), uploads=json.loads(uploads))
+        except (ValueError, TypeError, KeyError) as exc:
+            log.debug("load memo %s not used: %s", self._db_path, exc)
+            return None
+
+    def remember(self, made: Remembered, inputs: Inputs) -> None:
+        """Keep a validated load (unless an input changed too recently, or since)."""
+        if inputs.racy or not inputs.unchanged():
+            return
+        with contextlib.suppress(OSError, sqlite3.Error), self._open() as db:
+            db.execute("INSERT OR REPLACE INTO loads (manifest, key, count, digest, "
+                       "shapes_kinds, shapes_order, uploads, inputs) VALUES "
+                       "(?, ?, ?, ?, ?, ?, ?, ?)",
+                       (self._name, self._key, made.count, made.digest,
+                        json.dumps(made.kinds), made.order, json.dumps(made.uploads),
+                        inputs.to_json()))
+
+    def _query(self) -> tuple[Any, ...] | None:
+        """This manifest's remembered row under the current key, if any."""
+        if not self._db_path.is_file():
+            return None
+        try:
+            with self._open() as db:
+                row: tuple[Any, ...] | None = db.execute(
+                    "SELECT count, digest, shapes_kinds, shapes_order, uploads, inputs "
+                    "FROM loads WHERE manifest = ? AND key = ?",
+                    (self._name, self._key)).fetchone()
+                return row
+        except (OSError, sqlite3.Error) as exc:
+            log.debug("load memo %s not used: %s", self._db_path, exc)
+            return None
+
+    @contextlib.contextmanager
+    def _open(self) -> Iterator[sqlite3.Connection]:
+        self._db_path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self._db_path, timeout=5, isolation_level=None)
+        try:
+            # a cache: losing the last entry to a power cut costs one full load
+            db.execute("PRAGMA synchronous = OFF")
+            db.execute("CREATE TABLE IF NOT EXISTS loads (manifest TEXT PRIMARY KEY, "
+                       "key TEXT NOT NULL, count INTEGER NOT NULL, digest TEXT NOT NULL, "
+                       "shapes_kinds TEXT NOT NULL, shapes_order BLOB NOT NULL, "
+                       "uploads TEXT NOT NULL, inputs TEXT NOT NULL)")
+            yield db
+        finally:
+            db.close()

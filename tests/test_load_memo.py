@@ -1,0 +1,177 @@
+"""A validated load is remembered (manifest/memo.py): a re-load whose inputs are all
+unchanged does not expand the jobs again, and any changed input — the manifest, its
+jobs_file edited in place, a local image's bytes, a glob's files, batchgen itself —
+means a full load that validates everything again."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from asset_hosts import png
+
+from batchgen.cli import main
+from batchgen.errors import ManifestError
+from batchgen.manifest import load_manifest, memo
+from batchgen.manifest import sources as sources_module
+
+
+@pytest.fixture
+def expansions(monkeypatch) -> list[Path]:
+    """Every data file a load walks, in order (a recalled load walks none)."""
+    walked: list[Path] = []
+    real = sources_module.open_rows
+
+    def counting(path: Path, display: str, keep_extra: bool):  # type: ignore[no-untyped-def]
+        walked.append(path)
+        return real(path, display, keep_extra)
+
+    monkeypatch.setattr(sources_module, "open_rows", counting)
+    # the files here were all written a moment ago: trust their times (the 2 s rule has
+    # its own test below)
+    monkeypatch.setattr(memo, "RACY_NS", 0)
+    return walked
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def age(path: Path, seconds: float) -> None:
+    """Set a file's mtime `seconds` into the past (an edit made long ago)."""
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+
+
+def write(folder: Path, rows: list[dict[str, object]], *, extra: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    age(folder / "rows.jsonl", 60)
+    manifest = folder / "m.yaml"
+    manifest.write_text("version: 1\nname: memo\noutput: {dir: out}\n"
+                        "defaults: {resolution: 720p, video_length: 5}\n"
+                        f"jobs_file: rows.jsonl\n{extra}")
+    return manifest
+
+
+def rows(n: int, prompt: str = "p") -> list[dict[str, object]]:
+    return [{"id": f"j{i}", "prompt": f"{prompt}{i}",
+             "image_url": f"https://example.com/{i}.jpg"} for i in range(n)]
+
+
+def same(a, b) -> bool:  # type: ignore[no-untyped-def]
+    return (len(a.jobs), a.jobs.digest, a.jobs.shapes and bytes(a.jobs.shapes.order),
+            a.jobs.shapes and a.jobs.shapes.kinds, dict(a.uploads)) == \
+        (len(b.jobs), b.jobs.digest, b.jobs.shapes and bytes(b.jobs.shapes.order),
+         b.jobs.shapes and b.jobs.shapes.kinds, dict(b.uploads))
+
+
+def test_an_unchanged_manifest_is_not_expanded_again(tmp_path, expansions):
+    manifest = write(tmp_path, rows(50))
+    first = load_manifest(manifest, recall=True)
+    assert len(expansions) == 1 and (tmp_path / memo.MEMO_PATH).is_file()
+    again = load_manifest(manifest, recall=True)
+    assert len(expansions) == 1  # nothing walked: the remembered load
+    assert same(first, again)
+    assert [j.id for j in again.jobs] == [j.id for j in first.jobs]  # replays as before
+    load_manifest(manifest)  # `validate`: always in full
+    assert len(expansions) == 4  # (the comparison above replayed both lists once)
+
+
+def test_a_jobs_file_edited_in_place_is_validated_again(tmp_path, expansions):
+    manifest = write(tmp_path, rows(20))
+    first = load_manifest(manifest, recall=True)
+    data = tmp_path / "rows.jsonl"
+    # the same size, one job's prompt changed; written over the same inode
+    text = data.read_text()
+    with open(data, "r+") as f:
+        f.write(text.replace('"p7"', '"q7"'))
+    age(data, 30)  # even with an mtime older than the last load's
+    walked = len(expansions)
+    second = load_manifest(manifest, recall=True)
+    assert len(expansions) == walked + 1 and second.jobs.digest != first.jobs.digest
+    # an edit that breaks a row is found and reported, never taken from the memo
+    with open(data, "r+") as f:
+        f.write(text.replace('"p7"', '"p7",').replace('"j0"', 'j00'))
+    age(data, 20)
+    with pytest.raises(ManifestError, match="rows.jsonl:1"):
+        load_manifest(manifest, recall=True)
+
+
+def test_a_changed_manifest_or_a_replaced_jobs_file_is_loaded_in_full(tmp_path, expansions):
+    manifest = write(tmp_path, rows(10))
+    first = load_manifest(manifest, recall=True)
+    manifest.write_text(manifest.read_text().replace("720p", "1080p"))
+    assert load_manifest(manifest, recall=True).jobs.digest != first.jobs.digest
+    assert len(expansions) == 2
+    data = tmp_path / "rows.jsonl"
+    replacement = tmp_path / "new.jsonl"
+    replacement.write_text(data.read_text().replace("p3", "x3"))
+    stat = data.stat()
+    os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and mtime
+    replacement.replace(data)
+    load_manifest(manifest, recall=True)
+    assert len(expansions) == 3  # another inode: loaded again
+
+
+def test_local_images_and_globs_are_looked_at_again(tmp_path, expansions):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.png").write_bytes(png(64 + i, 64))
+        age(folder / f"{i}.png", 60)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("version: 1\nname: memo\noutput: {dir: out}\n"
+                        "storage: {upload: 's3://bucket/in'}\n"
+                        "matrix: {image_url: ['images/*.png'], prompt: [a]}\n")
+    first = load_manifest(manifest, recall=True)
+    assert len(first.uploads) == 3
+    assert same(first, load_manifest(manifest, recall=True))
+    # an image's bytes change (same name): its object, so its job, is another
+    (folder / "1.png").write_bytes(png(200, 64))
+    age(folder / "1.png", 30)
+    edited = load_manifest(manifest, recall=True)
+    assert edited.jobs.digest != first.jobs.digest and set(edited.uploads) != set(first.uploads)
+    # a new file matches the glob: one more job
+    (folder / "3.png").write_bytes(png(99, 99))
+    age(folder / "3.png", 30)
+    assert len(load_manifest(manifest, recall=True).jobs) == 4
+
+
+def test_a_file_modified_within_two_seconds_is_not_remembered(tmp_path, expansions,
+                                                               monkeypatch):
+    monkeypatch.setattr(memo, "RACY_NS", 2_000_000_000)
+    manifest = write(tmp_path, rows(5))
+    (tmp_path / "rows.jsonl").touch()  # just now: a same-size edit could keep its times
+    load_manifest(manifest, recall=True)
+    load_manifest(manifest, recall=True)
+    assert len(expansions) == 2
+
+
+def test_another_batchgen_or_a_damaged_memo_loads_in_full(tmp_path, expansions, monkeypatch):
+    manifest = write(tmp_path, rows(5))
+    load_manifest(manifest, recall=True)
+    monkeypatch.setattr(memo, "_code_identity", lambda: "another batchgen")
+    load_manifest(manifest, recall=True)
+    assert len(expansions) == 2
+    (tmp_path / memo.MEMO_PATH).write_bytes(b"not a database" * 100)
+    assert len(load_manifest(manifest, recall=True).jobs) == 5
+    assert len(expansions) == 3
+
+
+def test_plan_of_an_edited_jobs_file_reports_its_problem(tmp_path, monkeypatch, expansions):
+    monkeypatch.chdir(tmp_path)
+    manifest = write(tmp_path, rows(5))
+    assert cli("plan", str(manifest))[0] == 0
+    data = tmp_path / "rows.jsonl"
+    data.write_text(data.read_text().replace('"720p"', '"720p"').replace(
+        "https://example.com/2.jpg", "not a url"))
+    age(data, 10)
+    code, _, err = cli("plan", str(manifest))
+    assert code == 2 and "rows.jsonl:3" in err

@@ -100,7 +100,7 @@ def test_a_jobs_file_edited_in_place_is_validated_again(tmp_path, expansions):
     with open(data, "r+") as f:
         f.write(text.replace('"p7"', '"p7",').replace('"j0"', 'j00'))
     age(data, 20)
-    with pytest.raises(ManifestError, match="rows.jsonl:1"):
+    with pytest.raises(ManifestError, match=r"rows\.jsonl:1"):
         load_manifest(manifest, recall=True)
 
 

@@ -1,39 +1,34 @@
 """Pre-flight: every job's image and audio checked before its first create is paid for.
 
-Owns the run's schedule of checks and their memory. `Preflight` checks the assets of the
+Owns the run's schedule of checks. `Preflight` checks the assets of the
 jobs still to send, in the order the submitter will send them, a few at a time, starting
 as the run starts, so the verdicts are there before the submitter asks (`verdict`) and
 the check costs no wall time. Each distinct URL is checked once per run; verdicts are
-kept in the state (`CheckStore`): a good one is reused for a day, an unreachable host is
-remembered for an hour (a dead host is asked once, not once per image). A definitive
+kept in the state (asset_memory.py): a good one is reused for a day, an unreachable host
+is remembered for an hour (a dead host is asked once, not once per image). A definitive
 failure fails that job before it is sent (the runner's gate); an inconclusive one is
 told once per host and the job goes on. `check_jobs` is the same check for
 `validate --online` / `plan --online`, as located problems.
 
-Deliberately not here: fetching (asset_probe.py), what a format is (assets.py), failing
-a job (the runner applies the transition) and SQL (store.py).
+Deliberately not here: fetching (asset_probe.py), what a format is (assets.py), how
+long a verdict is remembered (asset_memory.py), failing a job (the runner applies the
+transition) and SQL (store.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import time
 from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from batchgen.asset_memory import CheckMemory, CheckStore
 from batchgen.assets import AUDIO, IMAGE, Check, Verdict, host_of, shown
 from batchgen.errors import Problem
 from batchgen.settings import PREFLIGHT_CONCURRENCY as CONCURRENCY
 from batchgen.settings import PreflightSettings as PreflightSettings
 from batchgen.settings import is_loopback as is_loopback
-
-#: seconds a good verdict is trusted across runs (the asset may be replaced later)
-OK_TTL = 24 * 3600.0
-#: seconds an unreachable host is taken as unreachable across runs
-HOST_TTL = 3600.0
 
 Probe = Callable[[str, str], Awaitable[Check]]
 
@@ -79,14 +74,6 @@ class Gate(Protocol):
         """`notify` is called whenever a verdict lands."""
 
 
-class CheckStore(Protocol):
-    """Where verdicts are kept between runs (store.Store implements it)."""
-
-    def asset_checks(self) -> dict[str, str]: ...
-
-    def record_asset_check(self, key: str, value: str) -> None: ...
-
-
 def describe(asset: Asset, check: Check) -> str:
     """Which field, which URL (never its query or password) and what is wrong."""
     return f"{asset.field} {shown(asset.url)}: {check.reason}"
@@ -105,7 +92,7 @@ class Preflight:
                  concurrency: int = CONCURRENCY, now: Callable[[], float] = time.time,
                  warn: Callable[[str], None] = lambda message: None) -> None:
         self._probe = probe
-        self._store = store
+        self._memory = CheckMemory(store)
         self._concurrency = concurrency
         self._now = now
         self._warn = warn
@@ -114,7 +101,6 @@ class Preflight:
         self._down: dict[str, str] = {}        #: host -> why it could not be reached
         #: host -> its first check, which the others on that host wait for
         self._first: dict[str, asyncio.Future[None]] = {}
-        self._kept: dict[str, str] = {}        #: the state's remembered verdicts
         self._listeners: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.probes = 0                        #: URLs actually fetched in this run
@@ -133,8 +119,7 @@ class Preflight:
                     seen.add(asset.url)
                     queue.put_nowait(asset.url)
         kinds = {a.url: a.kind for assets in self._jobs.values() for a in assets}
-        if self._store is not None:
-            self._kept = self._store.asset_checks()
+        self._memory.load()
         workers = min(self._concurrency, queue.qsize())
         self._tasks = [asyncio.create_task(self._work(queue, kinds), name=f"preflight-{i}")
                        for i in range(workers)]
@@ -179,7 +164,7 @@ class Preflight:
         host = host_of(url)
         now = self._now()
         if host not in self._down and host not in self._first:
-            kept = self._remembered("host:" + host, now, HOST_TTL)
+            kept = self._memory.host_down(host, now)
             if kept is not None:
                 self._host_down(host, kept.reason, told_before=True)
         first = self._first.get(host)
@@ -187,8 +172,8 @@ class Preflight:
             await asyncio.shield(first)  # a host's first answer decides if it is reachable
         if host in self._down:
             return Check(Verdict.INCONCLUSIVE, self._down[host])
-        kept = self._remembered("url:" + url, now, OK_TTL)
-        if kept is not None and kept.verdict is Verdict.OK:
+        kept = self._memory.good(url, now)
+        if kept is not None:
             return kept
         if first is None:
             first = self._first[host] = asyncio.get_running_loop().create_future()
@@ -200,9 +185,9 @@ class Preflight:
         self.probes += 1
         if check.verdict is Verdict.INCONCLUSIVE:
             self._host_down(host, check.reason)
-            self._remember("host:" + host, check)
+            self._memory.keep_host(host, check, self._now())
         else:
-            self._remember("url:" + url, check)
+            self._memory.keep_url(url, check, self._now())
         return check
 
     def _host_down(self, host: str, reason: str, told_before: bool = False) -> None:
@@ -212,21 +197,6 @@ class Preflight:
         when = " (remembered from a run within the hour)" if told_before else ""
         self._warn(f"pre-flight: {host} could not be checked: {reason}{when}; its assets "
                    "are sent unchecked (the API's servers may reach it)")
-
-    def _remembered(self, key: str, now: float, ttl: float) -> Check | None:
-        text = self._kept.get(key)
-        if text is None:
-            return None
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            doc = json.loads(text)
-            if now - float(doc["at"]) <= ttl:
-                return Check(Verdict(doc["verdict"]), str(doc["reason"]))
-        return None
-
-    def _remember(self, key: str, check: Check) -> None:
-        if self._store is not None:
-            self._store.record_asset_check(key, json.dumps(
-                {"verdict": check.verdict.value, "reason": check.reason, "at": self._now()}))
 
 
 async def check_jobs(jobs: Sequence[Any], probe: Probe, *, concurrency: int = CONCURRENCY,

@@ -91,8 +91,7 @@ OVER_MODULES = {
 OVER_FUNCTIONS = {
     "batchgen/session.py:execute",
 }
-#: flat values on purpose (a table row, a public result, a plan document, settings), and
-#: two classes still to split
+#: flat values on purpose (a table row, a public result, a plan document, settings)
 OVER_CLASSES = {
     "batchgen/jobs.py:JobRow",            # one field per column of `jobs` (README Design)
     "batchgen/jobs.py:Job",               # one field per manifest job field
@@ -100,8 +99,6 @@ OVER_CLASSES = {
     "batchgen/plan_model.py:Plan",        # the `plan --json` document, field for field
     "batchgen/sandbox/config.py:SandboxConfig",  # one field per emulator knob (flags.py)
     "batchgen/scheduler/state.py:RunSettings",   # one field per run setting
-    "batchgen/sandbox/state.py:SandboxState",    # split due
-    "batchgen/preflight.py:Preflight",           # split due
 }
 
 

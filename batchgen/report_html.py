@@ -66,6 +66,12 @@ def _when(text: str | None) -> str:
 _ENV.filters["when"] = _when
 
 
+def warm() -> None:
+    """Compile the page's template now (`_ENV` keeps it): a run calls this in a worker
+    thread while it waits on the API, so its end does not pay for it."""
+    _ENV.get_template("report.html.j2")
+
+
 def _job(r: JobRow, posters: set[str]) -> dict[str, Any]:
     req = r.request
     poster = poster_name(r.sha256) if r.sha256 else None

@@ -124,6 +124,16 @@ class Runner:
             return self.state.store.committed_credits()
         return self.state.ledger.total
 
+    async def drained(self) -> None:
+        """Return once nothing is left to send (the last tasks are in flight) or the run
+        is stopping: what the run's end needs can be prepared then, while it waits."""
+        state = self.state
+        while not (self.submit.draining() or state.stopping.is_set()):
+            token = state.wake.token()
+            if self.submit.draining() or state.stopping.is_set():
+                return
+            await state.wake.wait(token, None)
+
     async def run(self) -> RunOutcome:
         """Drive every job of the store to a final state (or until stopped)."""
         self._load()

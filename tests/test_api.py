@@ -354,6 +354,7 @@ async def test_run_works_from_a_worker_thread_without_a_loop(sandbox, tmp_path):
                                 outage_timeout=0)
 
 
+@pytest.mark.slow
 async def test_readme_sigterm_recipe_stops_an_arun_like_the_cli(sandbox, tmp_path):
     """README, 'Stopping a run': the arun + add_signal_handler recipe, as written."""
     import signal

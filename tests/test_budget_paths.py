@@ -39,6 +39,7 @@ async def committed(manifest: Path, cwd: Path) -> int:
 # -- issue 11.1: repeated add-audio steps are reserved like every create --------------------
 
 
+@pytest.mark.slow
 async def test_retried_add_audio_steps_are_held_back_by_the_budget(sandbox, tmp_path):
     sb = await sandbox()
     manifest = write_manifest(tmp_path, 5, base_url=sb.url,
@@ -72,6 +73,7 @@ async def test_retried_add_audio_steps_are_held_back_by_the_budget(sandbox, tmp_
 # -- issue 11.2: a lost answer stays counted when it is sent again --------------------------
 
 
+@pytest.mark.slow
 async def test_resubmitting_a_lost_create_needs_room_for_a_second_charge(sandbox, tmp_path):
     sb = await sandbox(lost_create_rate=1.0)
     manifest = write_manifest(tmp_path, 2, base_url=sb.url, concurrency=1,
@@ -93,6 +95,7 @@ async def test_resubmitting_a_lost_create_needs_room_for_a_second_charge(sandbox
 # -- issue 11.4: plan and run apply one rule --------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_plan_says_exactly_what_run_submits_from_every_state(sandbox, tmp_path):
     sb = await sandbox()
     manifest = write_manifest(tmp_path, 3, base_url=sb.url, concurrency=3,
@@ -125,6 +128,7 @@ BAD_CHARGES = {"nan": math.nan, "inf": math.inf, "neg": -5, "zero": 0, "frac": 2
                "bigint": 10**400, "negbigint": -10**400}
 
 
+@pytest.mark.slow
 async def test_unusable_charges_keep_the_estimate_and_every_task_id(tmp_path):
     api = await HostileApi(lambda body: BAD_CHARGES[body["prompt"].split()[0]]).start()
     try:

@@ -20,6 +20,7 @@ import sys
 import termios
 from pathlib import Path
 
+import pytest
 from cli_helpers import cli_env, run_cli, write_manifest
 
 from batchgen.cli import main
@@ -88,6 +89,7 @@ async def test_status_interval_is_a_setting(sandbox, tmp_path):
     assert result.code == 0 and "submitted " not in result.err
 
 
+@pytest.mark.slow
 async def test_resumed_progress_counts_the_failed_jobs_of_earlier_runs(sandbox, tmp_path):
     sb = await sandbox(fail_prompts=["explode"], processing_time=1.5)
     manifest = write_manifest(tmp_path, 2, base_url=sb.url,

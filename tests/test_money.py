@@ -13,6 +13,7 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
 from cli_helpers import cli_env, run_cli, start_cli, write_manifest
 
 #: fast retries for fault tests: many attempts, tiny waits
@@ -39,6 +40,7 @@ async def test_budget_is_exact_to_the_credit_with_8_racing_submissions(sandbox, 
     assert statuses.count("completed") == 8 and statuses.count("pending") == 12
 
 
+@pytest.mark.slow
 async def test_budget_holds_across_three_runs_and_a_raised_cap_goes_on(sandbox, tmp_path):
     sb = await sandbox()
     manifest = write_manifest(tmp_path, 10, base_url=sb.url, concurrency=4)
@@ -101,6 +103,7 @@ async def test_fault_storm_never_pays_twice_and_leaves_nothing_partial(sandbox, 
     assert len(list(out.glob("*.mp4"))) == len(rows) - len(unknown)
 
 
+@pytest.mark.slow
 async def test_sigterm_mid_run_exits_130_quickly_and_a_rerun_completes(sandbox, tmp_path):
     sb = await sandbox(processing_time=0.3, slow_download=0.2)
     manifest = write_manifest(tmp_path, 30, base_url=sb.url, concurrency=4)

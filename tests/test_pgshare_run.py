@@ -9,6 +9,7 @@ import re
 import signal
 from pathlib import Path
 
+import pytest
 from cli_helpers import run_cli, start_cli, write_manifest
 
 
@@ -35,6 +36,7 @@ async def finish(proc: asyncio.subprocess.Process, timeout: float = 60) -> tuple
     return proc.returncode or 0, err.decode()
 
 
+@pytest.mark.slow
 async def test_three_runners_one_killed_share_the_limit_and_the_budget_paying_once(
         pg_url, sandbox, tmp_path):
     n, limit, cap = 60, 4, 20 * 50
@@ -73,6 +75,7 @@ async def test_three_runners_one_killed_share_the_limit_and_the_budget_paying_on
     assert len(list((tmp_path / "out").glob("*.mp4"))) == len(made)
 
 
+@pytest.mark.slow
 async def test_a_runner_stopped_past_its_lease_sends_nothing_another_took_over(
         pg_url, sandbox, tmp_path):
     limit = 3

@@ -164,6 +164,7 @@ def test_an_unreachable_state_server_is_one_line_without_the_password(tmp_path):
     assert len(err.getvalue().strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 async def test_cli_with_a_password_in_the_url_never_writes_it_anywhere(pg_url, sandbox,
                                                                        tmp_path):
     sb = await sandbox()

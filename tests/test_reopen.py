@@ -13,6 +13,7 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
 from cli_helpers import run_cli, start_cli, write_manifest
 
 from batchgen.store import JobState, Store
@@ -110,6 +111,7 @@ async def test_an_index_template_never_overwrites_a_finished_video(sandbox, tmp_
     assert sb.stats()["tasks_created"] == 2
 
 
+@pytest.mark.slow
 async def test_a_stop_while_a_refused_create_waits_to_retry_leaves_no_unknown(sandbox,
                                                                              tmp_path):
     sb = await sandbox(rate_limit_rate=1.0, retry_after=30)

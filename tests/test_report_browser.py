@@ -123,6 +123,7 @@ async def test_report_page_filters_searches_and_shows_hostile_prompts_as_text(
     assert page.errors == []
 
 
+@pytest.mark.slow
 async def test_example_manifest_report_in_chromium_with_screenshot(browser, tmp_path):
     (tmp_path / "manifests").mkdir()
     shutil.copy(ROOT / "manifests" / "example.yaml", tmp_path / "manifests" / "example.yaml")

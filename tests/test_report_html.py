@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import av
+import pytest
 from cli_helpers import run_cli, write_manifest
 
 from batchgen.posters import POSTER_DIR, extract_poster
@@ -62,6 +63,7 @@ async def test_run_writes_report_html_with_one_poster_per_downloaded_video(sandb
     assert "base64" not in (out / "report.html").read_text()
 
 
+@pytest.mark.slow
 async def test_report_command_rewrites_the_page_without_extracting_posters(sandbox, tmp_path):
     sb = await sandbox()
     manifest = write_manifest(tmp_path, 2, base_url=sb.url)
@@ -97,6 +99,7 @@ async def test_prompts_and_api_messages_are_escaped(sandbox, tmp_path):
     assert html.escape(f"status 4: {XSS}") in page.split('id="audit-charged_failed"')[1]
 
 
+@pytest.mark.slow
 async def test_money_audit_lists_failed_charges_differences_unknowns_and_repeated_steps(
         sandbox, tmp_path):
     # the API charges 25 per video where the manifest's table says 20: every job differs

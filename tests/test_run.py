@@ -15,6 +15,7 @@ import random
 import signal
 from pathlib import Path
 
+import pytest
 from cli_helpers import run_cli, start_cli, write_manifest
 
 from batchgen.report_csv import COLUMNS
@@ -132,6 +133,7 @@ async def test_sandbox_flag_runs_with_no_credentials(tmp_path):
     assert len(list((tmp_path / "out").glob("*.mp4"))) == 2
 
 
+@pytest.mark.slow
 async def test_kill_9_at_random_instants_never_pays_twice_and_completes(sandbox, tmp_path):
     """20+ SIGKILLs across submit, poll and download; then a clean run finishes the job.
 

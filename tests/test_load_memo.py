@@ -82,6 +82,9 @@ def test_an_unchanged_manifest_is_not_expanded_again(tmp_path, expansions):
     assert [j.id for j in again.jobs] == [j.id for j in first.jobs]  # replays as before
     load_manifest(manifest)  # `validate`: always in full
     assert len(expansions) == 4  # (the comparison above replayed both lists once)
+    other = write(tmp_path / "other", rows(3))
+    load_manifest(other)  # and it leaves nothing beside the manifest
+    assert not (other.parent / memo.MEMO_PATH).exists()
 
 
 def test_a_jobs_file_edited_in_place_is_validated_again(tmp_path, expansions):

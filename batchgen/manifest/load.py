@@ -28,9 +28,9 @@ from batchgen.manifest_yaml import MAX_DEPTH, ParsedYaml, parse_yaml
 def load_manifest(path: str | Path, *, recall: bool = False) -> Manifest:
     """Load, validate and expand a manifest; raise ManifestError with every problem.
 
-    A load that passes is remembered (manifest/memo.py); with `recall`, one whose inputs
-    are all unchanged since is not expanded and checked again (`run`, `plan`, `status`,
-    `report`: `validate` always checks in full)."""
+    With `recall` (`run`, `plan`, `status`, `report`), a load that passes is remembered
+    (manifest/memo.py), and one whose inputs are all unchanged since is not expanded and
+    checked again; `validate` always checks in full and leaves nothing behind."""
     # A 100,000-job manifest allocates a few hundred thousand small containers and no
     # cycles; the cyclic collector would rescan them again and again (a third of the
     # time). Pause it for the load and restore it whatever happens.
@@ -126,7 +126,7 @@ def _load(path: Path, recall: bool) -> Manifest:
             file, 1, "", f"the manifest is {kind}, not a mapping of keys",
             "start with `version: 1` and put jobs under `jobs:`; see manifests/example.yaml")])
     return Loader(path, parsed, Validators(load_schema()), problems,
-                  memo=LoadMemo(path, data, recall=recall)).load()
+                  memo=LoadMemo(path, data) if recall else None).load()
 
 
 def read_limited(path: Path, limit: int) -> tuple[bytes, tuple[str, str] | None]:

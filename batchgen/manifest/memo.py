@@ -19,7 +19,7 @@ The inputs, all compared before a remembered result is used:
 - batchgen itself (the size and mtime of each of its files: another version, or an
   edited rule, checks anew) and the versions of Python, jsonschema and PyYAML.
 Anything different, missing or unreadable: the manifest is loaded and validated in full,
-as before. `validate` always loads in full (it remembers what it found).
+as before. `validate` always loads in full (and remembers nothing).
 
 The memo is a small SQLite file beside file-hashes.db, `.batchgen-work/loads.db` in the
 manifest's folder: the load happens before any output dir or `--state` is known. It is a
@@ -148,9 +148,7 @@ def _code_identity() -> str:
 class LoadMemo:
     """The memo of one manifest file: `recall` a remembered load, `remember` a new one."""
 
-    def __init__(self, manifest: Path, content: bytes, *, recall: bool = True) -> None:
-        #: a remembered load may be used (else this load is only remembered)
-        self.may_recall = recall
+    def __init__(self, manifest: Path, content: bytes) -> None:
         self._db_path = manifest.absolute().parent / MEMO_PATH
         self._name = str(manifest.absolute())
         self._key = hashlib.sha256(
@@ -159,7 +157,7 @@ class LoadMemo:
 
     def recall(self) -> Remembered | None:
         """The remembered load, when every input is as it was; else None."""
-        row = self._query() if self.may_recall else None
+        row = self._query()
         if row is None:
             return None
         count, digest, kinds, order, uploads, inputs = row

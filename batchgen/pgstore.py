@@ -193,7 +193,7 @@ class PgStore(Store):
                         self._pg.execute(stmt)
                 self._pg.execute("INSERT INTO _migrations(name) VALUES (?)", (name,))
 
-    def _check_rows(self) -> None:
+    def _check_rows(self, *, guard: bool = False) -> None:
         """Refuse a row whose state batchgen does not know (the columns are typed here)."""
         bad = self._pg.execute(
             "SELECT job_id, state FROM jobs WHERE NOT (state = ANY(?)) LIMIT 1",

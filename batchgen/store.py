@@ -130,7 +130,7 @@ class Store(StreamReads, StoreWrites):
                 # a run of an older batchgen may be writing this file right now: a reader
                 # never changes its schema under it, and reads an up-to-date private copy
                 store = store._migrated_copy()
-            store._check_rows()
+            store._check_rows(guard=lock)
         except BaseException as exc:
             # release the lock and the file: a caller in a long-lived process (Python API)
             # must be able to open this output dir again once the problem is fixed
@@ -257,10 +257,7 @@ class Store(StreamReads, StoreWrites):
         """
         total = self._conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
         if key is not None and total and self._synced(key):
-            changed = [r[0] for r in self._conn.execute(
-                "SELECT job_id FROM jobs WHERE active=1 AND parent IS NULL AND changed=1 "
-                "ORDER BY idx")]
-            return SyncResult(added=0, changed=tuple(changed), removed=total - len(jobs))
+            return SyncResult(added=0, changed=self._changed_ids(), removed=total - len(jobs))
         free = {r.job_id for r in (_row(x) for x in self._conn.execute(
             f"SELECT {_COLUMNS} FROM jobs WHERE state=?", (JobState.FAILED,)))
             if budget.free_to_change(r)}
@@ -271,7 +268,7 @@ class Store(StreamReads, StoreWrites):
         else:
             pairs = zip(jobs, estimates, strict=True)
         writes = SyncWrites(free)
-        with self._tx():
+        with self._tx(), self._unguarded():
             self._conn.execute("UPDATE jobs SET active = 0")
             for batch in batches(pairs, SYNC_BATCH):
                 existing = self._existing(batch) if total else {}

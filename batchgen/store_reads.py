@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchgen import budget
 from batchgen.jobs import JobState
+from batchgen.store_schema import HOLDING
 
 if TYPE_CHECKING:
     from batchgen.jobs import JobRow
@@ -111,8 +112,10 @@ class StreamReads:
         rows), summed by the database: no row is parsed."""
         if not self._sqlite():  # PostgreSQL has other JSON functions: a row at a time
             return budget.committed(self.iter_rows(active_only=False))  # type: ignore[attr-defined]
+        # every other row holds 0 (HOLDING): the partial index, not a million pending rows
         return int(self._conn.execute(
-            f"SELECT COALESCE(SUM({HELD_SQL}), 0) FROM jobs").fetchone()[0])
+            f"SELECT COALESCE(SUM({HELD_SQL}), 0) FROM jobs INDEXED BY jobs_holding "
+            f"WHERE {HOLDING}").fetchone()[0])
 
     def learned(self, *, active_only: bool = False) -> dict[budget.PriceKind, int]:
         """`budget.learned_prices` over every row (or the active ones), by the database."""
@@ -201,13 +204,26 @@ class StreamReads:
     def counts(self) -> dict[str, int]:
         """Active rows per state, and how many have a task id (`submitted`)."""
         out: dict[str, int] = {s.value: 0 for s in JobState}
-        submitted = 0
-        for state, n, tasks in self._conn.execute(
-                "SELECT state, COUNT(*), COUNT(task_id) FROM jobs WHERE active = 1 "
-                "GROUP BY state"):
+        if not self._sqlite():
+            submitted = 0
+            for state, n, tasks in self._conn.execute(
+                    "SELECT state, COUNT(*), COUNT(task_id) FROM jobs WHERE active = 1 "
+                    "GROUP BY state"):
+                out[state] = int(n)
+                submitted += int(tasks)
+            out["submitted"] = submitted
+            return out
+        # every row by the state index alone, less the inactive ones, and the rows with a
+        # task id: three index reads instead of a million rows
+        for state, n in self._conn.execute("SELECT state, COUNT(*) FROM jobs INDEXED BY "
+                                           "jobs_state GROUP BY state"):
             out[state] = int(n)
-            submitted += int(tasks)
-        out["submitted"] = submitted
+        for state, n in self._conn.execute("SELECT state, COUNT(*) FROM jobs INDEXED BY "
+                                           "jobs_inactive WHERE active != 1 GROUP BY state"):
+            out[state] -= int(n)
+        out["submitted"] = int(self._conn.execute(
+            "SELECT COUNT(*) FROM jobs INDEXED BY jobs_tasked WHERE task_id IS NOT NULL "
+            "AND active = 1").fetchone()[0])
         return out
 
     def files(self) -> Iterator[tuple[str, str]]:

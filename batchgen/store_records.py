@@ -17,6 +17,7 @@ from batchgen import budget
 from batchgen.jobs import JobRow, JobState
 from batchgen.store_conn import StoreConnection
 from batchgen.store_rows import COLUMNS, row_from
+from batchgen.store_schema import MARKED
 from batchgen.store_sync import SYNC_KEY
 
 
@@ -82,12 +83,20 @@ class StoreRecords(StoreConnection):
                                     (SYNC_KEY,)).fetchone()
         if stored is None or stored[0] != key:
             return False
+        # only marked rows can wait (MARKED: the partial index, not a million pending rows)
         waiting = self._conn.execute(
-            "SELECT 1 FROM jobs WHERE active=1 AND ((state=? AND (changed=1 OR "
-            "new_fingerprint IS NOT NULL OR error IS NOT NULL OR unknown_step IS NOT NULL)) "
-            "OR (state=? AND changed=1)) LIMIT 1",
+            f"SELECT 1 FROM jobs{self._hint('jobs_marked')} WHERE {MARKED} AND active=1 AND "
+            "((state=? AND (changed=1 OR new_fingerprint IS NOT NULL OR error IS NOT NULL "
+            "OR unknown_step IS NOT NULL)) OR (state=? AND changed=1)) LIMIT 1",
             (JobState.PENDING, JobState.FAILED)).fetchone()
         return waiting is None
+
+    def _changed_ids(self) -> tuple[str, ...]:
+        """The active jobs flagged `changed` (edited in the manifest after they were sent),
+        in manifest order."""
+        return tuple(r[0] for r in self._conn.execute(
+            f"SELECT job_id FROM jobs{self._hint('jobs_marked')} WHERE {MARKED} AND "
+            "active=1 AND parent IS NULL AND changed=1 ORDER BY idx"))
 
     # -- run history (for summary.json) --------------------------------------------------
 

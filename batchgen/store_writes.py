@@ -155,10 +155,10 @@ class StoreWrites(StoreRecords):
                 "WHERE state IN (?, ?)",
                 (JobState.AUDIO_SUBMITTING, JobState.UNKNOWN, JobState.SUBMITTING,
                  JobState.AUDIO_SUBMITTING))
-            self._conn.execute(
-                "UPDATE jobs SET state=?, unknown_step='video', error='made by the lost create "
-                "of ' || parent WHERE state=? AND parent IN (SELECT job_id FROM jobs "
-                "WHERE state=? AND unknown_step='video')",
+            self._conn.execute(  # by the parent index, not every pending row
+                f"UPDATE jobs{self._hint('jobs_parent')} SET state=?, unknown_step='video', "
+                "error='made by the lost create of ' || parent WHERE state=? AND parent IN "
+                "(SELECT job_id FROM jobs WHERE state=? AND unknown_step='video')",
                 (JobState.UNKNOWN, JobState.PENDING, JobState.UNKNOWN))
         return cur.rowcount
 

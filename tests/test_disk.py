@@ -30,6 +30,7 @@ from batchgen.errors import NoState, OutputNotWritable, StateError
 from batchgen.jobs import Job
 from batchgen.report import write_reports
 from batchgen.store import JobRow, JobState, Store
+from batchgen.store_schema import guard_triggers
 
 VICTIM_TEXT = "precious data outside the output dir\n"
 
@@ -114,14 +115,52 @@ def test_a_state_folder_that_is_a_symlink_is_refused(tmp_path):
 # -- tampered and unreadable state ----------------------------------------------------------
 
 def _state_with(tmp_path: Path, sql: str) -> Path:
+    """A state whose row j1 was tampered with by someone who first removed the row guard
+    (store_schema.guard_triggers), which would otherwise refuse the edit."""
     manifest = write_manifest(tmp_path, 3)
     with Store.open(tmp_path / "out") as store:
         store.sync(jobs(3), [(20, 0)] * 3)
     conn = sqlite3.connect(tmp_path / "out" / ".batchgen" / "state.db")
+    for name in guard_triggers(set()):
+        conn.execute(f"DROP TRIGGER {name}")
     conn.execute(sql)
     conn.commit()
     conn.close()
     return manifest
+
+
+@pytest.mark.parametrize("sql", [
+    "UPDATE jobs SET state='bogus' WHERE job_id='j1'",
+    "UPDATE jobs SET request='{not json' WHERE job_id='j1'",
+    "INSERT INTO jobs (job_id, idx, fingerprint, request, state, credits_estimated) "
+    "VALUES ('j9', 9, 'f', '[]', 'pending', 20)",
+])
+def test_a_damaging_edit_is_refused_while_the_guard_is_there(tmp_path, sql):
+    with Store.open(tmp_path / "out") as store:
+        store.sync(jobs(3), [(20, 0)] * 3)
+    conn = sqlite3.connect(tmp_path / "out" / ".batchgen" / "state.db")
+    with pytest.raises(sqlite3.IntegrityError, match="would damage a job row"):
+        conn.execute(sql)
+    conn.close()
+    with Store.open(tmp_path / "out") as store:
+        assert [r.job_id for r in store.rows()] == ["j0", "j1", "j2"]
+
+
+@pytest.mark.parametrize("undo", [
+    "DROP TRIGGER jobs_guard_update",
+    "INSERT INTO meta(key, value) VALUES ('guard_paused', '1')",
+])
+def test_a_state_whose_guard_was_undone_is_checked_in_full(tmp_path, undo):
+    with Store.open(tmp_path / "out") as store:
+        store.sync(jobs(3), [(20, 0)] * 3)
+    conn = sqlite3.connect(tmp_path / "out" / ".batchgen" / "state.db")
+    conn.execute(undo)  # either lets the edit below through
+    conn.execute("UPDATE jobs SET credits_video=-5 WHERE job_id='j2'")
+    conn.commit()
+    conn.close()
+    for lock in (False, True):
+        with pytest.raises(StateError, match="job row 'j2' is damaged"):
+            Store.open(tmp_path / "out", lock=lock)
 
 
 @pytest.mark.parametrize("sql, said", [

@@ -88,9 +88,10 @@ def test_migrations_run_once_even_when_two_hosts_start_together(pg_url):
     assert errors == []
     with PgStore.open(url, "race") as store:
         names = [r[0] for r in store._pg.execute("SELECT name FROM _migrations ORDER BY name")]
-    assert names[:6] == ["0001_jobs", "0002_parent", "0003_credits_prior",
-                         "0004_budget_holds", "0005_report_audit", "0006_manifest_order"]
-    assert names[6:] == ["pg_0001_abandoned_order", "pg_0002_runners"]
+    assert names[:7] == ["0001_jobs", "0002_parent", "0003_credits_prior",
+                         "0004_budget_holds", "0005_report_audit", "0006_manifest_order",
+                         "0007_startup_reads"]
+    assert names[7:] == ["pg_0001_abandoned_order", "pg_0002_runners"]
 
 
 def test_a_state_from_a_newer_batchgen_is_refused_untouched(pg_url):

@@ -18,9 +18,10 @@ from cli_helpers import cli_env, write_manifest
 
 #: never in the CLI process of a run with remote URLs, a local state and a local output
 #: dir against a loopback API (pre-flight off there); jinja2 is allowed, for report.html
-NOT_IN_A_PLAIN_RUN = ("av", "psycopg", "obstore", "batchgen.pgstore", "batchgen.pgshare",
-                      "batchgen.pgloop", "batchgen.preflight", "batchgen.asset_probe",
-                      "batchgen.uploads", "batchgen.sandbox.server", "aiohttp.web")
+NOT_IN_A_PLAIN_RUN = ("av", "psycopg", "obstore", "batchgen.pgconn", "batchgen.pglease",
+                      "batchgen.pgstore", "batchgen.pgshare", "batchgen.pgloop",
+                      "batchgen.preflight", "batchgen.asset_probe", "batchgen.uploads",
+                      "batchgen.sandbox.server", "aiohttp.web")
 #: also not before the run starts: the reports' modules come at its end
 NOT_AT_START = (*NOT_IN_A_PLAIN_RUN, "jinja2", "batchgen.report_html")
 

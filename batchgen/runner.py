@@ -125,12 +125,18 @@ class Runner:
         return self.state.ledger.total
 
     async def drained(self) -> None:
-        """Return once nothing is left to send (the last tasks are in flight) or the run
-        is stopping: what the run's end needs can be prepared then, while it waits."""
+        """Return once nothing is left to send and no create is on the wire (the last
+        tasks are in flight at the API), or the run is stopping: what the run's end needs
+        can be prepared then, while it only waits."""
         state = self.state
-        while not (self.submit.draining() or state.stopping.is_set()):
+
+        def done() -> bool:
+            return state.stopping.is_set() or (self.submit.draining()
+                                               and not self.submit.creating)
+
+        while not done():
             token = state.wake.token()
-            if self.submit.draining() or state.stopping.is_set():
+            if done():
                 return
             await state.wake.wait(token, None)
 

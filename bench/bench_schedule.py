@@ -181,6 +181,16 @@ def run_case(tmp: Path, key: str, case: Case, repeat: int, poll: float | None,
     return rows
 
 
+def _compiled() -> bool:
+    """Whether the batchgen that runs has .pyc files for its modules (a wheel install has;
+    an editable install under PYTHONDONTWRITEBYTECODE=1 has not)."""
+    import importlib.util
+    spec = importlib.util.find_spec("batchgen")
+    if spec is None or spec.origin is None:
+        return True
+    return any((Path(spec.origin).parent / "__pycache__").glob("*.pyc"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--case", action="append", choices=sorted(CASES),
@@ -212,6 +222,10 @@ def main() -> None:
             goal += f", results/job <= {case.requests_goal}"
         print(f"goal {case.name}: {goal}")
     print("(every job also needs 1 create + 1 download; results/job is what polling spends)")
+    if not _compiled():
+        print("(batchgen has no compiled bytecode here (PYTHONDONTWRITEBYTECODE is set?): each "
+              "run compiles its modules as it starts, 0.1-0.25 s of its wall on the 2-core VM "
+              "that an installed wheel, shipped with .pyc files, does not pay)")
     print(f"(bench took {time.perf_counter() - started:.0f} s)")
 
 

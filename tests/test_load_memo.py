@@ -178,3 +178,50 @@ def test_plan_of_an_edited_jobs_file_reports_its_problem(tmp_path, monkeypatch, 
     age(data, 10)
     code, _, err = cli("plan", str(manifest))
     assert code == 2 and "rows.jsonl:3" in err
+
+
+@pytest.mark.parametrize("memo_kept", [True, False])
+async def test_a_jobs_file_rewritten_behind_a_stale_stat_sends_the_new_requests(
+        sandbox, tmp_path, monkeypatch, memo_kept):
+    """On NFS (attributes cached up to acregmax=60 s; open() revalidates, stat() does not),
+    sshfs or SMB, a file rewritten from another host keeps its old signature for a while,
+    simulated here by serving rows.jsonl's old stat. With a state already synced from the
+    remembered digest, Store.sync's key would match and the old prompts be paid for: the
+    memo compares the jobs_file's bytes too. (memo_kept=False: the control, no memo.)"""
+    from batchgen import arun, plan
+    from batchgen.sandbox import state as sandbox_state
+
+    monkeypatch.setattr(memo, "RACY_NS", 0)
+    sb = await sandbox()
+    sent: list[str] = []
+    real_create = sandbox_state.SandboxState.create_task
+
+    def spy(self, **kw):  # type: ignore[no-untyped-def]
+        sent.append(kw["prompt"])
+        return real_create(self, **kw)
+
+    monkeypatch.setattr(sandbox_state.SandboxState, "create_task", spy)
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows(3, "cat ")))
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"version: 1\nname: memo\noutput: {{dir: out}}\n"
+                        f"api: {{base_url: '{sb.url}', concurrency: 1, poll_interval: 0.05}}\n"
+                        "defaults: {resolution: 720p, video_length: 5}\n"
+                        "jobs_file: rows.jsonl\n")
+    one = plan(str(manifest)).total_credits // 3
+    first = await arun(str(manifest), api_key="test-key-1234", max_credits=one)
+    assert first.counts["completed"] == 1 and sent == ["cat 0"]
+
+    cached = os.stat(data)  # what a client's attribute cache keeps serving
+    with open(data, "r+") as f:  # another host fixes the prompts: same size, in place
+        f.write(data.read_text().replace("cat", "dog"))
+    real_stat = os.stat
+
+    def nfs_stat(path, *a, **kw):  # type: ignore[no-untyped-def]
+        return cached if os.fspath(path) == str(data) else real_stat(path, *a, **kw)
+
+    monkeypatch.setattr(os, "stat", nfs_stat)
+    if not memo_kept:
+        (tmp_path / memo.MEMO_PATH).unlink()
+    await arun(str(manifest), api_key="test-key-1234", max_credits=one * 10)
+    assert sent[1:] == ["dog 1", "dog 2"], sent

@@ -131,7 +131,7 @@ class JobSources:
                            ".ndjson", "name a CSV (.csv) or JSON Lines (.jsonl) file")
             return
         if self.jobs.local.inputs is not None:  # looked at before it is read (memo.py)
-            self.jobs.local.inputs.file(data_path)
+            self.jobs.local.inputs.file(data_path, content=True)
         trouble = check_data_file(data_path, display, MAX_DATA_BYTES)
         if isinstance(trouble, Problem):
             self.report.problems.append(trouble)

@@ -100,6 +100,8 @@ class Runner:
         self.fetch = Fetch(client, self.state, self.poll,
                            self.cleanup if settings.delete_remote else None, self._posters,
                            publish)
+        #: set once `run` has read the store: before that, nothing is known to be left
+        self._loaded = asyncio.Event()
 
     # -- public ----------------------------------------------------------------------
 
@@ -129,6 +131,7 @@ class Runner:
         tasks are in flight at the API), or the run is stopping: what the run's end needs
         can be prepared then, while it only waits."""
         state = self.state
+        await self._loaded.wait()  # until then the window is empty: "nothing to send"
 
         def done() -> bool:
             return state.stopping.is_set() or (self.submit.draining()
@@ -143,6 +146,7 @@ class Runner:
     async def run(self) -> RunOutcome:
         """Drive every job of the store to a final state (or until stopped)."""
         self._load()
+        self._loaded.set()
         lease = (asyncio.create_task(self.sharing.keep_lease(self.poll, self.fetch))
                  if self.sharing is not None else None)
         try:

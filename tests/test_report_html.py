@@ -212,3 +212,30 @@ async def test_a_decoder_that_crashes_or_hangs_costs_one_poster_never_the_run(tm
                                                                             "hang.mp4"))
     again = PosterMaker(tmp_path, work="poster_faults:crash_or_hang", seconds=2)
     assert again.backfill(zip(names, shas, strict=True)) == 0  # nothing retried
+
+
+async def test_the_reports_are_warmed_once_nothing_is_left_to_send_not_at_the_start(
+        sandbox, tmp_path, monkeypatch):
+    """The warm-up of the reports' modules and template (session._warm_reports) holds the
+    interpreter for tens of ms: it must wait until the last creates are on their way. It
+    used to begin before the runner had read the store, when its empty window looked like
+    nothing left to send, so it ran under the first creates."""
+    from cli_helpers import write_manifest
+
+    import batchgen.report_html as report_html
+    from batchgen import arun
+
+    sb = await sandbox(processing_time=0.3)
+    created_at_warm: list[int] = []
+    real = report_html.warm
+
+    def spy() -> None:
+        created_at_warm.append(sb.state.ledger.tasks_created)
+        real()
+
+    monkeypatch.setattr(report_html, "warm", spy)
+    manifest = write_manifest(tmp_path, 12, base_url=sb.url, concurrency=2)
+    report = await arun(str(manifest), api_key="test-key-1234")
+    assert report.counts["completed"] == 12
+    # nothing was left to send: every create but the last wave (of 2) was made
+    assert created_at_warm and created_at_warm[0] >= 10, created_at_warm

@@ -58,7 +58,9 @@ def bucket(state: str, *, retry_failed: bool = False, resubmit_unknown: bool = F
 
 def build_plan(manifest: Manifest, states: Mapping[str, str] | None = None, *,
                spent_credits: int = 0,
-               sends: Sequence[tuple[str, int]] | None = None) -> Plan:
+               sends: Sequence[tuple[str, int]] | None = None,
+               jobs: Sequence[tuple[Job, int]] | None = None,
+               admitted: int | None = None) -> Plan:
     """What a run would do now. Pure.
 
     `states` maps job id -> one of STATES (ids not in it are "to_submit"; None means
@@ -71,18 +73,22 @@ def build_plan(manifest: Manifest, states: Mapping[str, str] | None = None, *,
 
     Without states or sends, the jobs are priced from their shapes (`Jobs.shapes`: a few
     kinds, one byte per job) instead of being expanded again; the figures are the same.
+    `jobs` gives (job, how many such jobs) instead of the manifest's jobs, and `admitted`
+    the jobs within the budget, when the caller counted them (plan_state.py: a state of a
+    million rows counted by price shape and state).
     """
     table = manifest.budget.prices
     states = states or {}
     max_credits = manifest.budget.max_credits
     shapes = getattr(manifest.jobs, "shapes", None) if not states and sends is None else None
-    weighted: Iterable[tuple[Job, int]] = (
+    weighted: Iterable[tuple[Job, int]] = jobs if jobs is not None else (
         ((job, 1) for job in manifest.jobs) if shapes is None else
         [(shapes.sample(k), shapes.order.count(k)) for k in range(len(shapes.kinds))])
     video, audio, buckets, costs = _tally(weighted, table, states, sends)
     within: int | None = None
     if max_credits is not None:
-        within = _within(max_credits, spent_credits, sends, costs, shapes)
+        within = admitted if admitted is not None else _within(
+            max_credits, spent_credits, sends, costs, shapes)
     video_lines = _lines(video, table.video, table.overridden, table)
     audio_lines = _lines(audio, {ADD_AUDIO: table.add_audio}, table.overridden, table)
     video_total = sum(line.credits for line in video_lines)

@@ -231,6 +231,10 @@ def plan_now(resolved: Resolved, *, retry_failed: bool = False, resubmit_unknown
             store.sync(manifest.jobs, estimates(manifest), key=sync_key(manifest))
             store.reopen(unknown=resubmit_unknown, failed=retry_failed)
             spent = store.committed_total()
+            from batchgen.plan_state import plan_over
+            streamed = plan_over(manifest, store, spent)  # by price shape: flat memory
+            if streamed is not None:
+                return streamed
             sends = _sends(store)
             sending = {job for job, _ in sends}
             charged = {"jobs": 0, "estimated": 0, "deducted": 0, "differs": 0}

@@ -250,6 +250,15 @@ class StreamReads:
             f"SELECT job_id, idx, {_json('resolution')}, {_json('video_length')} FROM "
             "jobs WHERE active = 1 AND (file IS NULL OR file = '')")
 
+    def plan_fields(self) -> Iterator[tuple[str, int, str | None, str, int, int | None,
+                                            int | None, int]]:
+        """(job id, idx, parent, state, credits_estimated, credits_video, credits_audio,
+        credits_prior) of the active rows, in no order: what `plan` counts, no request
+        parsed (plan_state.py)."""
+        yield from self._conn.execute(
+            "SELECT job_id, idx, parent, state, credits_estimated, credits_video, "
+            "credits_audio, credits_prior FROM jobs WHERE active = 1")
+
     def meta_value(self, key: str) -> str | None:
         r = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if r is None else str(r[0])

@@ -2,11 +2,15 @@
 
 A manifest over a folder of 300 images names each by its SHA-256 (local_assets.py), and
 every command that loads it (`validate`, `plan`, `run`, `status`) used to read every byte
-of every file to get it. Here a file's hash is kept by (absolute path, size, mtime_ns): a
-file whose size and modification time are unchanged is not read in full again (only its
-first bytes, which the format check needs). An edit changes the mtime, so it is hashed
-anew. Like git's index, a file modified within the last 2 seconds is not remembered: a
-same-size edit in the same clock tick of a coarse filesystem would otherwise go unseen.
+of every file to get it. Here a file's hash is kept by its absolute path and `signature`
+(device, inode, size, mtime_ns, ctime_ns), as git's index keeps it: a file whose signature
+is unchanged is not read in full again (only its first bytes, which the format check
+needs). An edit in place changes the ctime even when the mtime is set back (`touch -d`,
+a tool that restores times), a file replaced by another changes the inode: either is
+hashed anew. Like git's index, a file modified within the last 2 seconds is not
+remembered: a same-size edit in the same clock tick of a coarse filesystem would
+otherwise go unseen. (Before, the key was (path, size, mtime) alone, in the table
+`hashes`; the table is now `signed_hashes`, and an old file's `hashes` is left as it is.)
 (The run checks each file's bytes against its hash once more as it uploads it, so even
 then no object is stored under another content's name: uploads.py.)
 
@@ -36,9 +40,17 @@ RACY_NS = 2_000_000_000
 
 log = logging.getLogger(__name__)
 
+#: (device, inode, size, mtime_ns, ctime_ns): a file as stat saw it
+Signature = tuple[int, int, int, int, int]
+
+
+def signature(st: os.stat_result) -> Signature:
+    """What of a stat says the file is the same one, unedited (this cache, the load memo)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
 
 class FileHashes:
-    """(path, size, mtime_ns) -> sha256 hex, opened on first use; never raises."""
+    """(path, signature) -> sha256 hex, opened on first use; never raises."""
 
     def __init__(self, db_path: Path | None) -> None:
         self._path = db_path
@@ -53,14 +65,14 @@ class FileHashes:
         return cls(base_dir / CACHE_PATH)
 
     def get(self, path: Path, st: os.stat_result) -> str | None:
-        """The remembered hash of this file, when its size and mtime are unchanged."""
+        """The remembered hash of this file, when its signature is unchanged."""
         db = self._open()
         found = None
         if db is not None:
             try:
-                row = db.execute("SELECT sha256 FROM hashes WHERE path = ? AND size = ? "
-                                 "AND mtime_ns = ?", (str(path), st.st_size, st.st_mtime_ns)
-                                 ).fetchone()
+                row = db.execute("SELECT sha256 FROM signed_hashes WHERE path = ? AND "
+                                 "dev = ? AND ino = ? AND size = ? AND mtime_ns = ? AND "
+                                 "ctime_ns = ?", (str(path), *signature(st))).fetchone()
                 found = row[0] if row else None
             except sqlite3.Error as exc:
                 self._give_up(exc)
@@ -72,14 +84,15 @@ class FileHashes:
 
     def put(self, path: Path, st: os.stat_result, sha256: str) -> None:
         """Remember a file's hash (unless it changed within the last 2 seconds)."""
-        if st.st_mtime_ns > time.time_ns() - RACY_NS:
+        if max(st.st_mtime_ns, st.st_ctime_ns) > time.time_ns() - RACY_NS:
             return
         db = self._open()
         if db is None:
             return
         try:
-            db.execute("INSERT OR REPLACE INTO hashes (path, size, mtime_ns, sha256) "
-                       "VALUES (?, ?, ?, ?)", (str(path), st.st_size, st.st_mtime_ns, sha256))
+            db.execute("INSERT OR REPLACE INTO signed_hashes (path, dev, ino, size, "
+                       "mtime_ns, ctime_ns, sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (str(path), *signature(st), sha256))
         except sqlite3.Error as exc:
             self._give_up(exc)
 
@@ -96,8 +109,11 @@ class FileHashes:
             db = sqlite3.connect(self._path, timeout=5, isolation_level=None)
             # a cache: losing the last entries to a power cut costs a re-hash, nothing more
             db.execute("PRAGMA synchronous = OFF")
-            db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, "
-                       "size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, "
+            # a new table, so a file written by an older batchgen (`hashes`, keyed on
+            # size and mtime only) keeps working for both
+            db.execute("CREATE TABLE IF NOT EXISTS signed_hashes (path TEXT PRIMARY KEY, "
+                       "dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL, "
+                       "mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, "
                        "sha256 TEXT NOT NULL)")
         except (OSError, sqlite3.Error) as exc:
             self._give_up(exc)

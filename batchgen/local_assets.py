@@ -128,7 +128,7 @@ class LocalAssets:
 
     def _read(self, path: Path) -> tuple[str, bytes, int]:
         """(sha256, first bytes, size) of a file; a file unchanged since an earlier load
-        (same size and mtime) is not read in full again, only its first bytes."""
+        (the same signature: file_hashes.py) is not read in full again, only its first bytes."""
         if self.hashes is None:
             self.hashes = FileHashes.beside(self.base_dir)
         path = path.absolute()

@@ -4,6 +4,7 @@ when its size and mtime are unchanged (file_hashes.py), and an edit is always se
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from asset_hosts import png
 
-from batchgen import local_assets
+from batchgen import file_hashes, local_assets
 from batchgen.api import load
 from batchgen.file_hashes import CACHE_PATH
 
@@ -47,6 +48,9 @@ def full_reads(monkeypatch) -> list[Path]:
         return real(path)
 
     monkeypatch.setattr(local_assets, "_hash", counting)
+    # images() wrote the files a moment ago (their ctime is now): trust their times (the
+    # 2 s rule has its own test below)
+    monkeypatch.setattr(file_hashes, "RACY_NS", 0)
     return reads
 
 
@@ -71,7 +75,9 @@ def test_a_reload_of_a_folder_reads_no_file_in_full(tmp_path, full_reads):
     assert len(set(urls) - set(first[1])) == 1 and len(set(ids) - set(first[0])) == 2
 
 
-def test_a_file_modified_within_two_seconds_is_not_remembered(tmp_path, full_reads):
+def test_a_file_modified_within_two_seconds_is_not_remembered(tmp_path, full_reads,
+                                                               monkeypatch):
+    monkeypatch.setattr(file_hashes, "RACY_NS", 2_000_000_000)
     images(tmp_path, 2, age=0)  # just written: a same-size edit could share its mtime
     ids_and_urls(tmp_path)
     ids_and_urls(tmp_path)
@@ -83,3 +89,18 @@ def test_an_unwritable_cache_only_costs_the_re_reads(tmp_path, full_reads):
     (tmp_path / CACHE_PATH.parent).write_text("a file where the folder should be")
     first = ids_and_urls(tmp_path)
     assert ids_and_urls(tmp_path) == first and len(full_reads) == 6
+
+
+def test_a_cache_written_by_an_older_batchgen_keeps_working(tmp_path, full_reads):
+    """file-hashes.db from before the signature key (table `hashes`: path, size, mtime)."""
+    paths = images(tmp_path, 2)
+    (tmp_path / CACHE_PATH).parent.mkdir()
+    with sqlite3.connect(tmp_path / CACHE_PATH) as db:
+        db.execute("CREATE TABLE hashes (path TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+                   "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL)")
+        st = paths[0].stat()  # a stale row: the old key matches, the hash is wrong
+        db.execute("INSERT INTO hashes VALUES (?, ?, ?, ?)",
+                   (str(paths[0].absolute()), st.st_size, st.st_mtime_ns, "0" * 64))
+    first = ids_and_urls(tmp_path)
+    assert len(full_reads) == 2 and not any("0" * 64 in u for u in first[1])
+    assert ids_and_urls(tmp_path) == first and len(full_reads) == 2

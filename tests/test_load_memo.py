@@ -225,3 +225,30 @@ async def test_a_jobs_file_rewritten_behind_a_stale_stat_sends_the_new_requests(
         (tmp_path / memo.MEMO_PATH).unlink()
     await arun(str(manifest), api_key="test-key-1234", max_credits=one * 10)
     assert sent[1:] == ["dog 1", "dog 2"], sent
+
+
+def test_an_image_edited_in_place_with_its_mtime_restored_gets_its_new_hash(tmp_path,
+                                                                            monkeypatch):
+    """The memo misses such an edit (the ctime moved), and the full load that follows must
+    not take the image's sha256 from file-hashes.db by (path, size, mtime): that was the old
+    digest, the old object URL and expansion, remembered again under the new signature."""
+    from batchgen import file_hashes
+    monkeypatch.setattr(memo, "RACY_NS", 0)
+    monkeypatch.setattr(file_hashes, "RACY_NS", 0)
+    image = tmp_path / "a.png"
+    image.write_bytes(png(64, 64))
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("version: 1\nname: memo\noutput: {dir: out}\n"
+                        "storage: {upload: 's3://bucket/in'}\n"
+                        "jobs: [{id: a, prompt: p, image_url: a.png, resolution: 720p, "
+                        "video_length: 5}]\n")
+    first = load_manifest(manifest, recall=True)
+    st = image.stat()
+    data = bytearray(image.read_bytes())
+    data[-20] ^= 0xFF  # another image, same size (the head batchgen sniffs is unchanged)
+    with open(image, "r+b") as f:
+        f.write(data)
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime restored; ctime moved
+    again = load_manifest(manifest, recall=True)
+    assert set(again.uploads) != set(first.uploads)
+    assert again.jobs.digest != first.jobs.digest

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchgen.file_hashes import RACY_NS
+from batchgen.file_hashes import RACY_NS, Signature, signature
 
 #: the memo's file, in the manifest folder's working folder (beside file-hashes.db)
 MEMO_PATH = Path(".batchgen-work") / "loads.db"
@@ -58,14 +58,6 @@ MEMO_PATH = Path(".batchgen-work") / "loads.db"
 FORMAT = 2
 
 log = logging.getLogger(__name__)
-
-#: (device, inode, size, mtime_ns, ctime_ns): a file as stat saw it
-Signature = tuple[int, int, int, int, int]
-
-
-def signature(st: os.stat_result) -> Signature:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
 
 @dataclass
 class Inputs:

@@ -186,7 +186,7 @@ def load(manifest: ManifestSource, base_dir: str | os.PathLike[str] | None = Non
 def plan_resolved(resolved: Resolved, *, retry_failed: bool = False,
                   resubmit_unknown: bool = False) -> RunPlan:
     """The plan of a resolved manifest (`batchgen plan` and `plan()` both come here)."""
-    from batchgen.session import plan_now
+    from batchgen.session_plan import plan_now
     base, charged = plan_now(resolved, retry_failed=retry_failed,
                              resubmit_unknown=resubmit_unknown)
     values = {f.name: getattr(base, f.name) for f in fields(base)}

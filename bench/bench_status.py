@@ -24,7 +24,7 @@ from typing import Any
 import benchlib
 
 from batchgen.manifest import load_manifest
-from batchgen.session import estimates, sync_key
+from batchgen.session_plan import estimates, sync_key
 from batchgen.store import JobState, Store
 
 

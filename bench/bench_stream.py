@@ -46,7 +46,7 @@ CREATE = "createBySourcePrompt"
 SYNC = """\
 import sys, time
 from batchgen.manifest import load_manifest
-from batchgen.session import estimates, sync_key
+from batchgen.session_plan import estimates, sync_key
 from batchgen.store import Store
 started = time.perf_counter()
 manifest = load_manifest(sys.argv[1], recall=True)  # as run: remembered

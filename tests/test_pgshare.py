@@ -239,7 +239,7 @@ def test_status_shows_the_whole_manifest_and_which_runner_holds_what(pg_url, tmp
 
     from batchgen.api import load
     from batchgen.cli import main
-    from batchgen.session import estimates
+    from batchgen.session_plan import estimates
 
     manifest = load(write_manifest(tmp_path, 4))
     url = parse_state_url(pg_url)

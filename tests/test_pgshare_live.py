@@ -19,7 +19,7 @@ from batchgen.cli import main
 from batchgen.jobs import JobState
 from batchgen.pgshare import SharedPgStore
 from batchgen.pgstore import PgStore, _lock_key, schema_name
-from batchgen.session import estimates
+from batchgen.session_plan import estimates
 from batchgen.state_store import parse_state_url
 
 S = JobState

@@ -178,3 +178,37 @@ def test_a_worker_error_ends_the_run_as_itself_not_as_a_group(tmp_path):
     stored = asyncio.run(scenario())
     assert [r.state for r in stored.values()] == [JobState.RUNNING, JobState.PENDING,
                                                   JobState.PENDING]
+
+
+def test_drained_waits_for_the_last_tasks_in_flight_not_for_the_run_to_start(tmp_path):
+    """The run's end is prepared (the reports' warm-up, session.py) when `drained`
+    returns: every job sent and its create answered. Awaited before `run` has loaded
+    the store, it once returned at once (nothing queued looked like nothing left), and
+    the warm-up's imports delayed the first creates (issue 15)."""
+    seen: list[tuple[int, int]] = []
+
+    async def main() -> None:
+        fake = FakeTime()
+        config = SandboxConfig(queue_time=(0.0, 0.0), processing_time=(0.0, 0.0))
+        async with Sandbox(config) as sandbox:
+            with Store.open(tmp_path) as store:
+                store.sync(jobs(6), [(20, 0)] * 6)
+                settings = RunSettings(output_dir=tmp_path, name="t", concurrency=2,
+                                       poll_interval=30.0, download_workers=2,
+                                       outage_timeout=None)
+                async with AkoolClient.open(sandbox.url,
+                                            Credentials(api_key="test-key-123")) as c:
+                    runner = Runner(store, c, settings, clock=fake.clock, sleep=fake.sleep)
+
+                    async def watch() -> None:
+                        await runner.drained()
+                        seen.append((sandbox.stats()["tasks_created"],
+                                     len(runner.submit.creating)))
+
+                    watcher = asyncio.create_task(watch())
+                    await asyncio.sleep(0)  # the watcher waits before the run begins
+                    await asyncio.wait_for(runner.run(), 20)
+                    await asyncio.wait_for(watcher, 5)
+
+    asyncio.run(main())
+    assert seen == [(6, 0)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from asset_hosts import png
 
 from batchgen.cli import main
 from batchgen.errors import ManifestError
-from batchgen.manifest import load_manifest, memo
+from batchgen.manifest import load_manifest, memo, memo_row
 from batchgen.manifest import sources as sources_module
 
 
@@ -252,3 +253,63 @@ def test_an_image_edited_in_place_with_its_mtime_restored_gets_its_new_hash(tmp_
     again = load_manifest(manifest, recall=True)
     assert set(again.uploads) != set(first.uploads)
     assert again.jobs.digest != first.jobs.digest
+
+
+def reseal(db: sqlite3.Connection) -> None:
+    """Seal the (edited) row again, as if written so: only the value checks can refuse it."""
+    key, *values = db.execute("SELECT key, count, digest, shapes_kinds, shapes_order, "
+                              "uploads, inputs FROM loads").fetchone()
+    db.execute("UPDATE loads SET seal = ?", (memo_row.seal(key, values),))
+
+
+@pytest.mark.parametrize("resealed", [False, True])
+@pytest.mark.parametrize("damage", [
+    "inputs = '{\"files\": [], \"contents\": {}, \"globs\": []}'",  # files: a list
+    "uploads = '[]'",                                 # uploads: a list
+    "shapes_kinds = '[[\"720p\", 5, null, null]]'",   # a shape of 4 fields, not 5
+    "shapes_kinds = '[[[1], 5, null, null, false]]'",  # unhashable shape
+    "shapes_order = x'0000'",                         # an order shorter than the count
+    "count = 6",                                      # a count of another order
+])
+def test_a_damaged_but_parseable_memo_means_a_full_load_not_a_crash(
+        tmp_path, monkeypatch, expansions, damage, resealed):
+    """A row whose JSON parses but holds the wrong shapes of values crashed plan (exit 70,
+    'internal error') until loads.db was deleted: any doubt is a full load."""
+    monkeypatch.chdir(tmp_path)
+    manifest = write(tmp_path, rows(5))
+    load_manifest(manifest, recall=True)
+    with sqlite3.connect(tmp_path / memo.MEMO_PATH) as db:
+        db.execute(f"UPDATE loads SET {damage}")
+        if resealed:
+            reseal(db)
+    code, _, err = cli("plan", str(manifest))
+    assert code == 0, err
+    assert "internal error" not in err and len(expansions) == 2
+
+
+def test_the_remembered_shapes_are_not_taken_from_another_row(tmp_path, monkeypatch,
+                                                              expansions):
+    """Well-formed shapes that are not this load's (a damaged or foreign row) gave `plan`
+    (no state yet: priced from the shapes) other prices: the row's seal refuses them."""
+    monkeypatch.chdir(tmp_path)
+    manifest = write(tmp_path, rows(5))
+    code, honest, _ = cli("plan", "--json", str(manifest))
+    assert code == 0
+    with sqlite3.connect(tmp_path / memo.MEMO_PATH) as db:
+        db.execute("UPDATE loads SET shapes_kinds = '[[\"1080p\", 10, null, null, false]]'")
+    code, told, _ = cli("plan", "--json", str(manifest))
+    assert code == 0
+    assert json.loads(told)["total_credits"] == json.loads(honest)["total_credits"]
+
+
+def test_a_memo_written_before_rows_were_sealed_is_replaced(tmp_path, expansions):
+    manifest = write(tmp_path, rows(5))
+    (tmp_path / memo.MEMO_PATH).parent.mkdir()
+    with sqlite3.connect(tmp_path / memo.MEMO_PATH) as db:
+        db.execute("CREATE TABLE loads (manifest TEXT PRIMARY KEY, key TEXT NOT NULL, "
+                   "count INTEGER NOT NULL, digest TEXT NOT NULL, shapes_kinds TEXT NOT "
+                   "NULL, shapes_order BLOB NOT NULL, uploads TEXT NOT NULL, inputs TEXT "
+                   "NOT NULL)")
+    load_manifest(manifest, recall=True)
+    load_manifest(manifest, recall=True)
+    assert len(expansions) == 1  # remembered in the new table, then recalled

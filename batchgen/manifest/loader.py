@@ -24,7 +24,8 @@ from batchgen.jobs import BUILTIN_DEFAULTS, Job
 from batchgen.local_assets import LocalAssets, StorageSettings
 from batchgen.manifest import sections
 from batchgen.manifest.job import Defaults, JobBuilder
-from batchgen.manifest.memo import Inputs, LoadMemo, Remembered
+from batchgen.manifest.memo import Inputs, LoadMemo
+from batchgen.manifest.memo_row import Remembered
 from batchgen.manifest.messages import explain
 from batchgen.manifest.model import ApiSettings, BudgetSettings, Manifest, OutputSettings
 from batchgen.manifest.problems import Repeats, Reporter, meant

@@ -25,8 +25,9 @@ The inputs, all compared before a remembered result is used:
 - each glob's list of files (`images/*.png`), matched again;
 - batchgen itself (the size and mtime of each of its files: another version, or an
   edited rule, checks anew) and the versions of Python, jsonschema and PyYAML.
-Anything different, missing or unreadable: the manifest is loaded and validated in full,
-as before. `validate` always loads in full (and remembers nothing).
+Anything different, missing or unreadable, or a row not exactly as it was written
+(memo_row.py checks each value, and the row's seal): the manifest is loaded and validated
+in full, as before. `validate` always loads in full (and remembers nothing).
 
 The memo is a small SQLite file beside file-hashes.db, `.batchgen-work/loads.db` in the
 manifest's folder: the load happens before any output dir or `--state` is known. It is a
@@ -51,13 +52,21 @@ from pathlib import Path
 from typing import Any
 
 from batchgen.file_hashes import RACY_NS, Signature, signature
+from batchgen.manifest import memo_row
+from batchgen.manifest.memo_row import Remembered
 
 #: the memo's file, in the manifest folder's working folder (beside file-hashes.db)
 MEMO_PATH = Path(".batchgen-work") / "loads.db"
 #: bump when what is remembered, or how it is keyed, changes
-FORMAT = 2
+FORMAT = 3
+#: the memo's table; a file from before the row's seal (memo_row.py) has it dropped
+_TABLE = ("CREATE TABLE IF NOT EXISTS loads (manifest TEXT PRIMARY KEY, key TEXT NOT NULL, "
+          "count INTEGER NOT NULL, digest TEXT NOT NULL, shapes_kinds TEXT NOT NULL, "
+          "shapes_order BLOB NOT NULL, uploads TEXT NOT NULL, inputs TEXT NOT NULL, "
+          "seal TEXT NOT NULL)")
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class Inputs:
@@ -117,10 +126,9 @@ class Inputs:
 
     @classmethod
     def from_json(cls, text: str) -> Inputs:
-        data = json.loads(text)
-        return cls(files={k: tuple(v) for k, v in data["files"].items()},
-                   contents=dict(data["contents"]),
-                   globs={(b, p): f for b, p, f in data["globs"]})
+        """The inputs of a remembered row (ValueError when anything is not as written)."""
+        files, contents, globs = memo_row.inputs(text)
+        return cls(files=files, contents=contents, globs=globs)
 
 
 def content_digest(path: str) -> str:
@@ -133,18 +141,6 @@ def glob_files(base: Path, pattern: str) -> list[str]:
     """A glob's matching files, relative to `base`, sorted (local_assets.expand's rule)."""
     found = glob.glob(pattern, root_dir=base, recursive=True)
     return sorted(p for p in found if (base / p).is_file())
-
-
-@dataclass(frozen=True, slots=True)
-class Remembered:
-    """What a validated load produced, besides its settings (read again from the YAML)."""
-
-    count: int
-    digest: str
-    #: Shapes' kinds and order (None: too many kinds to keep)
-    kinds: list[tuple[Any, ...]] | None
-    order: bytes
-    uploads: dict[str, str]
 
 
 def _code_identity() -> str:
@@ -177,15 +173,10 @@ class LoadMemo:
         row = self._query()
         if row is None:
             return None
-        count, digest, kinds, order, uploads, inputs = row
         try:
-            if not Inputs.from_json(inputs).unchanged():
-                return None
-            shapes = json.loads(kinds)
-            return Remembered(count=int(count), digest=str(digest),
-                              kinds=None if shapes is None else [tuple(k) for k in shapes],
-                              order=bytes(order), uploads=json.loads(uploads))
-        except (ValueError, TypeError, KeyError) as exc:
+            made, inputs = memo_row.decode(self._key, row)
+            return made if Inputs.from_json(inputs).unchanged() else None
+        except Exception as exc:  # a cache: any doubt about a row means a full load
             log.debug("load memo %s not used: %s", self._db_path, exc)
             return None
 
@@ -193,13 +184,12 @@ class LoadMemo:
         """Keep a validated load (unless an input changed too recently, or since)."""
         if inputs.racy or not inputs.unchanged():
             return
+        values = (*made.values(), inputs.to_json())
         with contextlib.suppress(OSError, sqlite3.Error), self._open() as db:
             db.execute("INSERT OR REPLACE INTO loads (manifest, key, count, digest, "
-                       "shapes_kinds, shapes_order, uploads, inputs) VALUES "
-                       "(?, ?, ?, ?, ?, ?, ?, ?)",
-                       (self._name, self._key, made.count, made.digest,
-                        json.dumps(made.kinds), made.order, json.dumps(made.uploads),
-                        inputs.to_json()))
+                       "shapes_kinds, shapes_order, uploads, inputs, seal) VALUES "
+                       "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (self._name, self._key, *values, memo_row.seal(self._key, values)))
 
     def _query(self) -> tuple[Any, ...] | None:
         """This manifest's remembered row under the current key, if any."""
@@ -208,8 +198,8 @@ class LoadMemo:
         try:
             with self._open() as db:
                 row: tuple[Any, ...] | None = db.execute(
-                    "SELECT count, digest, shapes_kinds, shapes_order, uploads, inputs "
-                    "FROM loads WHERE manifest = ? AND key = ?",
+                    "SELECT count, digest, shapes_kinds, shapes_order, uploads, inputs, "
+                    "seal FROM loads WHERE manifest = ? AND key = ?",
                     (self._name, self._key)).fetchone()
                 return row
         except (OSError, sqlite3.Error) as exc:
@@ -223,10 +213,10 @@ class LoadMemo:
         try:
             # a cache: losing the last entry to a power cut costs one full load
             db.execute("PRAGMA synchronous = OFF")
-            db.execute("CREATE TABLE IF NOT EXISTS loads (manifest TEXT PRIMARY KEY, "
-                       "key TEXT NOT NULL, count INTEGER NOT NULL, digest TEXT NOT NULL, "
-                       "shapes_kinds TEXT NOT NULL, shapes_order BLOB NOT NULL, "
-                       "uploads TEXT NOT NULL, inputs TEXT NOT NULL)")
+            db.execute(_TABLE)
+            if "seal" not in {c[1] for c in db.execute("PRAGMA table_info(loads)")}:
+                db.execute("DROP TABLE loads")  # written before rows were sealed
+                db.execute(_TABLE)
             yield db
         finally:
             db.close()

@@ -313,3 +313,21 @@ def test_a_memo_written_before_rows_were_sealed_is_replaced(tmp_path, expansions
     load_manifest(manifest, recall=True)
     load_manifest(manifest, recall=True)
     assert len(expansions) == 1  # remembered in the new table, then recalled
+
+
+def test_code_identity_sees_an_edited_rule_of_the_same_size_and_mtime(tmp_path, monkeypatch):
+    """Installs whose mtimes are fixed (Nix: every file's mtime is 1; reproducible images
+    with SOURCE_DATE_EPOCH) make two releases whose rules differ only in content: a load
+    validated by the old rules must not be recalled by the new."""
+    pkg = tmp_path / "batchgen"
+    (pkg / "manifest").mkdir(parents=True)
+    rule = pkg / "manifest" / "rules.py"
+    rule.write_text("MAX_LENGTH = 10\n")
+    (pkg / "manifest" / "memo.py").write_text("")
+    for f in (rule, pkg / "manifest" / "memo.py"):
+        os.utime(f, (1, 1))
+    monkeypatch.setattr(memo, "__file__", str(pkg / "manifest" / "memo.py"))
+    before = memo._code_identity()
+    rule.write_text("MAX_LENGTH = 99\n")  # another release: the same size
+    os.utime(rule, (1, 1))
+    assert memo._code_identity() != before

@@ -331,3 +331,17 @@ def test_code_identity_sees_an_edited_rule_of_the_same_size_and_mtime(tmp_path, 
     rule.write_text("MAX_LENGTH = 99\n")  # another release: the same size
     os.utime(rule, (1, 1))
     assert memo._code_identity() != before
+
+
+def test_the_two_second_rule_is_judged_on_the_files_clock_not_this_hosts(tmp_path,
+                                                                         monkeypatch):
+    """A file's times are stamped by its file server's clock (NFS, SMB). This host running
+    3 s ahead made a file written just now look 3 s old: remembered, and a second same-size
+    write within the server's timestamp tick would keep the whole signature."""
+    real_ns = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real_ns() + 3_000_000_000)
+    manifest = write(tmp_path, rows(5))
+    (tmp_path / "rows.jsonl").touch()  # written now, by the server's clock
+    load_manifest(manifest, recall=True)
+    assert not (tmp_path / memo.MEMO_PATH).is_file() or not sqlite3.connect(
+        tmp_path / memo.MEMO_PATH).execute("SELECT count(*) FROM loads").fetchone()[0]

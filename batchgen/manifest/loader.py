@@ -81,7 +81,7 @@ class Loader:
             known = self.memo.recall() if not self.report.problems else None
             if known is not None:
                 return self.manifest(settings, sources.jobs.local, known)
-            sources.jobs.local.inputs = Inputs()
+            sources.jobs.local.inputs = Inputs(clock=self.memo.clock())
         for _ in self.expand_jobs(sources):
             pass
         self.report.flush_matrix()

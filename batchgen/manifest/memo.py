@@ -12,9 +12,12 @@ The inputs, all compared before a remembered result is used:
 - every other file the load read — the `jobs_file`, each local image or audio — by
   (device, inode, size, mtime_ns, ctime_ns), as git's index and file_hashes.py do: an
   edit in place changes the mtime and the ctime (which no one can set back), a file
-  replaced by another changes the inode. A file changed within 2 s of being read is never
-  remembered (a second edit in the same clock tick would keep its times), and the files
-  are looked at again once the load ends (changed while it read them: not remembered);
+  replaced by another changes the inode. A file changed within 2 s of the load's start is
+  never remembered (a second edit in the same clock tick would keep its times), judged by
+  the clock of the memo's filesystem (`.batchgen-work/loads.clock`, written as the load
+  starts: a file server's clock may be seconds behind this host's); a file on another
+  filesystem, whose clock is not known, is not remembered either. The files are looked at
+  again once the load ends (changed while it read them: not remembered);
 - the `jobs_file`'s bytes too (BLAKE2b, hashed before the load reads it and again after):
   on NFS, sshfs or SMB a client's attribute cache serves the old stat() for seconds after
   another host rewrote a file, while open() reads the new bytes, so a signature alone
@@ -46,7 +49,6 @@ import logging
 import os
 import sqlite3
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +60,8 @@ from batchgen.manifest.memo_row import Remembered
 
 #: the memo's file, in the manifest folder's working folder (beside file-hashes.db)
 MEMO_PATH = Path(".batchgen-work") / "loads.db"
+#: a file written beside it at the start of a full load: its mtime is that filesystem's now
+CLOCK_PATH = MEMO_PATH.with_suffix(".clock")
 #: bump when what is remembered, or how it is keyed, changes
 FORMAT = 3
 #: the memo's table; a file from before the row's seal (memo_row.py) has it dropped
@@ -79,7 +83,11 @@ class Inputs:
     contents: dict[str, str] = field(default_factory=dict)
     #: [base folder, pattern] -> the files it matched
     globs: dict[tuple[str, str], list[str]] = field(default_factory=dict)
-    #: a file changed within RACY_NS of being read, or could not be looked at
+    #: (device, now in ns) by the clock of the filesystem holding the memo, taken before
+    #: any file is read (LoadMemo.clock); None: unknown, so nothing is remembered
+    clock: tuple[int, int] | None = None
+    #: a file changed within RACY_NS of being read, could not be looked at, or is on
+    #: another filesystem than the clock's (whose clock is not known)
     racy: bool = False
 
     def file(self, path: Path, st: os.stat_result | None = None, *,
@@ -95,7 +103,8 @@ class Inputs:
         except OSError:
             self.racy = True
             return
-        if max(st.st_mtime_ns, st.st_ctime_ns) > time.time_ns() - RACY_NS:
+        if self.clock is None or st.st_dev != self.clock[0] or \
+                max(st.st_mtime_ns, st.st_ctime_ns) > self.clock[1] - RACY_NS:
             self.racy = True
         self.files[key] = signature(st)
 
@@ -185,6 +194,23 @@ class LoadMemo:
         except Exception as exc:  # a cache: any doubt about a row means a full load
             log.debug("load memo %s not used: %s", self._db_path, exc)
             return None
+
+    def clock(self) -> tuple[int, int] | None:
+        """(device, now in ns) as the filesystem beside the memo tells it: a file written
+        there, and its mtime read back (None when it cannot be written).
+
+        A file's times are stamped by its file server's clock, so "changed within 2 s" is
+        judged against that clock, as git judges against its index file's mtime: this
+        host's time.time_ns() may run seconds ahead of an NFS or SMB server's."""
+        stamp = self._db_path.parent.parent / CLOCK_PATH
+        try:
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            stamp.write_bytes(b"now\n")
+            st = os.stat(stamp)
+        except OSError as exc:
+            log.debug("load memo clock %s not written: %s", stamp, exc)
+            return None
+        return st.st_dev, st.st_mtime_ns
 
     def remember(self, made: Remembered, inputs: Inputs) -> None:
         """Keep a validated load (unless an input changed too recently, or since)."""

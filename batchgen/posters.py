@@ -197,13 +197,16 @@ class PosterMaker:
         n = 0
         for file, sha256 in rows:
             name = poster_name(sha256)
+            made = name in have or bad_marker(Path(name)).name in have
+            if made and not self.discard:
+                continue  # no file to look at: a re-run of a million done jobs stats none
             video = self.output_dir / file
             if not video.is_file():
                 continue
-            if name not in have and bad_marker(Path(name)).name not in have:
+            if not made:
                 self.add(video, sha256)
                 n += 1
-            elif self.discard:
+            else:
                 self._drop(video)
         return n
 

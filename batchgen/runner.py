@@ -83,8 +83,6 @@ class Runner:
         self.state = RunState(store, settings, ports)
         #: a bucket output's staged videos are deleted once their poster is made
         self._posters = PosterMaker(settings.output_dir, discard=publish is not None)
-        #: set once `run` has loaded the store's jobs into the run's view (`drained`)
-        self._loaded = asyncio.Event()
         #: the poller: the tasks in flight and when to ask about them
         self.poll = Poll(client, self.state)
         #: with a state shared by several runners (--state): claims, lease, adoption
@@ -139,7 +137,6 @@ class Runner:
             return state.stopping.is_set() or (self.submit.draining()
                                                and not self.submit.creating)
 
-        await self._loaded.wait()  # before it, nothing is queued: all would seem sent
         while not done():
             token = state.wake.token()
             if done():

@@ -64,7 +64,7 @@ def decode(key: str, row: Sequence[Any]) -> tuple[Remembered, str]:
         need(order == b"", "an order without shapes")
     else:
         need(len(shapes) <= Shapes.LIMIT and len(order) == count
-             and max(order, default=-1) < len(shapes), "the shapes' order")
+             and not order.translate(None, bytes(range(len(shapes)))), "the shapes' order")
     return Remembered(count, digest, shapes, order, _strings(json.loads(uploads_text))), \
         inputs_text
 

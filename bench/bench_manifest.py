@@ -35,8 +35,9 @@ MATRIX_PROMPTS = 10
 MATRIX_SIZE = MATRIX_IMAGES * MATRIX_PROMPTS * 2 * 2   # x resolutions x lengths = 1,000
 
 
-def write_manifest(folder: Path, jobs: int, csv: bool) -> Path:
-    """A realistic large manifest: defaults, a 1,000-job matrix, the rest in a data file."""
+def write_manifest(folder: Path, jobs: int, csv: bool, max_credits: int = 5_000_000) -> Path:
+    """A realistic large manifest: defaults, a 1,000-job matrix, the rest in a data file.
+    The default budget (5,000,000 credits) stops a run after ~130,000 of 1,000,000 jobs."""
     rows = max(jobs - MATRIX_SIZE, 0)
     resolutions = ("720p", "1080p", "4k")
     data = folder / ("rows.csv" if csv else "rows.jsonl")
@@ -64,7 +65,7 @@ def write_manifest(folder: Path, jobs: int, csv: bool) -> Path:
 version: 1
 name: bench
 budget:
-  max_credits: 5000000
+  max_credits: {max_credits}
   prices:
     720p: {{5: 18}}
 defaults:

@@ -166,7 +166,9 @@ def main() -> int:
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
         folder = Path(tmp)
-        manifest = write_manifest(folder, opts.jobs, csv=False)
+        # a whole run must not stop at the default budget (~130,000 videos of 1,000,000)
+        manifest = write_manifest(folder, opts.jobs, csv=False,
+                                  max_credits=opts.jobs * 1000 if opts.long else 5_000_000)
         base = [sys.executable, "-m", "batchgen"]
         env = {**os.environ, "AKOOL_API_KEY": benchlib.API_KEY}
         for label, cmd in (("validate", [*base, "validate", str(manifest)]),

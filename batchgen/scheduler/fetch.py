@@ -88,6 +88,7 @@ class Fetch:
                 job_id = await self._state.handoffs.ready.get()
                 if job_id is None:
                     return
+                self._state.handoffs.took(self._state.ready_limit, self._state.wake)
                 await self._download(job_id)
         finally:
             self.workers_left -= 1

@@ -1,5 +1,6 @@
-"""The run's shared state: settings, outcome, progress events, the wake-up the loops wait
-on, and `RunState` — the one in-memory view every worker is given explicitly.
+"""The run's shared state: settings, outcome, progress events, and `RunState` — the one
+in-memory view every worker is given explicitly (the hand-offs and the wake-up the loops
+wait on are in handoffs.py).
 
 `RunState` holds the rows of the jobs still in play, the count families, the credits each
 job holds (`Ledger`, ledger.py), the run's outcome and the hand-offs between workers
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from batchgen import budget
 from batchgen.jobs import JobRow, JobState
 from batchgen.retry import RetryPolicy
+from batchgen.scheduler.handoffs import Handoffs, Wakeup
 from batchgen.scheduler.journal import GroupCommit
 from batchgen.scheduler.ledger import Ledger
 from batchgen.scheduler.rows import ENDED, Rows
@@ -79,6 +80,8 @@ class RunSettings:
     poll_batch: int = 50
     max_credits: int | None = None
     download_workers: int = 4
+    #: videos waiting for download that pause the submitter (None: 4 x concurrency, >= 64)
+    ready_limit: int | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: seconds to let creates already on the wire finish after a stop request
     stop_grace: float = 2.0
@@ -107,40 +110,6 @@ class RunOutcome:
     kept_ready: int = 0              #: finished videos not downloaded (unreachable); next run
 
 
-class Wakeup:
-    """Edge-triggered wake-up for loops that wait on state changes, or for a while.
-
-    A timed wait sleeps on the runner's injected `sleep`, so a test that injects a fake
-    clock and sleep runs every loop on fake time.
-    """
-
-    def __init__(self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        self._event = asyncio.Event()
-        self._sleep = sleep
-
-    def token(self) -> asyncio.Event:
-        return self._event
-
-    def notify(self) -> None:
-        event, self._event = self._event, asyncio.Event()
-        event.set()
-
-    async def wait(self, token: asyncio.Event, timeout: float | None) -> None:
-        """Until `token` is set (a state change) or `timeout` seconds have passed."""
-        if token.is_set():
-            return
-        if timeout is None:
-            await token.wait()
-            return
-        woken = asyncio.ensure_future(token.wait())
-        slept = asyncio.ensure_future(self._sleep(max(0.0, timeout)))
-        try:
-            await asyncio.wait({woken, slept}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            woken.cancel()
-            slept.cancel()
-
-
 def utc_now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -155,27 +124,6 @@ class Ports:
     now_iso: Callable[[], str]
     sleep: Callable[[float], Awaitable[None]]
     rng: random.Random
-
-
-class Handoffs:
-    """What the workers hand each other, in memory: add-audio steps due (poller ->
-    submitter), videos ready (poller -> download workers), and the end of sending
-    (submitter -> poller)."""
-
-    def __init__(self) -> None:
-        #: add-audio steps of admitted jobs (their credits are reserved), sent as slots
-        #: free: the poller adds a job once its video is done, the submitter sends
-        self.audio_due: deque[str] = deque()
-        #: jobs whose final video is ready: the poller adds, the download workers fetch;
-        #: None ends one worker
-        self.ready: asyncio.Queue[str | None] = asyncio.Queue()
-        #: the submitter has ended: nothing more will be sent in this run
-        self.submitting_done = False
-
-    def close_ready(self, workers: int) -> None:
-        """No more videos will become ready: each download worker ends once it drains."""
-        for _ in range(max(1, workers)):
-            self.ready.put_nowait(None)
 
 
 class RunState:
@@ -201,6 +149,12 @@ class RunState:
         #: in-memory rows are updated when it is written, before any writer goes on
         self.journal = GroupCommit(lambda steps, sent: self._write(steps, durable=True,
                                                                    sent=sent))
+
+    @property
+    def ready_limit(self) -> int:
+        """Videos waiting for download that pause the submitter (handoffs.py)."""
+        limit = self.settings.ready_limit
+        return max(1, limit) if limit is not None else max(64, 4 * self.settings.concurrency)
 
     def apply(self, steps: list[tuple[str, Event]], *, durable: bool = False) -> list[JobRow]:
         """The one write path: the store applies the transitions and the in-memory view

@@ -89,7 +89,7 @@ class Submit:
             while not state.stopping.is_set():
                 token = state.wake.token()
                 free = self._limit - len(self._poll.flights) - len(self.creating)
-                if free > 0 and not state.halted():
+                if free > 0 and not state.halted() and not state.handoffs.behind(state.ready_limit):
                     if self._sharing is None:
                         batch = self._claim(free)
                     else:

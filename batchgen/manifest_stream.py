@@ -159,18 +159,29 @@ def request_key(digest: str) -> int:
 
 
 class ExpansionDigest:
-    """A running SHA-256 over what each job is: equal digests, equal expansions."""
+    """A running SHA-256 over what each job is: equal digests, equal expansions.
+
+    A job's place is hashed as (origin, line), not as its `source`: the source names the
+    file as the user typed the manifest's path (`m.yaml:7`, `/srv/x/m.yaml:7`), and the
+    digest keys the state's sync and the load memo, which must not miss because a cron
+    job spells the path from another folder. The line stays in: a moved job's `source`
+    is rewritten by the next sync.
+    """
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
         self.count = 0
 
-    def add(self, source: str, job_id: str, explicit: bool, fingerprint: str,
+    def add(self, origin: str, line: int, job_id: str, explicit: bool, fingerprint: str,
             extra: dict[str, str] | None) -> None:
-        """One job, by what its `Job` is made from (every other field follows from them)."""
+        """One job, by what its `Job` is made from (every other field follows from them).
+
+        `origin` names the job's file independently of how the manifest's path was
+        spelled: "" for the manifest itself, the `jobs_file` as the manifest writes it
+        (relative to the manifest's folder) for a data row."""
         self.count += 1
-        self._hash.update(f"{source}\x1f{'e' if explicit else 'i'}{job_id}\x1f{fingerprint}"
-                          f"\x1e{extra or ''}".encode())
+        self._hash.update(f"{origin}\x1f{line}\x1f{'e' if explicit else 'i'}{job_id}"
+                          f"\x1f{fingerprint}\x1e{extra or ''}".encode())
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
@@ -228,7 +239,8 @@ class Jobs(Sequence[Job]):
         #: each job's price shape, in order (None when there are too many kinds)
         self.shapes = shapes if shapes is not None and shapes.usable else None
         self._count = count
-        #: SHA-256 over every job's id, fingerprint, source and extra columns, in order
+        #: SHA-256 over every job's id, fingerprint, place (file relative to the
+        #: manifest's folder, and line) and extra columns, in order
         self.digest = digest
 
     def __len__(self) -> int:

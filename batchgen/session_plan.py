@@ -37,15 +37,21 @@ def estimates(manifest: Manifest) -> Callable[[Job], tuple[int, int]]:
     return estimate
 
 
-#: bump when what `Store.sync` writes for one job changes (its stored request, ...)
-SYNC_FORMAT = 1
+#: bump when what `Store.sync` writes for one job changes (its stored request, ...), or
+#: what the key is made from: a state synced under another format is synced once more.
+#: 2: the expansion digest names a job's file relative to the manifest's folder, not as
+#: the manifest's path was typed (`ExpansionDigest.add`)
+SYNC_FORMAT = 2
 
 
 def sync_key(manifest: Manifest) -> str | None:
     """What the state's rows were synced from: the manifest's expansion and its prices.
 
     Equal keys mean a new sync would write what the last one wrote (`Store.sync` skips
-    it); None for a job list without an expansion digest.
+    it); None for a job list without an expansion digest. The key is the same however
+    the manifest's path is spelled (relative, absolute, from another folder, through a
+    symlink): only the rows' `source` text would differ, and rows keep the spelling of
+    the run that last wrote them.
     """
     import hashlib
 

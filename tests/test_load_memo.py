@@ -345,3 +345,63 @@ def test_the_two_second_rule_is_judged_on_the_files_clock_not_this_hosts(tmp_pat
     load_manifest(manifest, recall=True)
     assert not (tmp_path / memo.MEMO_PATH).is_file() or not sqlite3.connect(
         tmp_path / memo.MEMO_PATH).execute("SELECT count(*) FROM loads").fetchone()[0]
+
+
+@pytest.mark.parametrize("spelling", ["absolute", "dotted", "symlinked folder",
+                                      "symlinked manifest"])
+def test_the_memo_is_recalled_however_the_manifest_path_is_spelled(tmp_path, monkeypatch,
+                                                                    expansions, spelling):
+    """The memo was keyed on the path as typed (and its unnormalised absolute form), since
+    the expansion digest hashed it: `run m.yaml` then cron's `cd / && run /srv/x/m.yaml`
+    checked a 1,000,000-row jobs_file again (8-30 s). Both now follow the manifest's own
+    folder, whatever the cwd; what the user is shown keeps the path as typed."""
+    folder = tmp_path / "batch"
+    manifest = write(folder, rows(5))
+    (folder / "nightly.yaml").symlink_to("m.yaml")
+    (tmp_path / "link").symlink_to(folder)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(folder)
+    first = load_manifest("m.yaml", recall=True)
+    assert len(expansions) == 1
+    assert next(iter(first.jobs)).source == "rows.jsonl:1"
+    monkeypatch.chdir(elsewhere)
+    typed = {"absolute": str(manifest), "dotted": "./../batch/../batch/m.yaml",
+             "symlinked folder": str(tmp_path / "link" / "m.yaml"),
+             "symlinked manifest": "../batch/nightly.yaml"}[spelling]
+    again = load_manifest(typed, recall=True)
+    assert len(expansions) == 2  # recalled: nothing walked (but `first`'s replay above)
+    assert same(first, again)
+    # shown to the user as typed; and a full replay checks out against the recalled digest
+    shown = [j.source for j in again.jobs]
+    assert shown[0] == f"{Path(typed).parent}/rows.jsonl:1"
+
+
+def test_a_remembered_glob_is_matched_again_in_the_manifests_folder_not_the_cwd(
+        tmp_path, monkeypatch, expansions):
+    """A glob's folder was kept as typed (`.` for `run m.yaml`): recalled from another cwd,
+    it was matched there, found nothing, and the load was done in full again."""
+    folder = tmp_path / "batch" / "images"
+    folder.mkdir(parents=True)
+    for i in range(2):
+        (folder / f"{i}.png").write_bytes(png(64 + i, 64))
+        age(folder / f"{i}.png", 60)
+    manifest = tmp_path / "batch" / "m.yaml"
+    manifest.write_text("version: 1\nname: memo\noutput: {dir: out}\n"
+                        "storage: {upload: 's3://bucket/in'}\n"
+                        "matrix: {image_url: ['images/*.png'], prompt: [a]}\n")
+    walked: list[str] = []
+    real = memo.glob_files
+
+    def matching(base: Path, pattern: str) -> list[str]:
+        walked.append(str(base))
+        return real(base, pattern)
+
+    monkeypatch.setattr(memo, "glob_files", matching)
+    monkeypatch.chdir(manifest.parent)
+    first = load_manifest("m.yaml", recall=True)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    again = load_manifest(str(manifest), recall=True)
+    assert walked == [str(manifest.parent)] * 2  # remembered, then matched in its folder
+    assert same(first, again) and len(again.uploads) == 2

@@ -88,12 +88,14 @@ class JobBuilder:
 
     def add_job(self, item: dict[str, Any], index: int, file: str, line: int,
                 locate: Locate, *, matrix: bool = False,
-                extra: dict[str, str] | None = None, skip: frozenset[str] = frozenset()
-                ) -> Job | None:
+                extra: dict[str, str] | None = None, skip: frozenset[str] = frozenset(),
+                origin: str = "") -> Job | None:
         """Merge defaults under a schema-valid job, check the rules; the Job when building.
 
         `extra` is the user's own columns (never sent); `skip` names fields whose
-        absence is already explained (a header typo).
+        absence is already explained (a header typo). `file` is shown to the user (as
+        they typed the path); `origin` is what the expansion digest names that file by
+        (`ExpansionDigest.add`: "" for the manifest itself).
         """
         if not self.defaults.usable:
             return None
@@ -126,7 +128,7 @@ class JobBuilder:
         job_id = explicit if explicit is not None else digest[:ID_HEX_DIGITS]
         source = f"{file}:{line}"
         if self.build:
-            self.expansion.add(source, job_id, explicit is not None, fingerprint, extra)
+            self.expansion.add(origin, line, job_id, explicit is not None, fingerprint, extra)
             return self.job(eff, job_id, index, source, fingerprint, extra,
                             explicit=explicit is not None,
                             negative=DEFAULT_NEGATIVE_PROMPT if single and negative is None
@@ -138,7 +140,7 @@ class JobBuilder:
         elif repeats.duplicate(digest, job_id, explicit is not None, index, source, file,
                                line, item, matrix, self.report):
             return None
-        self.expansion.add(source, job_id, explicit is not None, fingerprint, extra)
+        self.expansion.add(origin, line, job_id, explicit is not None, fingerprint, extra)
         shape = (eff["resolution"], eff["video_length"], model, count, add_audio is not None)
         kind = self.shapes.index.get(shape)
         self.log_shape(self.shapes.new(shape) if kind is None else kind)

@@ -7,8 +7,13 @@ the price shapes and the local files to upload. A load is a function of its inpu
 when none of them changed, its result is the one already validated (issue 18).
 
 The inputs, all compared before a remembered result is used:
-- the manifest's own bytes (SHA-256), its path as given (the jobs' `source` shows it) and
-  the absolute path;
+- the manifest's own bytes (SHA-256) and its resolved path (symlinks followed: the same
+  file is one row however its path is spelled, from whatever cwd). The path as typed is
+  no input, so `run m.yaml` then cron's `cd / && run /srv/x/m.yaml` recall one load: the
+  remembered digest names files relative to the manifest's folder
+  (`ExpansionDigest.add`), and the memo sits in the folder the path names, the one
+  relative paths are read from (a symlink to the manifest from another folder reads
+  that folder's `jobs_file`, and has that folder's memo);
 - every other file the load read — the `jobs_file`, each local image or audio — by
   (device, inode, size, mtime_ns, ctime_ns), as git's index and file_hashes.py do: an
   edit in place changes the mtime and the ctime (which no one can set back), a file
@@ -25,7 +30,7 @@ The inputs, all compared before a remembered result is used:
   0.3-0.4 s for the 95 MB of a 1,000,000-row JSONL on a loaded 2-core VM, against 8 s and
   more for the full load. (Local images are named by their SHA-256 through
   file_hashes.py, keyed on their signature: not hashed again here);
-- each glob's list of files (`images/*.png`), matched again;
+- each glob's list of files (`images/*.png`), matched again (from its absolute folder);
 - batchgen itself (the bytes of each of its files: another version, or an edited rule,
   checks anew, even where installs fix every mtime) and the versions of Python,
   jsonschema and PyYAML.
@@ -62,8 +67,9 @@ from batchgen.manifest.memo_row import Remembered
 MEMO_PATH = Path(".batchgen-work") / "loads.db"
 #: a file written beside it at the start of a full load: its mtime is that filesystem's now
 CLOCK_PATH = MEMO_PATH.with_suffix(".clock")
-#: bump when what is remembered, or how it is keyed, changes
-FORMAT = 3
+#: bump when what is remembered, or how it is keyed, changes (4: the resolved path, not
+#: the path as typed; globs' folders absolute)
+FORMAT = 4
 #: the memo's table; a file from before the row's seal (memo_row.py) has it dropped
 _TABLE = ("CREATE TABLE IF NOT EXISTS loads (manifest TEXT PRIMARY KEY, key TEXT NOT NULL, "
           "count INTEGER NOT NULL, digest TEXT NOT NULL, shapes_kinds TEXT NOT NULL, "
@@ -109,7 +115,8 @@ class Inputs:
         self.files[key] = signature(st)
 
     def glob(self, base: Path, pattern: str, found: list[str]) -> None:
-        self.globs[(str(base), pattern)] = list(found)
+        """A glob's files; its folder kept absolute (a recall may come from another cwd)."""
+        self.globs[(str(base.absolute()), pattern)] = list(found)
 
     def unchanged(self) -> bool:
         """Every file as recorded and every glob matching the same files."""
@@ -173,14 +180,23 @@ def _code_identity() -> str:
     return h.hexdigest()
 
 
+def _canonical(manifest: Path) -> str:
+    """The manifest's resolved path: one name however it is spelled (`./`, `..`, another
+    cwd, a symlink); its absolute path if it cannot be resolved (a cache never fails)."""
+    try:
+        return str(manifest.resolve())
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+        return str(manifest.absolute())
+
+
 class LoadMemo:
     """The memo of one manifest file: `recall` a remembered load, `remember` a new one."""
 
     def __init__(self, manifest: Path, content: bytes) -> None:
         self._db_path = manifest.absolute().parent / MEMO_PATH
-        self._name = str(manifest.absolute())
+        self._name = _canonical(manifest)
         self._key = hashlib.sha256(
-            f"{_code_identity()}\x1f{manifest}\x1f{self._name}\x1f".encode()
+            f"{_code_identity()}\x1f{self._name}\x1f".encode()
             + hashlib.sha256(content).digest()).hexdigest()
 
     def recall(self) -> Remembered | None:

@@ -44,6 +44,9 @@ class JobSources:
         self.count = 0                 # job entries seen, valid or not: the next index
         #: jobs_file: {extra_columns: keep}: columns/keys that are no job field are kept
         self.keep_extra = False
+        #: the jobs_file as the manifest writes it: what the expansion digest names its
+        #: rows' file by, however the manifest's path was typed (`ExpansionDigest.add`)
+        self.data_origin = ""
         self.suggestions: dict[tuple[str, str], str] = {}  # difflib results, this load only
 
     def next_index(self) -> int:
@@ -126,6 +129,7 @@ class JobSources:
             at, jobs_file = ("jobs_file", "path"), jobs_file["path"]
         data_path = self.folder / jobs_file
         display = str(data_path)
+        self.data_origin = str(jobs_file)
         if not jobs_file.lower().endswith(CSV_EXTENSIONS + JSONL_EXTENSIONS):
             self.report.at(at, f"jobs_file {jobs_file!r} is neither .csv, .jsonl nor "
                            ".ndjson", "name a CSV (.csv) or JSON Lines (.jsonl) file")
@@ -195,4 +199,4 @@ class JobSources:
                                            skip=row.unsure)
             return None
         return self.jobs.add_job(item, index, display, row.line, None, extra=extra,
-                                 skip=row.unsure)
+                                 skip=row.unsure, origin=self.data_origin)

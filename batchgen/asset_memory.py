@@ -4,7 +4,9 @@ Pre-flight (preflight.py) asks here before it fetches: a URL found good within `
 is not fetched again (the asset may be replaced later, so not for ever), and a host found
 unreachable within `HOST_TTL` is not asked again (a dead host is asked once, not once per
 image). Verdicts live in the state (`CheckStore`; store.Store implements it) as small JSON
-documents stamped with the time they were made; one that cannot be read is ignored.
+documents stamped with the time they were made; one that cannot be read is ignored. Each
+is looked up by its key when a check needs it (an indexed read), never all loaded: a
+state that remembers a million URLs costs no memory (issue 18).
 
 The time is passed in, never read here. Deliberately not here: which checks run when
 (preflight.py), fetching (asset_probe.py), SQL (store.py).
@@ -27,23 +29,17 @@ HOST_TTL = 3600.0
 class CheckStore(Protocol):
     """Where verdicts are kept between runs (store.Store implements it)."""
 
-    def asset_checks(self) -> dict[str, str]: ...
+    def asset_check(self, key: str) -> str | None: ...
 
     def record_asset_check(self, key: str, value: str) -> None: ...
 
 
 class CheckMemory:
-    """The verdicts of earlier runs (read at `load`), and the recording of new ones;
-    without a store it remembers nothing."""
+    """The verdicts of earlier runs (looked up one key at a time), and the recording of
+    new ones; without a store it remembers nothing."""
 
     def __init__(self, store: CheckStore | None) -> None:
         self._store = store
-        self._kept: dict[str, str] = {}        #: the state's remembered verdicts
-
-    def load(self) -> None:
-        """Read what earlier runs found (once, as the checks start)."""
-        if self._store is not None:
-            self._kept = self._store.asset_checks()
 
     def host_down(self, host: str, now: float) -> Check | None:
         """Why `host` could not be reached, when a run within `HOST_TTL` found so."""
@@ -63,7 +59,7 @@ class CheckMemory:
         self._keep("url:" + url, check, at)
 
     def _recall(self, key: str, now: float, ttl: float) -> Check | None:
-        text = self._kept.get(key)
+        text = None if self._store is None else self._store.asset_check(key)
         if text is None:
             return None
         with contextlib.suppress(ValueError, KeyError, TypeError):

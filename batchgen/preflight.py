@@ -2,10 +2,13 @@
 
 Owns the run's schedule of checks. `Preflight` checks the assets of the
 jobs still to send, in the order the submitter will send them, a few at a time, starting
-as the run starts, so the verdicts are there before the submitter asks (`verdict`) and
-the check costs no wall time. Each distinct URL is checked once per run; verdicts are
-kept in the state (asset_memory.py): a good one is reused for a day, an unreachable host
-is remembered for an hour (a dead host is asked once, not once per image). A definitive
+as the run starts and staying at most `LOOKAHEAD` jobs ahead of the submitter (issue 18:
+its memory is bounded by that, not by the manifest; preflight_ahead.py keeps the books),
+so the verdicts are there before the submitter asks (`verdict`) and the check costs no
+wall time. A URL shared by jobs within the lookahead (or checked shortly before) is
+fetched once; verdicts are kept in the state (asset_memory.py, looked up per URL): a good
+one is reused for a day, also later in the same run, an unreachable host is remembered
+for an hour (a dead host is asked once, not once per image). A definitive
 failure fails that job before it is sent (the runner's gate); an inconclusive one is
 told once per host and the job goes on. `check_jobs` is the same check for
 `validate --online` / `plan --online`, as located problems.
@@ -19,18 +22,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from batchgen.asset_memory import CheckMemory, CheckStore
 from batchgen.assets import AUDIO, IMAGE, Check, Verdict, host_of, shown
 from batchgen.errors import Problem
+from batchgen.preflight_ahead import Lookahead
 from batchgen.settings import PREFLIGHT_CONCURRENCY as CONCURRENCY
 from batchgen.settings import PreflightSettings as PreflightSettings
 from batchgen.settings import is_loopback as is_loopback
 
 Probe = Callable[[str, str], Awaitable[Check]]
+
+#: jobs read ahead of the submitter at most (issue 18: memory bounded by this, not by the
+#: manifest). The submitter takes up to `concurrency` jobs a wave (at most 1,000): 4,000
+#: is four such waves, or ten seconds at issue 18's 412 jobs/s, so each job's verdict is
+#: ready before the submitter asks, while the checks, 8 at a time, are the slower side
+#: anyway. The jobs, their assets and the verdicts kept for them come to a few MB.
+LOOKAHEAD = 4_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,43 +100,55 @@ class Preflight:
     """The checks of one run; `start` them, ask `verdict`, `close` at the end."""
 
     def __init__(self, probe: Probe, *, store: CheckStore | None = None,
-                 concurrency: int = CONCURRENCY, now: Callable[[], float] = time.time,
+                 concurrency: int = CONCURRENCY, lookahead: int | None = None,
+                 now: Callable[[], float] = time.time,
                  warn: Callable[[str], None] = lambda message: None) -> None:
         self._probe = probe
         self._memory = CheckMemory(store)
         self._concurrency = concurrency
         self._now = now
         self._warn = warn
-        self._jobs: dict[str, list[Asset]] = {}
-        self._done: dict[str, Check] = {}      #: url -> verdict of this run
+        #: the jobs read ahead of the submitter, and the verdicts they need
+        self._ahead: Lookahead[Cleared] = Lookahead(lookahead or LOOKAHEAD)
         self._down: dict[str, str] = {}        #: host -> why it could not be reached
         #: host -> its first check, which the others on that host wait for
         self._first: dict[str, asyncio.Future[None]] = {}
         self._listeners: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        #: set when the workers may have more to do: room in the lookahead, a job asked
+        self._stir = asyncio.Event()
         self.probes = 0                        #: URLs actually fetched in this run
 
     def listen(self, notify: Callable[[], None]) -> None:
         self._listeners.append(notify)
 
-    def start(self, jobs: Sequence[tuple[str, Sequence[Asset]]]) -> None:
-        """Check these jobs' assets, in this order, in the background."""
-        queue: asyncio.Queue[str] = asyncio.Queue()
-        seen: set[str] = set()
-        for job_id, assets in jobs:
-            self._jobs[job_id] = list(assets)
-            for asset in assets:
-                if asset.url not in seen:
-                    seen.add(asset.url)
-                    queue.put_nowait(asset.url)
-        kinds = {a.url: a.kind for assets in self._jobs.values() for a in assets}
-        self._memory.load()
-        workers = min(self._concurrency, queue.qsize())
-        self._tasks = [asyncio.create_task(self._work(queue, kinds), name=f"preflight-{i}")
-                       for i in range(workers)]
+    def start(self, jobs: Iterable[tuple[str, Sequence[Asset]]],
+              lookup: Callable[[str], Sequence[Asset]] | None = None) -> None:
+        """Check these jobs' assets, in this order, in the background, read from `jobs`
+        only as far as the lookahead goes. `lookup` gives the assets of a job asked for
+        that is not held (asked again after its answer was forgotten, or beyond the
+        reader); without it such a job has nothing to check."""
+        self._ahead.feed(jobs, lookup)
+        self._spawn()
 
-    async def wait(self) -> None:
-        """Until every check has its verdict (validate/plan --online)."""
+    async def wait(self, each: Callable[[str, list[tuple[Asset, Check]]], None]
+                   | None = None) -> None:
+        """Until every job has its verdicts (validate/plan --online): each job is given,
+        in order, with its assets' checks to `each` and then forgotten."""
+        landed = asyncio.Event()
+        self.listen(landed.set)
+        while True:
+            for job_id, checks in self._ahead.ripe():
+                if each is not None:
+                    each(job_id, checks)
+            self._stir.set()
+            running = [t for t in self._tasks if not t.done()]
+            if not running:
+                break
+            landed.clear()
+            woken = asyncio.ensure_future(landed.wait())
+            await asyncio.wait([woken, *running], return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
         await asyncio.gather(*self._tasks)
 
     async def close(self) -> None:
@@ -134,31 +157,53 @@ class Preflight:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def verdict(self, job_id: str) -> Cleared | None:
-        assets = self._jobs.get(job_id)
-        if assets is None:
-            return Cleared(True)  # not to check (no remote asset, or sent before)
-        for asset in assets:
-            check = self._done.get(asset.url)
-            if check is None:
-                return None
-            if check.bad:
-                return Cleared(False, bad_asset_error(asset, check))
-        return Cleared(True)
+        ahead = self._ahead
+        cleared = ahead.answered.get(job_id)
+        if cleared is not None:
+            return cleared  # asked again (the budget held it back, or its create made nothing)
+        if not ahead.holds(job_id):
+            if not ahead.ask(job_id):
+                return Cleared(True)  # not to check (no remote asset, or no longer pending)
+            self._spawn()  # checked first: the submitter waits for it
+        cleared = ahead.answer(job_id, _cleared)
+        if cleared is not None:
+            self._stir.set()  # room in the lookahead
+        return cleared
 
-    def results(self) -> dict[str, Check]:
-        """Every verdict of this run, by URL."""
-        return dict(self._done)
+    def holding(self) -> tuple[int, int]:
+        """(jobs, URL verdicts) held now: what the lookahead bounds (tests sample it)."""
+        return len(self._ahead.held), len(self._ahead.done)
 
-    async def _work(self, queue: asyncio.Queue[str], kinds: Mapping[str, str]) -> None:
-        while not queue.empty():
-            url = queue.get_nowait()
+    def _spawn(self) -> None:
+        """Workers up to the concurrency (they end when the source is read and nothing is
+        left to check; a job asked later starts them again)."""
+        self._tasks = [t for t in self._tasks if not t.done()]
+        self._stir.set()
+        for i in range(len(self._tasks), self._concurrency):
+            self._tasks.append(asyncio.create_task(self._work(), name=f"preflight-{i}"))
+
+    async def _work(self) -> None:
+        ahead = self._ahead
+        while True:
+            item = ahead.next_url()
+            if item is None:
+                if ahead.exhausted:
+                    return
+                self._stir.clear()  # the lookahead is full: until the submitter moves on
+                self._tell()  # (`wait` lets go of what is ripe: maybe nothing had to land)
+                await self._stir.wait()
+                continue
+            url, kind = item
             try:
-                check = await self._check(url, kinds[url])
+                check = await self._check(url, kind)
             except Exception as exc:  # a bug must not hold the submitter forever
                 check = Check(Verdict.INCONCLUSIVE, f"the check failed ({type(exc).__name__})")
-            self._done[url] = check
-            for notify in self._listeners:
-                notify()
+            ahead.land(url, check)
+            self._tell()
+
+    def _tell(self) -> None:
+        for notify in self._listeners:
+            notify()
 
     async def _check(self, url: str, kind: str) -> Check:
         host = host_of(url)
@@ -203,21 +248,39 @@ async def check_jobs(jobs: Sequence[Any], probe: Probe, *, concurrency: int = CO
                      skip: Container[str] = ()) -> tuple[list[Problem], list[Problem]]:
     """(errors, warnings) for `validate --online`/`plan --online`: every bad asset of every
     job, located by the job's source; each unreachable host once. URLs in `skip` (the
-    objects a run uploads from local files) are not fetched."""
+    objects a run uploads from local files) are not fetched. The jobs are walked once, in
+    order, with the run's lookahead: only the jobs being checked are held."""
     warnings: list[str] = []
+    errors: list[Problem] = []
     checks = Preflight(probe, concurrency=concurrency, warn=warnings.append)
-    listed = [(job, assets_of(job.request_fields() | _add_audio(job), skip)) for job in jobs]
-    checks.start([(job.id, assets) for job, assets in listed])
+    held: dict[str, Any] = {}  #: job id -> job, for the jobs the lookahead holds
+
+    def listed() -> Iterator[tuple[str, list[Asset]]]:
+        for job in jobs:
+            held[job.id] = job
+            yield job.id, assets_of(job.request_fields() | _add_audio(job), skip)
+
+    def located(job_id: str, done: list[tuple[Asset, Check]]) -> None:
+        job = held.pop(job_id)
+        errors.extend(_located(job, asset.field, describe(asset, check),
+                               "fix or replace the asset: a run fails this job before paying")
+                      for asset, check in done if check.bad)
+
+    checks.start(listed())
     try:
-        await checks.wait()
+        await checks.wait(located)
     finally:
         await checks.close()
-    done = checks.results()
-    errors = [_located(job, asset.field, describe(asset, done[asset.url]),
-                       "fix or replace the asset: a run fails this job before paying")
-              for job, assets in listed for asset in assets if done[asset.url].bad]
     first = jobs[0] if jobs else None
     return errors, [_located(first, "", w) for w in warnings]
+
+
+def _cleared(checks: list[tuple[Asset, Check]]) -> Cleared:
+    """A job's answer from its assets' verdicts: the first bad one fails it."""
+    for asset, check in checks:
+        if check.bad:
+            return Cleared(False, bad_asset_error(asset, check))
+    return Cleared(True)
 
 
 def _add_audio(job: Any) -> dict[str, Any]:

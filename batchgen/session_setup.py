@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Container, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -112,24 +112,39 @@ async def preflight_gate(settings: PreflightSettings, sandbox: bool, api_base: s
                          env: Mapping[str, str] | None = None,
                          uploads: Container[str] = ()) -> AsyncIterator[Preflight | None]:
     """Pre-flight checks of the jobs still to send, started now, in the order they will be
-    sent (the admission queue, read from the store: scheduler/window.py), so verdicts are
-    ready before the submitter asks for them. s3:// assets are presigned with `env`'s
-    credentials and checked, except `uploads` (objects made from local files, checked at
-    load)."""
+    sent (the admission queue, read from the store a page at a time as the checks go:
+    scheduler/window.py), so verdicts are ready before the submitter asks for them, and no
+    further ahead than the lookahead (preflight.LOOKAHEAD). s3:// assets are presigned with
+    `env`'s credentials and checked, except `uploads` (objects made from local files,
+    checked at load)."""
     if not settings.on(sandbox, api_base):
         yield None
         return
     from batchgen.asset_probe import AssetProber
     from batchgen.jobs import JobState
-    from batchgen.preflight import Preflight, assets_of
+    from batchgen.preflight import Asset, Preflight, assets_of
     from batchgen.scheduler.window import Window
     from batchgen.uploads import Buckets, bucket_probe
-    jobs = [(row.job_id, assets_of(row.request, uploads)) for row, _ in Window(store).rest()
-            if row.state is JobState.PENDING]
+
+    def queue() -> Iterator[tuple[str, list[Asset]]]:
+        """Every job still to send, with what to check (jobs with nothing to check too:
+        the submitter asks about each, and one not read would be looked up alone)."""
+        for row, _ in Window(store).rest():
+            if row.state is JobState.PENDING:
+                yield row.job_id, assets_of(row.request, uploads)
+
+    def lookup(job_id: str) -> list[Asset]:
+        """A job asked for out of order, read alone: nothing to check unless pending."""
+        try:
+            row = store.get(job_id)
+        except KeyError:
+            return []
+        return assets_of(row.request, uploads) if row.state is JobState.PENDING else []
+
     async with AssetProber.open(timeout=settings.timeout) as prober:
         checks = Preflight(bucket_probe(prober.check, Buckets(env or {})), store=store,
                            concurrency=settings.concurrency, warn=warn)
-        checks.start([(job_id, assets) for job_id, assets in jobs if assets])
+        checks.start(queue(), lookup)
         try:
             yield checks
         finally:

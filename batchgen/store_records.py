@@ -142,11 +142,11 @@ class StoreRecords(StoreConnection):
 
     # -- pre-flight verdicts (preflight.py), kept beside the run history ------------------
 
-    def asset_checks(self) -> dict[str, str]:
-        """Every remembered asset verdict: key (``url:...``/``host:...``) -> JSON text."""
-        rows = self._conn.execute("SELECT key, value FROM meta "
-                                  "WHERE substr(key, 1, 6) = 'asset:'")
-        return {k.removeprefix("asset:"): v for k, v in rows}
+    def asset_check(self, key: str) -> str | None:
+        """One remembered verdict (``url:...``/``host:...``), by the meta table's key."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?",
+                                 ("asset:" + key,)).fetchone()
+        return None if row is None else str(row[0])
 
     def record_asset_check(self, key: str, value: str) -> None:
         """Remember one verdict (not durable: losing it costs one more check, no money)."""

@@ -8,7 +8,7 @@ import socket
 import struct
 import zlib
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
@@ -57,12 +57,13 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def asset_host(files: dict[str, bytes] | None = None, *, slow: float = 5.0
-                     ) -> AsyncIterator[AssetHost]:
+async def asset_host(files: dict[str, bytes] | None = None, *, slow: float = 5.0,
+                     on_hit: Callable[[str], None] | None = None) -> AsyncIterator[AssetHost]:
     """Serves `files` (path -> bytes, as image/png whatever they are) plus hostile routes:
     /huge (Content-Length 10 GB), /forbidden (403), /busy (503), /slow (`slow` s before
     answering), /loop (redirects to itself), /moved/<path> (302 to /<path>), /empty,
-    /gzip/<path> (gzipped when offered), /always-gzip (gzipped regardless)."""
+    /gzip/<path> (gzipped when offered), /always-gzip (gzipped regardless). `on_hit` is
+    called with each path as it is asked (a test looks at its run at that moment)."""
     files = dict(files or {})
     app = web.Application()
     host = AssetHost(app)
@@ -70,6 +71,8 @@ async def asset_host(files: dict[str, bytes] | None = None, *, slow: float = 5.0
     async def serve(request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"]
         host.hits[path] += 1
+        if on_hit is not None:
+            on_hit(path)
         if path == "huge":
             resp = web.StreamResponse(headers={"Content-Type": "image/png",
                                                "Content-Length": str(10 * 1024 ** 3)})

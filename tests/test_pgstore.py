@@ -55,7 +55,8 @@ def script(store: Store) -> dict:
     store.record_asset_check("url:https://h.example/a.png", '{"verdict": "bad"}')
     store.record_asset_check("url:https://h.example/a.png", '{"verdict": "ok"}')
     store.record_asset_check("host:https://dead.example", '{"verdict": "inconclusive"}')
-    out["asset_checks"] = store.asset_checks()
+    out["asset_checks"] = {k: store.asset_check(k) for k in (
+        "url:https://h.example/a.png", "host:https://dead.example", "url:https://h.example/b")}
     return out
 
 
@@ -67,7 +68,8 @@ def test_postgres_keeps_exactly_the_rows_sqlite_keeps(pg_url, tmp_path):
     assert got == expected
     assert {r.job_id: r.state for r in got["rows"]}["j0"] is JobState.PENDING  # reopened
     assert got["asset_checks"] == {"url:https://h.example/a.png": '{"verdict": "ok"}',
-                                   "host:https://dead.example": '{"verdict": "inconclusive"}'}
+                                   "host:https://dead.example": '{"verdict": "inconclusive"}',
+                                   "url:https://h.example/b": None}
 
 
 def test_migrations_run_once_even_when_two_hosts_start_together(pg_url):

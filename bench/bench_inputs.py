@@ -11,9 +11,16 @@
    loaded cold (every file hashed) and again (hashes remembered by path, size and mtime:
    file_hashes.py), best of 3 each.
 
+4. Pre-flight at scale (--scale N, e.g. 200000; issue 18): N jobs, each its own image URL
+   on a loopback host (a separate process serving one PNG under every path), synced into
+   a state; then `batchgen run --preflight` over it (the installed CLI, a subprocess,
+   against the emulator, concurrency 100, zero task time): seconds to its first create,
+   its peak RSS then and --scale-seconds later (the run going on), and the same run
+   without pre-flight to its first create beside it. Each run is killed, not finished.
+
 Loopback numbers: they show batchgen's own overhead, not a real network's.
 Usage: python bench/bench_inputs.py [--jobs 200] [--files 50] [--mb 1] [--load-files 300]
-       [--load-mb 2] [--only-load]
+       [--load-mb 2] [--only-load] [--scale 200000 [--scale-seconds 20] [--only-scale]]
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +38,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+import benchlib
 from asset_hosts import asset_host, png
+from bench_stream import SYNC, _peak_rss
 
 import batchgen
 from batchgen.asset_probe import AssetProber
@@ -124,6 +135,83 @@ def load_cost(count: int, mb: float, root: Path) -> None:
           f"file, {warm:.3f} s with the hashes remembered ({cold / warm:.1f}x)")
 
 
+#: the loopback asset host of part 4: one PNG under every path, in its own process
+HOST = """\
+import asyncio, sys
+sys.path.insert(0, sys.argv[1])
+from aiohttp import web
+from asset_hosts import png
+body = png(640, 480)
+async def serve(request):
+    return web.Response(body=body, content_type="image/png")
+async def main():
+    app = web.Application()
+    app.router.add_get("/{path:.*}", serve)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(site._server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def preflight_scale(n: int, seconds: float, root: Path) -> None:
+    """Part 4: time to the first create and peak RSS of `run --preflight` over n jobs."""
+    tests = str(Path(__file__).resolve().parent.parent / "tests")
+    host = subprocess.Popen([sys.executable, "-c", HOST, tests], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert host.stdout is not None
+        base = f"http://127.0.0.1:{host.stdout.readline().strip()}"
+        manifest = benchlib.write_manifest(root / "scale", 1, concurrency=100)
+        with open(manifest.parent / "jobs.jsonl", "w") as f:
+            for i in range(n):
+                f.write(f'{{"id": "j{i:06d}", "prompt": "p {i}", '
+                        f'"image_url": "{base}/img/{i}.png"}}\n')
+        subprocess.run([sys.executable, "-c", SYNC, str(manifest)], check=True,
+                       cwd=manifest.parent, stdout=subprocess.DEVNULL)
+        with benchlib.Emulator("--queue-time", "0", "--processing-time", "0",
+                               "--balance", str(n * 100)) as em:
+            args = [*benchlib.run_args(manifest, em.url), "--concurrency", "100"]
+            # a warm-up, not measured; each run is killed at its first create (the one it
+            # leaves unknown is resolved by the next), the last `seconds` later
+            _to_create(em, [*args, "--no-preflight"], root, 0)
+            load = os.getloadavg()[0]
+            without, rss_without, _, _ = _to_create(em, [*args, "--no-preflight"], root, 0)
+            first, at_first, peak, sent = _to_create(em, [*args, "--preflight"], root,
+                                                     seconds)
+            load = max(load, os.getloadavg()[0])
+    finally:
+        host.kill()
+        host.wait()
+    print(f"pre-flight at scale, {n:,} jobs (distinct loopback image URLs), load average "
+          f"<= {load:.1f}: run --preflight to its first create {first:.2f} s, peak RSS "
+          f"{at_first:.0f} MB then, {peak:.0f} MB {seconds:g} s later ({sent:,} jobs "
+          f"sent by then); --no-preflight "
+          f"{without:.2f} s, {rss_without:.0f} MB", flush=True)
+
+
+def _to_create(em: benchlib.Emulator, args: list[str], root: Path, seconds: float
+               ) -> tuple[float, float, float, int]:
+    """`batchgen ARGS` until the emulator's next create, then `seconds` more, killed:
+    (seconds to that create, peak RSS MB then, peak RSS MB at the kill, creates made)."""
+    before = int(em.stats()["requests"].get("createBySourcePrompt", 0))
+    started = time.perf_counter()
+    proc, _, err = benchlib.start_cli(args, root / "cli")
+    while int(em.stats()["requests"].get("createBySourcePrompt", 0)) <= before:
+        if proc.poll() is not None:
+            raise RuntimeError(f"run ended before a create: {err.read_text()[-2000:]}")
+        time.sleep(0.02)
+    first = time.perf_counter() - started
+    at_first = _peak_rss(proc.pid)
+    time.sleep(seconds)
+    proc.send_signal(signal.SIGKILL)
+    _, _, _, rss = benchlib.reap(proc, started)
+    return first, at_first, rss, int(em.stats()["requests"]["createBySourcePrompt"]) - before
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
@@ -132,8 +220,15 @@ def main() -> None:
     parser.add_argument("--load-files", type=int, default=300)
     parser.add_argument("--load-mb", type=float, default=2.0)
     parser.add_argument("--only-load", action="store_true", help="skip parts 1 and 2")
+    parser.add_argument("--scale", type=int, default=0, help="part 4's jobs (0: skipped)")
+    parser.add_argument("--scale-seconds", type=float, default=20.0)
+    parser.add_argument("--only-scale", action="store_true", help="part 4 alone")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.scale:
+            preflight_scale(args.scale, args.scale_seconds, Path(tmp))
+            if args.only_scale:
+                return
         load_cost(args.load_files, args.load_mb, Path(tmp))
         if args.only_load:
             return

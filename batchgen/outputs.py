@@ -10,7 +10,7 @@ size); only then is the job recorded `downloaded`. An S3 object appears under it
 only when its upload completes (a multipart upload at CompleteMultipartUpload), so a
 partial object never stands under a final key; a run killed mid-upload leaves the job
 `ready`, and the next run uploads it again. Once recorded, the staged copy is deleted as
-soon as its poster is made (posters.PosterMaker with `discard`), so the working folder
+soon as its poster is made (poster_maker.PosterMaker with `discard`), so the working folder
 holds only the videos in hand. report.csv, summary.json and report.html are uploaded at
 the end of every run, after the posters report.html shows (those made since the last
 upload).

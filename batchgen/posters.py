@@ -14,7 +14,6 @@ Deliberately not here: downloading (download.py), the page (report_html.py).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import json
@@ -23,8 +22,6 @@ import os
 import signal
 import sys
 import threading
-from collections import deque
-from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -145,134 +142,6 @@ def extract_poster(video: Path, target: Path) -> bool:
 def bad_marker(target: Path) -> Path:
     """The file that says a video's poster killed or hung the decoder: never tried again."""
     return target.with_name(f".{target.name}.bad")
-
-
-class PosterMaker:
-    """Makes a run's posters, one at a time, in a child process, while the downloads go on.
-
-    A download hands its verified file over (`add`) and moves on: awaiting ~1.5 ms of
-    decoding per video would cap a fast run's downloads at the decoder's pace. The file is
-    untrusted and FFmpeg is C: decoding in a process of its own (`python -m
-    batchgen.posters`, one line per poster on its stdin and stdout) means a crash or a
-    hang in it (killed after `seconds`) costs that one poster — marked, so no later run
-    tries it again — never the run, and never every later run retrying it at start-up.
-    A plain child process rather than multiprocessing: spawn would re-run the caller's
-    own script (a pipeline calling `batchgen.run` at top level) inside the child. One
-    process makes every poster, reusing its scaler and encoder. `finish` waits for what is
-    left when the run ends and stops the child (a stopped run drops the posters not yet
-    started; the next run makes them, as it makes those of videos downloaded before
-    posters existed: `backfill`).
-
-    With `discard` (a bucket output, outputs.py), the videos are staged copies already
-    uploaded, verified and recorded: each is deleted once its poster is made or given
-    up, so a long run does not fill the working folder's disk.
-    """
-
-    def __init__(self, output_dir: Path, *, work: str = DEFAULT_WORK,
-                 seconds: int = POSTER_SECONDS, discard: bool = False) -> None:
-        self.output_dir = output_dir
-        self.discard = discard
-        self._work = work
-        self._seconds = seconds
-        self._queue: deque[tuple[Path, Path]] = deque()
-        self._task: asyncio.Task[None] | None = None
-        self._child: asyncio.subprocess.Process | None = None
-        #: posters given up because the decoder died or hung on them (this run)
-        self.given_up = 0
-
-    def add(self, video: Path, sha256: str) -> None:
-        """Queue the poster of a verified video (returns at once; needs a running loop)."""
-        self._queue.append((video, poster_path(self.output_dir, sha256)))
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._drain())
-
-    def backfill(self, rows: Iterable[tuple[str, str]]) -> int:
-        """Queue posters missing for downloaded videos: (file name, sha256) pairs. With
-        `discard`, a staged copy whose poster is already there (the run that made it
-        stopped before deleting it) is deleted now."""
-        try:
-            have = set(os.listdir(self.output_dir / POSTER_DIR))
-        except OSError:
-            have = set()
-        n = 0
-        for file, sha256 in rows:
-            name = poster_name(sha256)
-            made = name in have or bad_marker(Path(name)).name in have
-            if made and not self.discard:
-                continue  # no file to look at: a re-run of a million done jobs stats none
-            video = self.output_dir / file
-            if not video.is_file():
-                continue
-            if not made:
-                self.add(video, sha256)
-                n += 1
-            else:
-                self._drop(video)
-        return n
-
-    def _drop(self, video: Path) -> None:
-        """Delete a staged copy (discard mode) once nothing here needs it."""
-        if self.discard:
-            with contextlib.suppress(OSError):
-                video.unlink()
-
-    async def _drain(self) -> None:
-        while self._queue:
-            video, target = self._queue.popleft()
-            if target.exists():
-                self._drop(video)
-                continue
-            try:
-                made = await self._make(video, target)
-            except OSError as exc:  # no child process at all: no posters, never a failed run
-                log.debug("no poster for %s: %s", video, exc)
-                self._drop(video)
-                continue
-            self._drop(video)
-            if made is None:
-                self.given_up += 1
-                log.warning("no poster for %s: the decoder died or hung on it", video.name)
-                with contextlib.suppress(OSError):
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    bad_marker(target).touch()
-
-    async def _make(self, video: Path, target: Path) -> bool | None:
-        """One poster in the child; None when the child died on it (it is restarted)."""
-        child = self._child
-        if child is None or child.returncode is not None:
-            child = self._child = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "batchgen.posters", self._work, str(self._seconds),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
-        assert child.stdin is not None and child.stdout is not None
-        try:
-            child.stdin.write(json.dumps([str(video), str(target)]).encode() + b"\n")
-            await child.stdin.drain()
-            answer = await child.stdout.readline()
-        except (BrokenPipeError, ConnectionResetError):
-            answer = b""
-        if not answer:
-            await child.wait()
-            self._child = None
-            return None
-        return answer.strip() == b"1"
-
-    async def finish(self, *, drop_waiting: bool = False) -> None:
-        """Wait for the posters in the making, then stop the child; with `drop_waiting`,
-        skip those not begun."""
-        if drop_waiting:
-            self._queue.clear()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-        child, self._child = self._child, None
-        if child is not None and child.returncode is None:
-            assert child.stdin is not None
-            child.stdin.close()  # end of input: the child exits
-            try:
-                await asyncio.wait_for(child.wait(), 5)
-            except TimeoutError:
-                child.kill()
-                await child.wait()
 
 
 def _serve(work_name: str, seconds: int) -> None:

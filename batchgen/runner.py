@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from batchgen.client import AkoolClient
 from batchgen.polling import PollClock
-from batchgen.posters import PosterMaker
+from batchgen.poster_maker import PosterMaker
 from batchgen.retry import OutageWatch
 from batchgen.scheduler import startup
 from batchgen.scheduler.cleanup import Cleanup

@@ -11,7 +11,8 @@ import pytest
 from s3_helpers import BUCKET, bucket_objects, raw_store
 
 import batchgen
-from batchgen.posters import POSTER_DIR, PosterMaker, poster_path
+from batchgen.poster_maker import PosterMaker
+from batchgen.posters import POSTER_DIR, poster_path
 
 pytest.importorskip("obstore")
 pytest.importorskip("moto.server")

@@ -193,7 +193,8 @@ async def test_a_decoder_that_crashes_or_hangs_costs_one_poster_never_the_run(tm
     decoder's process, not the run; that poster is marked and never tried again (a run
     retrying it at every start-up would never finish), and the others are made."""
 
-    from batchgen.posters import PosterMaker, bad_marker, poster_path
+    from batchgen.poster_maker import PosterMaker
+    from batchgen.posters import bad_marker, poster_path
     from batchgen.sandbox.video import mp4_bytes
 
     names = ["a.mp4", "crash.mp4", "b.mp4", "hang.mp4", "c.mp4"]

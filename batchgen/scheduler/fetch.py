@@ -29,7 +29,7 @@ from batchgen.transitions import Downloaded as Done
 from batchgen.transitions import DownloadFailed
 
 if TYPE_CHECKING:
-    from batchgen.posters import PosterMaker
+    from batchgen.poster_maker import PosterMaker
     from batchgen.scheduler.cleanup import Cleanup
     from batchgen.scheduler.poll import Poll
     from batchgen.state_store import SharedState

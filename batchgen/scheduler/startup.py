@@ -28,7 +28,7 @@ from batchgen.scheduler.state import COUNT_FILE_SEPARATOR
 from batchgen.scheduler.window import Window
 
 if TYPE_CHECKING:
-    from batchgen.posters import PosterMaker
+    from batchgen.poster_maker import PosterMaker
     from batchgen.scheduler.cleanup import Cleanup
     from batchgen.scheduler.fetch import Fetch
     from batchgen.scheduler.poll import Poll

@@ -134,12 +134,16 @@ async def preflight_gate(settings: PreflightSettings, sandbox: bool, api_base: s
                 yield row.job_id, assets_of(row.request, uploads)
 
     def lookup(job_id: str) -> list[Asset]:
-        """A job asked for out of order, read alone: nothing to check unless pending."""
+        """A job asked for out of order, read alone: checked unless it can no longer be
+        sent. A shared state's store claims a job (`submitting`) before its create asks
+        the gate, so a claimed job the reader had not reached is checked too, never
+        cleared unchecked (the gate is only asked before a create leaves)."""
         try:
             row = store.get(job_id)
         except KeyError:
             return []
-        return assets_of(row.request, uploads) if row.state is JobState.PENDING else []
+        unsent = (JobState.PENDING, JobState.SUBMITTING)
+        return assets_of(row.request, uploads) if row.state in unsent else []
 
     async with AssetProber.open(timeout=settings.timeout) as prober:
         checks = Preflight(bucket_probe(prober.check, Buckets(env or {})), store=store,

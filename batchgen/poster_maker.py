@@ -75,13 +75,17 @@ class PosterMaker:
         self.given_up = 0
         #: posters left to the next run because `WAITING` videos already waited
         self.left = 0
+        #: the run stopped (`finish(drop_waiting=True)`): no poster begins any more
+        self._stopping = False
 
     def add(self, video: Path, sha256: str) -> bool:
         """Queue the poster of a verified video (returns at once; needs a running loop).
-        Past `WAITING` videos the poster is left to the next run's `backfill` (False;
-        a staged copy is kept for it): a poster is never worth a million-entry queue."""
+        Past `WAITING` videos the poster is left to the next run's `backfill` (False): a
+        poster is never worth a million-entry queue, nor a staged copy of a bucket
+        output's video kept for it (that video gets no poster)."""
         if len(self._queue) >= WAITING:
             self.left += 1
+            self._drop(video)  # a staged copy (bucket output) is not kept for a poster
             return False
         self._queue.append((str(video), sha256))
         if self._task is None or self._task.done():
@@ -120,7 +124,7 @@ class PosterMaker:
                 video.unlink()
 
     async def _drain(self) -> None:
-        while self._queue:
+        while self._queue and not self._stopping:
             batch: list[tuple[str, str]] = []
             while self._queue and len(batch) < PIPELINE:
                 file, sha256 = self._queue.popleft()
@@ -148,7 +152,8 @@ class PosterMaker:
                 with contextlib.suppress(OSError):
                     target.parent.mkdir(parents=True, exist_ok=True)
                     bad_marker(target).touch()
-        self._queue.extendleft(reversed(batch[len(answers):]))  # after the one it died on
+        if not self._stopping:  # those after the one it died on, unless the run stopped
+            self._queue.extendleft(reversed(batch[len(answers):]))
 
     async def _make(self, batch: list[tuple[Path, Path]]) -> list[bool | None]:
         """Send `batch` to the child and read its answers, one line each, in order: a
@@ -162,17 +167,17 @@ class PosterMaker:
                 env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
         assert child.stdin is not None and child.stdout is not None
         answers: list[bool | None] = []
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             child.stdin.write(b"".join(json.dumps([str(v), str(t)]).encode() + b"\n"
                                        for v, t in batch))
             await child.stdin.drain()
+        # a child that died while we wrote answered those before: read them all
+        with contextlib.suppress(ConnectionResetError):
             while len(answers) < len(batch):
                 answer = await child.stdout.readline()
                 if not answer:
                     break
                 answers.append(answer.strip() == b"1")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
         if len(answers) < len(batch):
             await child.wait()
             self._child = None
@@ -182,7 +187,8 @@ class PosterMaker:
     async def finish(self, *, drop_waiting: bool = False) -> None:
         """Wait for the posters in the making, then stop the child; with `drop_waiting`,
         skip those not begun."""
-        if drop_waiting:
+        if drop_waiting:  # a stop: the batch in the making ends, nothing more begins
+            self._stopping = True
             self._queue.clear()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)

@@ -24,6 +24,7 @@ from batchgen.posters import (
     DEFAULT_WORK,
     POSTER_DIR,
     POSTER_SECONDS,
+    PosterIndex,
     bad_marker,
     poster_name,
     poster_path,
@@ -96,10 +97,7 @@ class PosterMaker:
         """Queue posters missing for downloaded videos: (file name, sha256) pairs. With
         `discard`, a staged copy whose poster is already there (the run that made it
         stopped before deleting it) is deleted now."""
-        try:
-            have = set(os.listdir(self.output_dir / POSTER_DIR))
-        except OSError:
-            have = set()
+        have = PosterIndex(self.output_dir / POSTER_DIR)
         n = 0
         for file, sha256 in rows:
             name = poster_name(sha256)

@@ -17,9 +17,8 @@ Deliberately not here: the audit's rules (audit.py), report.csv and summary.json
 from __future__ import annotations
 
 import heapq
-import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from batchgen.audit import (
     parse_iso,
     utc_now,
 )
-from batchgen.posters import POSTER_DIR, poster_name
+from batchgen.posters import POSTER_DIR, PosterIndex, poster_name
 from batchgen.report import write_atomic
 from batchgen.store import JobRow, JobState, report_status
 
@@ -72,7 +71,7 @@ def warm() -> None:
     _ENV.get_template("report.html.j2")
 
 
-def _job(r: JobRow, posters: set[str]) -> dict[str, Any]:
+def _job(r: JobRow, posters: Container[str]) -> dict[str, Any]:
     req = r.request
     poster = poster_name(r.sha256) if r.sha256 else None
     return {
@@ -220,11 +219,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d}"
 
 
-def _posters(directory: Path) -> set[str]:
-    try:
-        return set(os.listdir(directory / POSTER_DIR))
-    except OSError:
-        return set()
+def _posters(directory: Path) -> PosterIndex:
+    return PosterIndex(directory / POSTER_DIR)
 
 
 def render_html(rows: Sequence[JobRow], *, name: str, output_dir: Path,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -50,7 +50,7 @@ _BLOCK = 1 << 20
 class _Pass:
     """What one pass over the rows gathers for the page."""
 
-    def __init__(self, posters: set[str], data: IO[bytes], tips: bool) -> None:
+    def __init__(self, posters: Container[str], data: IO[bytes], tips: bool) -> None:
         self.posters = posters
         self.data = data
         #: jobs, estimated, deducted, estimated_charged, completed, held (credits)

@@ -10,6 +10,7 @@ and whole runs with a page far smaller than the manifest against the emulator's 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import re
@@ -251,6 +252,53 @@ def test_report_html_streamed_is_the_page_rendered_from_every_row(tmp_path, n):
                                  summary={"wall_seconds": 3}, abandoned=abandoned,
                                  budget=9_999, now=now)
     assert path.read_text(encoding="utf-8") == want
+
+
+def test_report_html_streamed_merges_sorted_runs_and_finds_posters(tmp_path, monkeypatch):
+    # the timeline's order built from runs of 7 jobs merged (ties in start: 25 jobs are
+    # sent together) is the page's order over every row; the compact poster index links
+    # exactly the posters on disk (and not a bad marker's video)
+    from datetime import UTC, datetime
+
+    from batchgen import report_timeline
+    from batchgen.posters import POSTER_DIR, bad_marker, poster_path
+    from batchgen.report_html import render_html
+    from batchgen.report_stream import write_html_stream
+    monkeypatch.setattr(report_timeline, "_RUN", 7)
+    _finished_state(tmp_path, 300)
+    (tmp_path / POSTER_DIR).mkdir()
+    with Store.open(tmp_path) as store:  # names apart (the fixture's share 32 zeros)
+        store.update([(r.job_id, {"sha256": hashlib.sha256(r.job_id.encode()).hexdigest()})
+                      for r in store.rows() if r.sha256])
+        done = [r for r in store.rows() if r.sha256]
+    made = {r.job_id for r in done[::3]}
+    for r in done:
+        if r.job_id in made:
+            poster_path(tmp_path, r.sha256).write_bytes(b"jpg")
+        elif r.idx % 2:
+            bad_marker(poster_path(tmp_path, r.sha256)).write_bytes(b"")
+    now = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
+    with Store.open(tmp_path) as store:
+        want = render_html(store.rows(), name="t", output_dir=tmp_path, now=now)
+        path = write_html_stream(tmp_path, store.iter_rows(), name="t", now=now)
+    page = path.read_text(encoding="utf-8")
+    assert page == want
+    data = json.loads(re.search(r'id="jobs-data">(.*?)</script>', page, re.S).group(1))
+    linked = {j["id"] for j in data if j["poster"]}
+    assert linked == made and len(made) > 20
+
+
+def test_poster_index_holds_a_folders_names(tmp_path):
+    from batchgen.posters import PosterIndex
+    names = [f"{i:032x}.jpg" for i in range(2_000)] + [".x.jpg.bad", "caf\udce9.jpg"]
+    for name in names[::2] + names[-2:]:
+        (tmp_path / name).write_bytes(b"")
+    index = PosterIndex(tmp_path)
+    assert len(index) == 1_002
+    assert all(name in index for name in names[::2] + names[-2:])
+    assert not any(name in index for name in names[1:-2:2])
+    assert 5 not in index and "" not in index
+    assert len(PosterIndex(tmp_path / "absent")) == 0
 
 
 @pytest.mark.parametrize(("n", "shared"), [(0, False), (40, False), (40, True)])

@@ -24,18 +24,21 @@ process (wall time, peak RSS from os.wait4):
 Goals (issue 18): validate and plan < 8 s and < 300 MB each; a re-run of an unchanged
 manifest reaches its first create in < 5 s; a whole run < 300 MB at >= 412 jobs/s.
 
-Usage: python bench/bench_stream.py [--jobs 1000000] [--long] [--skip-run]
+Usage: python bench/bench_stream.py [--jobs 1000000] [--long] [--skip-run] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +76,7 @@ def measure(args: list[str], cwd: Path, env: dict[str, str] | None = None
 def _until_create(proc: subprocess.Popen[bytes], em: benchlib.Emulator, err: Path,
                   before: int) -> None:
     """Wait until the emulator has seen a create beyond `before`."""
-    while int(em.stats()["requests"].get(CREATE, 0)) <= before:
+    while int(em.stats(brief=True)["requests"].get(CREATE, 0)) <= before:
         if proc.poll() is not None:
             raise RuntimeError(f"run ended before a create: {err.read_text()[-2000:]}")
         time.sleep(0.02)
@@ -92,7 +95,7 @@ def first_create(manifest: Path, cwd: Path, jobs: int, long: bool) -> list[tuple
         args = [*benchlib.run_args(manifest, em.url), "--concurrency", "100"]
         for label in ("run over that state -> first create (killed there)",
                       "re-run -> first create"):
-            before = int(em.stats()["requests"].get(CREATE, 0))
+            before = int(em.stats(brief=True)["requests"].get(CREATE, 0))
             started = time.perf_counter()
             proc, _, err = benchlib.start_cli(args, cwd)
             _until_create(proc, em, err, before)
@@ -134,26 +137,41 @@ def _running(pid: int) -> bool:
 def _watch(proc: subprocess.Popen[bytes], em: benchlib.Emulator, jobs: int,
            started: float) -> tuple[float | None, float]:
     """Until the run ends: when its last video was downloaded (the emulator's count,
-    asked every 20 s: its stats are heavy at a million tasks) and the run's peak RSS by
-    then (the reports come after). Returns (seconds, MB); seconds None if never."""
+    asked every 5 s, brief: the poll that first saw its final value, so to within 5 s)
+    and the run's peak RSS by then (the reports come after). Not "when the count reaches `jobs`": the jobs the
+    bench's killed runs left unknown are never downloaded. Returns (seconds, MB);
+    seconds None if nothing was downloaded."""
     downloaded: float | None = None
-    hwm = 0.0
+    hwm = hwm_then = 0.0
+    seen = -1
     asked = 0.0
     while _running(proc.pid):
         time.sleep(1.0)
-        if downloaded is None:
-            hwm = max(hwm, _peak_rss(proc.pid))
-            if time.perf_counter() - asked >= 20:
-                asked = time.perf_counter()
-                try:
-                    done = int(em.stats()["requests"].get("download", 0))
-                except Exception:  # the emulator is busy: ask later
-                    continue
+        hwm = max(hwm, _peak_rss(proc.pid))
+        if time.perf_counter() - asked >= 5:
+            asked = time.perf_counter()
+            try:
+                done = int(em.stats(brief=True)["requests"].get("download", 0))
+            except Exception:  # the emulator is busy: ask later
+                continue
+            if done > seen:
+                seen, downloaded, hwm_then = done, asked - started, hwm
                 if done >= jobs:
-                    downloaded = time.perf_counter() - started
-                    print(f"  all {jobs:,} downloaded at {downloaded:.0f} s, peak RSS so "
+                    print(f"  all {jobs:,} downloaded by {downloaded:.0f} s, peak RSS so "
                           f"far {hwm:.0f} MB", flush=True)
-    return downloaded, hwm
+    return downloaded, hwm_then
+
+
+@contextlib.contextmanager
+def _folder(keep: Path | None) -> Iterator[Path]:
+    """Where the bench works: a temporary folder, or `keep` (emptied first, then kept)."""
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
+            yield Path(tmp)
+        return
+    shutil.rmtree(keep, ignore_errors=True)
+    keep.mkdir(parents=True)
+    yield keep.resolve()
 
 
 def main() -> int:
@@ -161,11 +179,12 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--long", action="store_true", help="also run every job to the end")
     parser.add_argument("--skip-run", action="store_true", help="no emulator, no run")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="work in DIR (made empty) and leave the manifest and state there")
     opts = parser.parse_args()
     rows: list[tuple[Any, ...]] = []
     began = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
-        folder = Path(tmp)
+    with _folder(opts.keep) as folder:
         # a whole run must not stop at the default budget (~130,000 videos of 1,000,000)
         manifest = write_manifest(folder, opts.jobs, csv=False,
                                   max_credits=opts.jobs * 1000 if opts.long else 5_000_000)

@@ -82,8 +82,9 @@ class Emulator:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read() or b"{}")
 
-    def stats(self) -> dict[str, Any]:
-        return self._call("/stats")
+    def stats(self, *, brief: bool = False) -> dict[str, Any]:
+        """The emulator's ledger; `brief` leaves out the creates per fingerprint."""
+        return self._call("/stats?brief=1" if brief else "/stats")
 
     def configure(self, **patch: Any) -> None:
         self._call("/config", patch)

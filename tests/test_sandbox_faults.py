@@ -70,6 +70,22 @@ async def test_http_errors_are_500_502_or_503_and_admin_is_spared(
     assert stats["faults_injected"] == {"http_error": 30} and stats["tasks_created"] == 0
 
 
+async def test_brief_stats_leave_out_the_creates_per_fingerprint(
+    sandbox: SandboxFactory, session: aiohttp.ClientSession
+) -> None:
+    sb = await sandbox()
+    for _ in range(2):  # the same request twice: one duplicate
+        await post(session, sb.url + CREATE)
+    async with session.get(sb.url + "/__sandbox__/stats", params={"brief": "1"}) as response:
+        brief = await response.json()
+    full = sb.stats()
+    assert "creates_by_fingerprint" not in brief and len(full["creates_by_fingerprint"]) == 1
+    assert brief == {k: v for k, v in full.items()
+                     if k not in ("creates_by_fingerprint", "in_flight")} | {
+        "in_flight": brief["in_flight"]}
+    assert brief["duplicate_fingerprints"] == 1 and brief["tasks_created"] == 2
+
+
 async def test_rate_limit_is_429_with_retry_after(sandbox: SandboxFactory,
                                                   session: aiohttp.ClientSession) -> None:
     sb = await sandbox(rate_limit_rate=1.0, retry_after=2)

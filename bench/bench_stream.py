@@ -138,9 +138,9 @@ def _watch(proc: subprocess.Popen[bytes], em: benchlib.Emulator, jobs: int,
            started: float) -> tuple[float | None, float]:
     """Until the run ends: when its last video was downloaded (the emulator's count,
     asked every 5 s, brief: the poll that first saw its final value, so to within 5 s)
-    and the run's peak RSS by then (the reports come after). Not "when the count reaches `jobs`": the jobs the
-    bench's killed runs left unknown are never downloaded. Returns (seconds, MB);
-    seconds None if nothing was downloaded."""
+    and the run's peak RSS by then (the reports come after). Not "when the count
+    reaches `jobs`": the jobs the bench's killed runs left unknown are never downloaded.
+    Returns (seconds, MB); seconds None if nothing was downloaded."""
     downloaded: float | None = None
     hwm = hwm_then = 0.0
     seen = -1

@@ -12,41 +12,32 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from test_runner_inprocess import FakeTime, jobs
+from test_runner_inprocess import rig
 
-from batchgen.client import AkoolClient, Credentials
 from batchgen.jobs import JobState
-from batchgen.runner import Runner, RunSettings
-from batchgen.sandbox import Sandbox, SandboxConfig
-from batchgen.store import Store
+from batchgen.runner import RunSettings
+from batchgen.sandbox import SandboxConfig
 
 
 async def run_with_slow_downloads(tmp_path: Path, n: int, ready_limit: int | None,
                                   concurrency: int) -> tuple[int, dict[str, JobState], int]:
     """(the most videos seen waiting at once, each job's state, creates the server saw)."""
-    fake = FakeTime()
     config = SandboxConfig(queue_time=(0.0, 0.0), processing_time=(0.0, 0.0),
                            slow_download=0.02)
     most = 0
-    async with Sandbox(config) as sandbox:
-        with Store.open(tmp_path) as store:
-            store.sync(jobs(n), [(20, 0)] * n)
-            settings = RunSettings(output_dir=tmp_path, name="t", concurrency=concurrency,
-                                   poll_interval=1.0, download_workers=1,
-                                   ready_limit=ready_limit, outage_timeout=None)
-            async with AkoolClient.open(sandbox.url, Credentials(api_key="test-key-123")) as c:
-                runner = Runner(store, c, settings, clock=fake.clock, sleep=fake.sleep)
-                task = asyncio.create_task(runner.run())
-                # sampled on the event loop the runner runs on; a submitter that is never
-                # woken again once it paused would hang here: bounded
-                async with asyncio.timeout(30):
-                    while not task.done():
-                        most = max(most, runner.state.handoffs.ready.qsize())
-                        await asyncio.sleep(0.002)
-                await task
-            states = {r.job_id: r.state for r in store.rows()}
-        created = sandbox.stats()["tasks_created"]
-    return most, states, created
+    async with rig(tmp_path, n, config, concurrency=concurrency, poll_interval=1.0,
+                   download_workers=1, ready_limit=ready_limit) as r:
+        runner = r.runner()
+        task = asyncio.create_task(runner.run())
+        # sampled on the event loop the runner runs on; a submitter that is never
+        # woken again once it paused would hang here: bounded
+        async with asyncio.timeout(30):
+            while not task.done():
+                most = max(most, runner.state.handoffs.ready.qsize())
+                await asyncio.sleep(0.002)
+        await task
+        states = {row.job_id: row.state for row in r.store.rows()}
+        return most, states, r.sandbox.stats()["tasks_created"]
 
 
 def test_creates_pause_while_downloads_are_behind(tmp_path):

@@ -107,6 +107,28 @@ def test_key_clashes_name_suspects():
     assert requests == {int(a[:15], 16)} and ids == {hash("x")}
 
 
+def test_suspects_split_by_top_bits_are_those_of_the_whole_list():
+    # the old rule over every key at once (a set, a sorted list) is the reference
+    import itertools
+    import random
+    rng = random.Random(7)
+    log = KeyLog()
+    for n in range(20_000):
+        digest = f"{rng.getrandbits(60):015x}" + "0" * 49
+        log.add(digest, f"j{n}", explicit=rng.random() < 0.5)
+    for n in range(0, 20_000, 997):  # repeats: same request (tagged either way), same id
+        log.requests.append(log.requests[n] ^ 1)
+        log.requests.append(log.requests[n + 1])
+        log.ids.append(log.ids[n])
+    ordered = sorted(log.requests)
+    want_requests = {b >> 1 for a, b in itertools.pairwise(ordered)
+                     if b & 1 and a >> 1 == b >> 1}
+    ordered = sorted(log.ids)
+    want_ids = {b for a, b in itertools.pairwise(ordered) if a == b}
+    assert any(k < 0 for k in log.ids) and len(want_ids) == 21 and want_requests
+    assert log.suspects() == (want_requests, want_ids)
+
+
 @pytest.mark.parametrize("content", [
     b"\xef\xbb\xbf" + b'{"a": 1}\n' * 5 + b'{"b": "\xc3\xa9\xff"}\n' + b"{}\n" * 3,
     b'{"a": 1}\n' * 4 + b'{"b": "\xe2\x82',

@@ -8,12 +8,16 @@ The end-to-end CLI tests (kill -9, signals, exit codes) stay in test_run/test_st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from batchgen.client import AkoolClient, Credentials
 from batchgen.jobs import Job, JobState
-from batchgen.runner import Runner, RunSettings
+from batchgen.runner import JobEvent, Runner, RunSettings
 from batchgen.sandbox import Sandbox, SandboxConfig
 from batchgen.store import Store
 
@@ -40,26 +44,49 @@ def jobs(n: int) -> list[Job]:
                 fingerprint=f"fp{i}") for i in range(n)]
 
 
-async def run_in_process(tmp_path: Path, n: int, *, max_credits: int | None = None,
-                         concurrency: int = 2, poll_interval: float = 30.0,
-                         delete_remote: bool = False):
-    fake = FakeTime()
-    config = SandboxConfig(queue_time=(0.0, 0.0), processing_time=(0.0, 0.0))
+@dataclass
+class Rig:
+    """The emulator, a state of `n` synced jobs and a client to it, on a fake clock."""
+
+    sandbox: Sandbox
+    store: Store
+    client: AkoolClient
+    fake: FakeTime
+    settings: RunSettings
+
+    def runner(self, on_event: Callable[[JobEvent], None] = lambda e: None) -> Runner:
+        return Runner(self.store, self.client, self.settings, on_event,
+                      clock=self.fake.clock, sleep=self.fake.sleep)
+
+
+@contextlib.asynccontextmanager
+async def rig(tmp_path: Path, n: int, config: SandboxConfig, **settings: Any
+              ) -> AsyncIterator[Rig]:
+    """A `Rig`; `settings` go to `RunSettings` (no outage timeout unless given)."""
+    settings.setdefault("outage_timeout", None)
     async with Sandbox(config) as sandbox:
         with Store.open(tmp_path) as store:
             store.sync(jobs(n), [(20, 0)] * n)
-            settings = RunSettings(output_dir=tmp_path, name="t", concurrency=concurrency,
-                                   poll_interval=poll_interval, max_credits=max_credits,
-                                   download_workers=2, outage_timeout=None,
-                                   delete_remote=delete_remote)
+            run_settings = RunSettings(output_dir=tmp_path, name="t", **settings)
             async with AkoolClient.open(sandbox.url, Credentials(api_key="test-key-123")) as c:
-                runner = Runner(store, c, settings, clock=fake.clock, sleep=fake.sleep)
-                outcome = await asyncio.wait_for(runner.run(), 20)
-            in_memory = dict(runner.state.rows)
-            stored = {r.job_id: r for r in store.rows()}
-            committed = store.committed_credits()
-        stats = sandbox.stats()
-    return outcome, fake, in_memory, stored, committed, stats
+                yield Rig(sandbox, store, c, FakeTime(), run_settings)
+
+
+#: tasks that finish at once
+INSTANT = SandboxConfig(queue_time=(0.0, 0.0), processing_time=(0.0, 0.0))
+
+
+async def run_in_process(tmp_path: Path, n: int, *, max_credits: int | None = None,
+                         concurrency: int = 2, poll_interval: float = 30.0,
+                         delete_remote: bool = False):
+    async with rig(tmp_path, n, INSTANT, concurrency=concurrency,
+                   poll_interval=poll_interval, max_credits=max_credits,
+                   download_workers=2, delete_remote=delete_remote) as r:
+        runner = r.runner()
+        outcome = await asyncio.wait_for(runner.run(), 20)
+        in_memory = dict(runner.state.rows)
+        stored = {row.job_id: row for row in r.store.rows()}
+        return outcome, r.fake, in_memory, stored, r.store.committed_credits(), r.sandbox.stats()
 
 
 def test_the_loops_wait_on_the_injected_clock(tmp_path):
@@ -103,25 +130,19 @@ def test_the_deleter_removes_verified_videos_in_process(tmp_path):
 async def stop_while_creates_are_on_the_wire(tmp_path: Path, stop_grace: float):
     """Two creates held 0.3 s by the emulator (before it makes anything); `stop()` while
     both are on the wire. Returns the outcome, the stored rows and the server's ledger."""
-    fake = FakeTime()
     config = SandboxConfig(queue_time=(5.0, 5.0), processing_time=(5.0, 5.0),
                            latency=(0.3, 0.3))
-    async with Sandbox(config) as sandbox:
-        with Store.open(tmp_path) as store:
-            store.sync(jobs(2), [(20, 0)] * 2)
-            settings = RunSettings(output_dir=tmp_path, name="t", concurrency=2,
-                                   stop_grace=stop_grace, outage_timeout=None)
-            async with AkoolClient.open(sandbox.url, Credentials(api_key="test-key-123")) as c:
-                runner = Runner(store, c, settings, clock=fake.clock, sleep=fake.sleep)
-                task = asyncio.create_task(runner.run())
-                async with asyncio.timeout(10):
-                    while sandbox.state.faults["latency"] < 2:  # both reached the emulator
-                        await asyncio.sleep(0.005)
-                runner.stop()
-                outcome = await asyncio.wait_for(task, 10)
-            stored = {r.job_id: r for r in store.rows()}
-            await asyncio.sleep(0.5)  # let the emulator finish what it was given
-            return outcome, stored, sandbox.stats(), store
+    async with rig(tmp_path, 2, config, concurrency=2, stop_grace=stop_grace) as r:
+        runner = r.runner()
+        task = asyncio.create_task(runner.run())
+        async with asyncio.timeout(10):
+            while r.sandbox.state.faults["latency"] < 2:  # both reached the emulator
+                await asyncio.sleep(0.005)
+        runner.stop()
+        outcome = await asyncio.wait_for(task, 10)
+        stored = {row.job_id: row for row in r.store.rows()}
+        await asyncio.sleep(0.5)  # let the emulator finish what it was given
+        return outcome, stored, r.sandbox.stats(), r.store
 
 
 def test_a_stop_gives_creates_on_the_wire_their_grace(tmp_path):
@@ -153,27 +174,16 @@ def test_a_worker_error_ends_the_run_as_itself_not_as_a_group(tmp_path):
     from batchgen.runner import EventKind
 
     async def scenario() -> dict:
-        fake = FakeTime()
         config = SandboxConfig(queue_time=(0.0, 0.0), processing_time=(60.0, 60.0))
-        async with Sandbox(config) as sandbox:
-            with Store.open(tmp_path) as store:
-                store.sync(jobs(3), [(20, 0)] * 3)
-                settings = RunSettings(output_dir=tmp_path, name="t", concurrency=1,
-                                       outage_timeout=None)
+        async with rig(tmp_path, 3, config, concurrency=1) as r:
+            def ban(event) -> None:  # the key is revoked once the first task is paid
+                if event.kind is EventKind.SUBMITTED:
+                    r.sandbox.config.update({"banned_keys": ["test-key-123"]})
 
-                def ban(event) -> None:  # the key is revoked once the first task is paid
-                    if event.kind is EventKind.SUBMITTED:
-                        sandbox.config.update({"banned_keys": ["test-key-123"]})
-
-                async with AkoolClient.open(sandbox.url,
-                                            Credentials(api_key="test-key-123")) as c:
-                    runner = Runner(store, c, settings, ban, clock=fake.clock,
-                                    sleep=fake.sleep)
-                    with pytest.raises(CredentialsError):
-                        await asyncio.wait_for(runner.run(), 10)
-                stored = {r.job_id: r for r in store.rows()}
-            assert sandbox.stats()["tasks_created"] == 1
-        return stored
+            with pytest.raises(CredentialsError):
+                await asyncio.wait_for(r.runner(ban).run(), 10)
+            assert r.sandbox.stats()["tasks_created"] == 1
+            return {row.job_id: row for row in r.store.rows()}
 
     stored = asyncio.run(scenario())
     assert [r.state for r in stored.values()] == [JobState.RUNNING, JobState.PENDING,
@@ -188,27 +198,18 @@ def test_drained_waits_for_the_last_tasks_in_flight_not_for_the_run_to_start(tmp
     seen: list[tuple[int, int]] = []
 
     async def main() -> None:
-        fake = FakeTime()
-        config = SandboxConfig(queue_time=(0.0, 0.0), processing_time=(0.0, 0.0))
-        async with Sandbox(config) as sandbox:
-            with Store.open(tmp_path) as store:
-                store.sync(jobs(6), [(20, 0)] * 6)
-                settings = RunSettings(output_dir=tmp_path, name="t", concurrency=2,
-                                       poll_interval=30.0, download_workers=2,
-                                       outage_timeout=None)
-                async with AkoolClient.open(sandbox.url,
-                                            Credentials(api_key="test-key-123")) as c:
-                    runner = Runner(store, c, settings, clock=fake.clock, sleep=fake.sleep)
+        async with rig(tmp_path, 6, INSTANT, concurrency=2, poll_interval=30.0,
+                       download_workers=2) as r:
+            runner = r.runner()
 
-                    async def watch() -> None:
-                        await runner.drained()
-                        seen.append((sandbox.stats()["tasks_created"],
-                                     len(runner.submit.creating)))
+            async def watch() -> None:
+                await runner.drained()
+                seen.append((r.sandbox.stats()["tasks_created"], len(runner.submit.creating)))
 
-                    watcher = asyncio.create_task(watch())
-                    await asyncio.sleep(0)  # the watcher waits before the run begins
-                    await asyncio.wait_for(runner.run(), 20)
-                    await asyncio.wait_for(watcher, 5)
+            watcher = asyncio.create_task(watch())
+            await asyncio.sleep(0)  # the watcher waits before the run begins
+            await asyncio.wait_for(runner.run(), 20)
+            await asyncio.wait_for(watcher, 5)
 
     asyncio.run(main())
     assert seen == [(6, 0)]

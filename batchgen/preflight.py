@@ -137,11 +137,15 @@ class Preflight:
         in order, with its assets' checks to `each` and then forgotten."""
         landed = asyncio.Event()
         self.listen(landed.set)
+        made_room = True
         while True:
             for job_id, checks in self._ahead.ripe():
+                made_room = True
                 if each is not None:
                     each(job_id, checks)
-            self._stir.set()
+            if made_room:  # else idle workers and this loop would wake each other
+                self._stir.set()  # until the check in flight lands (a core at 100%)
+                made_room = False
             running = [t for t in self._tasks if not t.done()]
             if not running:
                 break

@@ -79,3 +79,48 @@ async def test_no_create_leaves_after_a_stop_that_came_while_the_claim_was_out(p
     assert stats["requests"].get("createBySourcePrompt", 0) == creates_at_stop == 2, \
         f"a create left after stop(): {stats['requests']}, tasks made {stats['tasks_created']}"
     assert states["j00"] is S.PENDING, states
+
+
+async def test_no_create_leaves_after_a_stop_that_came_while_its_verdict_was_awaited(
+        pg_url, tmp_path):
+    # a claimed job waits for its pre-flight verdict (Submit._cleared); Ctrl-C comes,
+    # then the verdict: the create is not sent (found in review: it was, after the stop)
+    from batchgen.preflight import Cleared
+
+    class SlowGate:
+        def __init__(self) -> None:
+            self.asked: set[str] = set()
+            self.ready = False
+
+        def listen(self, notify) -> None:
+            self.notify = notify
+
+        def verdict(self, job_id: str) -> Cleared | None:
+            self.asked.add(job_id)
+            return Cleared(True) if self.ready else None
+
+    url = parse_state_url(pg_url)
+    mine = SharedPgStore.join(url, "t-verdict", lease=30)
+    mine.sync(jobs(2), [(20, 0)] * 2)
+    gate = SlowGate()
+    async with Sandbox(SandboxConfig(queue_time=(0.0, 0.0), processing_time=(0.0, 0.0))
+                       ) as sandbox:
+        settings = RunSettings(output_dir=tmp_path, name="t-verdict", concurrency=2,
+                               stop_grace=5.0, poll_interval=0.05, outage_timeout=None)
+        async with AkoolClient.open(sandbox.url, Credentials(api_key="test-key-123")) as c:
+            runner = Runner(mine, c, settings, gate=gate)  # type: ignore[arg-type]
+            task = asyncio.create_task(runner.run())
+            async with asyncio.timeout(10):
+                while len(gate.asked) < 2:  # both claimed, both waiting for the verdict
+                    await asyncio.sleep(0.005)
+            runner.stop()                   # Ctrl-C
+            gate.ready = True               # then the verdicts come
+            gate.notify()
+            outcome = await asyncio.wait_for(task, 15)
+        stats = sandbox.stats()
+    mine.close()
+    with SharedPgStore.join(url, "t-verdict") as check:
+        states = {r.job_id: r.state for r in check.rows()}
+    assert outcome.interrupted
+    assert stats["tasks_created"] == 0, f"a create left after stop(): {stats['requests']}"
+    assert states == {"j00": S.PENDING, "j01": S.PENDING}, states

@@ -184,3 +184,31 @@ async def test_checking_every_job_goes_past_a_lookahead_of_jobs_with_nothing_to_
     checks.start(jobs)
     await asyncio.wait_for(checks.wait(lambda job_id, done: given.append(job_id)), 10)
     assert given == [job_id for job_id, _ in jobs]
+
+
+async def test_waiting_on_a_slow_check_with_a_full_lookahead_does_not_spin():
+    # validate/plan --online, 5,000 jobs of one image: the lookahead fills at once and
+    # seven workers have nothing to do while the eighth checks the image. They and
+    # `wait` once woke each other until it landed (40,000 wake-ups in 0.3 s, a core at
+    # 100%); now a handful
+    async def probe(url: str, kind: str) -> Check:
+        await asyncio.sleep(0.3)
+        return Check(Verdict.OK, "")
+
+    checks = Preflight(probe)
+    tells = 0
+
+    def count() -> None:
+        nonlocal tells
+        tells += 1
+
+    checks.listen(count)
+    url = "https://img.example/one.png"
+    seen: list[str] = []
+    checks.start([(f"j{i}", [Asset("image_url", url, IMAGE)]) for i in range(5_000)])
+    try:
+        await asyncio.wait_for(checks.wait(lambda job_id, _: seen.append(job_id)), 10)
+    finally:
+        await checks.close()
+    assert seen == [f"j{i}" for i in range(5_000)]
+    assert tells < 50

@@ -204,6 +204,8 @@ class Submit:
         except asyncio.CancelledError:
             state.apply([(job_id, Unsent(audio))], durable=True)  # never sent: pending again
             raise
+        if not self._unless_stopped([(job_id, audio)]):
+            return  # stopped while it waited for its verdict: back to its queue, unsent
         mark = SentMark(state, job_id)
         call = self._requests.call(state.rows[job_id], audio, mark.on_send)
 

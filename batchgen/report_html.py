@@ -29,6 +29,7 @@ from markupsafe import Markup, escape
 from batchgen.audit import (
     ISO,
     SECTIONS,
+    Expiring,
     audit_text,
     money_audit,
     not_downloaded,
@@ -47,6 +48,10 @@ PLOT_W = 1000
 MAX_LANES = 200
 #: per-job tooltips in the timeline only up to this many jobs (they weigh on big pages)
 TOOLTIP_LIMIT = 2000
+#: audit items per section and videos waiting for download listed in the page's tables
+#: (the audit's text box holds every item; `status` counts the waiting videos)
+AUDIT_SHOWN = 200
+EXPIRING_SHOWN = 500
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("batchgen", "templates"),
@@ -219,6 +224,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d}"
 
 
+def expiring_rows(items: Sequence[Expiring], now: datetime) -> list[dict[str, Any]]:
+    """The table of videos waiting for download, as the template shows it."""
+    return [{"job_id": e.job_id, "task_id": e.task_id, "finished_at": e.finished_at,
+             "expires_at": e.expires_at.strftime(ISO), "left": e.left(now),
+             "expired": e.expires_at <= now, "state": e.state} for e in items]
+
+
 def _posters(directory: Path) -> PosterIndex:
     return PosterIndex(directory / POSTER_DIR)
 
@@ -257,12 +269,12 @@ def render_html(rows: Sequence[JobRow], *, name: str, output_dir: Path,
         "committed": committed,
         "left": None if budget is None else budget - committed,
         "wall": (summary or {}).get("wall_seconds"),
-        "sections": [(key, title, meaning, audit[key]) for key, title, meaning in SECTIONS],
+        "sections": [(key, title, meaning, audit[key][:AUDIT_SHOWN], len(audit[key]))
+                     for key, title, meaning in SECTIONS],
         "audit_count": sum(len(v) for v in audit.values()),
         "audit_text": audit_text(audit, name=name, now=stamp),
-        "expiring": [{"job_id": e.job_id, "task_id": e.task_id, "finished_at": e.finished_at,
-                      "expires_at": e.expires_at.strftime(ISO), "left": e.left(now),
-                      "expired": e.expires_at <= now, "state": e.state} for e in expiring],
+        "expiring": expiring_rows(expiring[:EXPIRING_SHOWN], now),
+        "expiring_count": len(expiring),
         "timeline": tl,
         "marks": _marks(tl) if tl else Markup(""),
         "completed": completed,

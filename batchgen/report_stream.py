@@ -15,6 +15,7 @@ template), the audit's rules (audit.py).
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections import Counter
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
@@ -23,24 +24,34 @@ from pathlib import Path
 from typing import IO, Any
 
 from jinja2.utils import htmlsafe_json_dumps
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from batchgen.audit import (
     ISO,
     SECTIONS,
     AuditItem,
-    audit_text,
-    expiring,
+    Oldest,
+    audit_text_parts,
     money_audit,
     parse_iso,
     utc_now,
 )
 from batchgen.report import write_atomic_chunks
-from batchgen.report_html import _ENV, HTML_NAME, TOOLTIP_LIMIT, _job, _posters
+from batchgen.report_html import (
+    _ENV,
+    AUDIT_SHOWN,
+    EXPIRING_SHOWN,
+    HTML_NAME,
+    TOOLTIP_LIMIT,
+    _job,
+    _posters,
+    expiring_rows,
+)
 from batchgen.report_timeline import STATUS, Spans, timeline
 from batchgen.store import JobRow, JobState, report_status
 
-#: where the timeline's marks and the job list go in the rendered page
+#: where the audit's text, the timeline's marks and the job list go in the rendered page
+_AUDIT = "<!--batchgen:audit-->"
 _MARKS = "<!--batchgen:marks-->"
 _DATA = "batchgen:jobs-data"
 #: bytes of the job list copied at a time
@@ -50,14 +61,15 @@ _BLOCK = 1 << 20
 class _Pass:
     """What one pass over the rows gathers for the page."""
 
-    def __init__(self, posters: Container[str], data: IO[bytes], tips: bool) -> None:
+    def __init__(self, posters: Container[str], data: IO[bytes], audit: _AuditSpool,
+                 tips: bool) -> None:
         self.posters = posters
         self.data = data
         #: jobs, estimated, deducted, estimated_charged, completed, held (credits)
         self.sums: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
-        self.audit: dict[str, list[AuditItem]] = {key: [] for key, _, _ in SECTIONS}
-        self.waiting: list[Any] = []
+        self.audit = audit
+        self.waiting = Oldest(EXPIRING_SHOWN)
         self.spans = Spans(tips)
         self._buf: list[str] = []
 
@@ -74,11 +86,8 @@ class _Pass:
         sums["completed"] += r.state is JobState.COMPLETED
         if r.state in (JobState.FAILED, JobState.UNKNOWN) or (
                 deducted is not None and deducted != r.credits_estimated):
-            for key, items in money_audit([r]).items():
-                self.audit[key] += items
-        soon = expiring(r)
-        if soon is not None:
-            self.waiting.append(soon)
+            self.audit.add(money_audit([r]))
+        self.waiting.add(r)
         start = parse_iso(r.submitted_at)
         if start is not None:
             self.spans.add(r, start)
@@ -93,6 +102,47 @@ class _Pass:
             self._buf = []
 
 
+class _AuditSpool:
+    """The money audit from a stream: each section's count, its first `AUDIT_SHOWN` items
+    (the page's tables) and every item's line of the support text, spooled to a temporary
+    file per section (a million jobs can have a hundred thousand items)."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self.counts: Counter[str] = Counter()
+        self.shown: dict[str, list[AuditItem]] = {key: [] for key, _, _ in SECTIONS}
+        self._files: dict[str, IO[str]] = {}
+        self._open = contextlib.ExitStack()
+
+    def add(self, audit: Mapping[str, Sequence[AuditItem]]) -> None:
+        for key, items in audit.items():
+            if not items:
+                continue
+            self.counts[key] += len(items)
+            shown = self.shown[key]
+            shown += items[:AUDIT_SHOWN - len(shown)]
+            spool = self._files.get(key)
+            if spool is None:
+                spool = self._files[key] = self._open.enter_context(
+                    tempfile.TemporaryFile(  # noqa: SIM115 - closed by the ExitStack
+                        "w+", encoding="utf-8", dir=self._directory, prefix=".report-audit-"))
+            spool.writelines(f"  {item.line()}\n" for item in items)
+
+    def text(self, *, name: str, now: str) -> Iterator[str]:
+        """`audit.audit_text`, escaped for the page's text box, in pieces."""
+        return (str(escape(part)) for part in audit_text_parts(
+            self.counts, self._lines, name=name, now=now))
+
+    def _lines(self, key: str) -> Iterator[str]:
+        spool = self._files[key]
+        spool.seek(0)
+        while block := spool.read(_BLOCK):
+            yield block
+
+    def close(self) -> None:
+        self._open.close()
+
+
 def write_html_stream(directory: Path, rows: Iterable[JobRow], *, name: str,
                       summary: Mapping[str, Any] | None = None,
                       abandoned: Sequence[Mapping[str, Any]] = (),
@@ -104,37 +154,49 @@ def write_html_stream(directory: Path, rows: Iterable[JobRow], *, name: str,
     stamps until the limit is passed)."""
     now = now or utc_now()
     path = directory / HTML_NAME
-    with tempfile.TemporaryFile(dir=directory, prefix=".report-data-") as data:
-        acc = _Pass(_posters(directory), data, True if tips is None else tips)
-        for row in rows:
-            acc.add(row)
-            kept = acc.spans.tips
-            if tips is None and kept is not None and len(kept) > TOOLTIP_LIMIT:
-                acc.spans.tips = None  # too many for tooltips: drop the texts kept
-        acc.flush()
-        for key, items in money_audit([], abandoned).items():
-            acc.audit[key] += items
-        tl, bars = timeline(acc.spans, now)
-        context = _context(acc, name=name, now=now, summary=summary, abandoned=abandoned,
-                           budget=budget, committed=committed, tl=tl)
-        page = _ENV.get_template("report.html.j2").render(context)
-        head, _, rest = page.partition(_MARKS) if tl else ("", "", page)
-        middle, found, tail = rest.rpartition(str(htmlsafe_json_dumps(_DATA)))
-        if not found:
-            raise RuntimeError("report.html: the template lost its job list")
-        data.seek(0)
-        write_atomic_chunks(path, _pieces(head, bars, middle, data, tail))
+    spool = _AuditSpool(directory)
+    try:
+        with tempfile.TemporaryFile(dir=directory, prefix=".report-data-") as data:
+            acc = _Pass(_posters(directory), data, spool, True if tips is None else tips)
+            for row in rows:
+                acc.add(row)
+                kept = acc.spans.tips
+                if tips is None and kept is not None and len(kept) > TOOLTIP_LIMIT:
+                    acc.spans.tips = None  # too many for tooltips: drop the texts kept
+            acc.flush()
+            spool.add(money_audit([], abandoned))
+            tl, bars = timeline(acc.spans, now)
+            context = _context(acc, name=name, now=now, summary=summary,
+                               abandoned=abandoned, budget=budget, committed=committed, tl=tl)
+            page = _ENV.get_template("report.html.j2").render(context)
+            data.seek(0)
+            pieces = [(_AUDIT, spool.text(name=name, now=now.strftime(ISO))),
+                      *([(_MARKS, bars)] if tl else []),
+                      (str(htmlsafe_json_dumps(_DATA)), _job_list(data))]
+            write_atomic_chunks(path, _splice(page, pieces))
+    finally:
+        spool.close()
     return path
 
 
-def _pieces(head: str, bars: Iterable[str], middle: str, data: IO[bytes], tail: str
-            ) -> Iterator[str]:
-    yield head
-    yield from bars
-    yield middle + "["
+def _splice(page: str, pieces: Sequence[tuple[str, Iterable[str]]]) -> Iterator[str]:
+    """The rendered page with each marker, in page order, replaced by its pieces (every
+    value in the page is escaped: no marker can come from the data)."""
+    rest = page
+    for marker, parts in pieces:
+        before, found, rest = rest.partition(marker)
+        if not found:
+            raise RuntimeError(f"report.html: the template lost its {marker!r}")
+        yield before
+        yield from parts
+    yield rest
+
+
+def _job_list(data: IO[bytes]) -> Iterator[str]:
+    yield "["
     while block := data.read(_BLOCK):
         yield block.decode()  # whole JSON texts of ASCII (htmlsafe): no split characters
-    yield "]" + tail
+    yield "]"
 
 
 def _context(acc: _Pass, *, name: str, now: datetime, summary: Mapping[str, Any] | None,
@@ -142,10 +204,9 @@ def _context(acc: _Pass, *, name: str, now: datetime, summary: Mapping[str, Any]
              committed: int | None, tl: dict[str, Any] | None) -> dict[str, Any]:
     """`render_html`'s context, from the pass's figures."""
     stamp = now.strftime(ISO)
-    sums = acc.sums
+    sums, audit = acc.sums, acc.audit
     if committed is None:
         committed = sums["held"]
-    waiting = sorted(acc.waiting, key=lambda e: (e.expires_at, e.job_id))
     prior = sum(int(a.get("credits") or 0) for a in abandoned)
     return {
         "name": name, "generated": stamp, "jobs": sums["jobs"],
@@ -156,12 +217,12 @@ def _context(acc: _Pass, *, name: str, now: datetime, summary: Mapping[str, Any]
         "budget": budget, "committed": committed,
         "left": None if budget is None else budget - committed,
         "wall": (summary or {}).get("wall_seconds"),
-        "sections": [(key, title, meaning, acc.audit[key]) for key, title, meaning in SECTIONS],
-        "audit_count": sum(len(v) for v in acc.audit.values()),
-        "audit_text": audit_text(acc.audit, name=name, now=stamp),
-        "expiring": [{"job_id": e.job_id, "task_id": e.task_id, "finished_at": e.finished_at,
-                      "expires_at": e.expires_at.strftime(ISO), "left": e.left(now),
-                      "expired": e.expires_at <= now, "state": e.state} for e in waiting],
+        "sections": [(key, title, meaning, audit.shown[key], audit.counts[key])
+                     for key, title, meaning in SECTIONS],
+        "audit_count": sum(audit.counts.values()),
+        "audit_text": Markup(_AUDIT),
+        "expiring": expiring_rows(acc.waiting.items, now),
+        "expiring_count": acc.waiting.count,
         "timeline": tl, "marks": Markup(_MARKS) if tl else Markup(""),
         "completed": sums["completed"], "data": _DATA,
     }

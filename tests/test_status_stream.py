@@ -41,4 +41,22 @@ def test_streamed_status_figures_equal_the_listed_ones(tmp_path):
     assert any(not r.active for r in Store.preview(tmp_path).rows(active_only=False))
     assert summary == summarize(rows)
     assert streamed_spent == spent > 0
-    assert waiting == not_downloaded(rows) and len(waiting) == 2
+    assert waiting.count == 2 and waiting.items == not_downloaded(rows)[:1]
+
+
+def test_the_oldest_waiting_videos_are_kept_in_bounded_memory():
+    # `status` and report.html keep a count and the most urgent few, never every one
+    import random
+
+    from batchgen.audit import Oldest
+    from batchgen.jobs import JobRow
+    rng = random.Random(3)
+    rows = [JobRow(job_id=f"j{i:04d}", idx=i, fingerprint="f", request={},
+                   state=JobState.READY, credits_estimated=20, task_id=f"t{i}",
+                   finished_at=f"2026-01-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}"
+                               ":00:00Z") for i in range(2_000)]
+    oldest = Oldest(7)
+    for row in rows:
+        oldest.add(row)
+        assert len(oldest._items) < 14
+    assert oldest.count == 2_000 and oldest.items == not_downloaded(rows)[:7]

@@ -288,6 +288,40 @@ def test_report_html_streamed_merges_sorted_runs_and_finds_posters(tmp_path, mon
     assert linked == made and len(made) > 20
 
 
+def test_report_html_streamed_spools_the_audit_and_keeps_the_oldest_waiting(
+        tmp_path, monkeypatch):
+    # past the tables' limits the page is still the one rendered from every row: the
+    # first items of each audit section, the most urgent waiting videos, and every audit
+    # item in the support text (spooled to a file as the rows go, not held)
+    import html
+    from datetime import UTC, datetime
+
+    from batchgen import report_html, report_stream
+    from batchgen.report_html import render_html
+    from batchgen.report_stream import write_html_stream
+    for module in (report_html, report_stream):
+        monkeypatch.setattr(module, "AUDIT_SHOWN", 3)
+        monkeypatch.setattr(module, "EXPIRING_SHOWN", 4)
+    _finished_state(tmp_path, 300)
+    now = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
+    abandoned = [{"job_id": "j001", "step": "video", "task_id": "t-old", "credits": 20,
+                  "error": "failed <i>", "submitted_at": None, "finished_at": None}]
+    with Store.open(tmp_path) as store:
+        want = render_html(store.rows(), name="t&", output_dir=tmp_path, now=now,
+                           abandoned=abandoned)
+        path = write_html_stream(tmp_path, store.iter_rows(), name="t&", now=now,
+                                 abandoned=abandoned)
+    page = path.read_text(encoding="utf-8")
+    assert page == want
+    text = html.unescape(re.search(r'<textarea id="audit-text"[^>]*>(.*?)</textarea>', page,
+                                   re.S).group(1))
+    items = [line for line in text.splitlines() if line.startswith("  job ")]
+    assert len(items) == 15 * 3 + 1 and "failed <i>" in text  # failed, differs, unknown, twice
+    assert "… and 12 more, all in the text below." in page
+    assert "These 15 video(s)" in page and "… and 11 more;" in page
+    assert not list(tmp_path.glob(".report-*"))  # the spools are gone
+
+
 def test_poster_index_holds_a_folders_names(tmp_path):
     from batchgen.posters import PosterIndex
     names = [f"{i:032x}.jpg" for i in range(2_000)] + [".x.jpg.bad", "caf\udce9.jpg"]

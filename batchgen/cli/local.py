@@ -18,7 +18,7 @@ from batchgen.cli.plan import resolve
 from batchgen.errors import NoState
 
 if TYPE_CHECKING:
-    from batchgen.audit import Expiring
+    from batchgen.audit import Oldest
     from batchgen.manifest import Manifest
     from batchgen.session import Resolved
     from batchgen.store import JobRow
@@ -56,32 +56,29 @@ def cmd_status(config: Config, out: TextIO, err: TextIO) -> int:
     if summary["manifest_changed"]:
         print(f"{summary['manifest_changed']} job(s) changed in the manifest after they were "
               "submitted (kept as sent; see report.csv column manifest_changed)", file=out)
-    if waiting:
-        first = waiting[0]
-        print(f"warning: {len(waiting)} video(s) finished at the API but not downloaded; the "
+    if waiting.count:
+        first = waiting.items[0]
+        print(f"warning: {waiting.count} video(s) finished at the API but not downloaded; the "
               f"API keeps them 7 days: the oldest, {first.job_id}, expires "
               f"{first.expires_at:%Y-%m-%d %H:%M} UTC ({first.left(utc_now())}); run "
               "`batchgen run` again to download them", file=out)
     return EXIT_OK
 
 
-def _stream_totals(rows: Iterable[JobRow]) -> tuple[dict[str, Any], int, list[Expiring]]:
+def _stream_totals(rows: Iterable[JobRow]) -> tuple[dict[str, Any], int, Oldest]:
     """(summary, credits committed, videos waiting for download) of rows read one at a
     time: what `status` prints, in memory that does not grow with the jobs. Committed
     credits count inactive rows too (money is money); the rest, active rows only."""
-    from batchgen.audit import expiring
+    from batchgen.audit import Oldest
     from batchgen.budget import held
     from batchgen.report import Totals
-    totals, spent, waiting = Totals(), 0, []
+    totals, spent, waiting = Totals(), 0, Oldest(1)
     for row in rows:
         spent += held(row)
         if not row.active:
             continue
         totals.add(row)
-        soon = expiring(row)
-        if soon is not None:
-            waiting.append(soon)
-    waiting.sort(key=lambda e: (e.expires_at, e.job_id))
+        waiting.add(row)
     return totals.summary(), spent, waiting
 
 
@@ -106,7 +103,7 @@ def _status_json(resolved: Resolved, out: TextIO) -> int:
 
 
 def _write_status_json(out: TextIO, summary: dict[str, Any], spent: int, ran: bool,
-                       waiting: list[Expiring],
+                       waiting: Oldest,
                        shared: tuple[list[dict[str, Any]], dict[str, str]] | None,
                        rows: Iterable[JobRow]) -> None:
     """The `status --json` document, its job list written a job at a time: the text of
@@ -115,8 +112,9 @@ def _write_status_json(out: TextIO, summary: dict[str, Any], spent: int, ran: bo
     from batchgen.audit import ISO
     runners, holders = shared if shared is not None else ([], {})
     doc = {**summary, "credits_committed": spent, "ran": ran,
-           "not_downloaded": len(waiting),
-           "first_expires_at": (waiting[0].expires_at.strftime(ISO) if waiting else None),
+           "not_downloaded": waiting.count,
+           "first_expires_at": (waiting.items[0].expires_at.strftime(ISO) if waiting.count
+                                else None),
            **({"runners": runners} if shared is not None else {}), "job_list": []}
     text = json.dumps(doc, indent=2)
     out.write(text[:text.rindex("[]")] + "[")  # the job list comes last

@@ -125,7 +125,8 @@ class _AuditSpool:
             if spool is None:
                 spool = self._files[key] = self._open.enter_context(
                     tempfile.TemporaryFile(  # noqa: SIM115 - closed by the ExitStack
-                        "w+", encoding="utf-8", dir=self._directory, prefix=".report-audit-"))
+                        "w+", encoding="utf-8", newline="", dir=self._directory,
+                        prefix=".report-audit-"))  # newline="": an API's CR kept as sent
             spool.writelines(f"  {item.line()}\n" for item in items)
 
     def text(self, *, name: str, now: str) -> Iterator[str]:

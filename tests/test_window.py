@@ -322,6 +322,26 @@ def test_report_html_streamed_spools_the_audit_and_keeps_the_oldest_waiting(
     assert not list(tmp_path.glob(".report-*"))  # the spools are gone
 
 
+def test_report_html_streamed_keeps_a_carriage_return_in_the_audit_text(tmp_path):
+    # an API's error with CR or CRLF in it: the spool gives it back as written (found in
+    # review: a text file's universal newlines made it LF)
+    from datetime import UTC, datetime
+
+    from batchgen.jobs import JobRow
+    from batchgen.report_html import render_html
+    from batchgen.report_stream import write_html_stream
+    rows = [JobRow(job_id=job_id, idx=i, fingerprint="f",
+                   request={"resolution": "720p", "video_length": 5}, state=S.FAILED,
+                   credits_estimated=20, credits_video=20, task_id=f"t{i}",
+                   submitted_at="2026-11-20T09:00:00Z", finished_at="2026-11-20T09:05:00Z",
+                   error=error)
+            for i, (job_id, error) in enumerate([("j1", "bad\rline"), ("j2", "crlf\r\nend")])]
+    now = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
+    want = render_html(rows, name="t", output_dir=tmp_path, now=now)
+    got = write_html_stream(tmp_path, iter(rows), name="t", now=now).read_bytes().decode()
+    assert got == want and "bad\rline" in got
+
+
 def test_poster_index_holds_a_folders_names(tmp_path):
     from batchgen.posters import PosterIndex
     names = [f"{i:032x}.jpg" for i in range(2_000)] + [".x.jpg.bad", "caf\udce9.jpg"]

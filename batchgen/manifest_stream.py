@@ -27,6 +27,7 @@ from typing import IO, overload
 
 from batchgen.errors import Problem
 from batchgen.jobs import AddAudio, Job
+from batchgen.key_parts import key_parts
 from batchgen.manifest_rows import CSV_EXTENSIONS, Row, csv_rows, jsonl_rows
 
 _BLOCK = 1 << 20  # bytes read at once while checking a data file
@@ -147,26 +148,17 @@ class KeyLog:
         set or a sorted list of a million keys held a million int objects at once,
         ~100 MB, the peak of `validate` at the manifest limit (issue 18)."""
         requests: set[int] = set()
-        for part in _parts(self.requests, 53):  # request keys are below 2^61
+        for part in key_parts(self.requests, 53):  # request keys are below 2^61
             if len({k >> 1 for k in part}) != len(part):
                 ordered = sorted(part)
                 requests |= {b >> 1 for a, b in itertools.pairwise(ordered)
                              if b & 1 and a >> 1 == b >> 1}
         ids: set[int] = set()
-        for part in _parts(self.ids, 56):  # id keys are any 64-bit hash
+        for part in key_parts(self.ids, 56):  # id keys are any 64-bit hash
             if len(set(part)) != len(part):
                 ordered = sorted(part)
                 ids |= {b for a, b in itertools.pairwise(ordered) if a == b}
         return requests, ids
-
-
-def _parts(keys: array[int], shift: int) -> list[array[int]]:
-    """`keys` in 256 arrays by bits `shift` to `shift + 7`: equal keys share a part."""
-    parts = [array("q") for _ in range(256)]
-    appends = [part.append for part in parts]
-    for key in keys:
-        appends[(key >> shift) & 0xFF](key)
-    return parts
 
 
 def request_key(digest: str) -> int:

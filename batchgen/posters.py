@@ -25,9 +25,12 @@ import sys
 import threading
 from array import array
 from bisect import bisect_left
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from batchgen.key_parts import key_parts
 
 if TYPE_CHECKING:  # PyAV is imported where a poster is made, in the child process only:
     import av  # the run that hands videos over never decodes (~0.1-0.2 s of start-up)
@@ -64,16 +67,8 @@ class PosterIndex:
     (n / 2^64: 5e-14 a lookup at a million), and then only a poster link is wrong."""
 
     def __init__(self, folder: Path) -> None:
-        parts = [array("Q") for _ in range(256)]
-        try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    key = _name_key(entry.name)
-                    parts[key >> 56].append(key)
-        except OSError:
-            pass  # no folder (yet): no posters
         self._keys = array("Q")
-        for part in parts:
+        for part in key_parts(map(_name_key, _names(folder)), 56, "Q"):
             self._keys.extend(sorted(part))
 
     def __contains__(self, name: object) -> bool:
@@ -85,6 +80,15 @@ class PosterIndex:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+def _names(folder: Path) -> Iterator[str]:
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                yield entry.name
+    except OSError:
+        return  # no folder (yet): no posters
 
 
 def _name_key(name: str) -> int:

@@ -186,16 +186,26 @@ class Admission:
 
 def admit(max_credits: int | None, committed_credits: int, needs: Iterable[int]) -> Admission:
     """Apply the rule to a queue: admit in order, stop at the first send that does not fit."""
-    admitted = held_back = needed = 0
-    total = committed_credits
-    for n in needs:
-        if held_back == 0 and fits(max_credits, total, n):
-            admitted += 1
-            total += max(0, n)
-        else:
-            held_back += 1
-            needed += n
+    rest = iter(needs)
+    admitted, first = admitted_head(max_credits, committed_credits, rest)
+    held_back, needed = (0, 0) if first is None else (1, first)
+    for n in rest:
+        held_back += 1
+        needed += n
     return Admission(admitted, held_back, needed)
+
+
+def admitted_head(max_credits: int | None, committed_credits: int, needs: Iterable[int]
+                  ) -> tuple[int, int | None]:
+    """(sends admitted, the need of the first one held back or None), reading `needs` no
+    further than that one: `plan` counts a million-job queue that a budget stops early."""
+    admitted, total = 0, committed_credits
+    for n in needs:
+        if not fits(max_credits, total, n):
+            return admitted, n
+        admitted += 1
+        total += max(0, n)
+    return admitted, None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ import io
 import json
 import re
 from collections.abc import Iterable, Iterator
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from batchgen.errors import Problem
@@ -87,8 +88,8 @@ def jsonl_rows(lines: Iterable[str], file: str) -> Iterator[Row | Problem]:
     a chunk at a time so that a file read line by line is never held whole."""
     chunk: list[tuple[int, str]] = []
     for number, line in enumerate(lines, start=1):
-        if line.strip():
-            chunk.append((number, line[:-1] if line.endswith("\n") else line))
+        if line and not line.isspace():  # as line.strip(), without a copy of each line
+            chunk.append((number, line))  # its "\n" is whitespace to JSON
             if len(chunk) == _JSONL_CHUNK:
                 yield from _jsonl_chunk(chunk, file)
                 chunk = []
@@ -96,33 +97,34 @@ def jsonl_rows(lines: Iterable[str], file: str) -> Iterator[Row | Problem]:
         yield from _jsonl_chunk(chunk, file)
 
 
-def _jsonl_chunk(lines: list[tuple[int, str]], file: str) -> Iterator[Row | Problem]:
+def _jsonl_chunk(lines: list[tuple[int, str]], file: str) -> list[Row | Problem]:
     """Parse a chunk of (line number, line) in one C-level call (~3x faster than
-    json.loads per line).
+    json.loads per line), into a list (not a generator: one less resume per row).
 
     Only when every line looks like one object and the parse yields one value per line;
     otherwise the per-line path finds and names the bad line.
     """
     chunk = [line.strip() for _, line in lines]
     values = None
-    if all(c.startswith("{") and c.endswith("}") for c in chunk):
+    # map over the C methods: no Python frame per line
+    if all(map(str.startswith, chunk, repeat("{"))) and \
+            all(map(str.endswith, chunk, repeat("}"))):
         try:
             values = json.loads("[" + ",".join(chunk) + "]")
         except ValueError:
             values = None
     if values is None or len(values) != len(lines):
-        yield from _jsonl_rows_one_by_one(lines, file)
-        return
-    for (number, _), value in zip(lines, values, strict=True):
-        yield Row(number, value) if value.__class__ is dict else \
+        return list(_jsonl_rows_one_by_one(lines, file))
+    return [Row(number, value) if value.__class__ is dict else
             _not_an_object(file, number, value)
+            for (number, _), value in zip(lines, values, strict=True)]
 
 
 def _jsonl_rows_one_by_one(lines: list[tuple[int, str]], file: str
                            ) -> Iterator[Row | Problem]:
     for number, line in lines:
-        try:
-            value = json.loads(line)
+        try:  # without its "\n": an error at the line's end is in its last column
+            value = json.loads(line[:-1] if line.endswith("\n") else line)
         except ValueError as exc:
             msg = getattr(exc, "msg", str(exc))
             col = getattr(exc, "colno", 0)

@@ -156,13 +156,13 @@ def _within(max_credits: int, spent: int, sends: Sequence[tuple[str, int]] | Non
     one send at its estimate (ids are unique), so the count is what is admitted.
     """
     if sends is not None:
-        admitted = budget.admit(max_credits, spent, (n for _, n in sends)).admitted
+        admitted, _ = budget.admitted_head(max_credits, spent, (n for _, n in sends))
         stopped = {j for j, _ in sends[admitted:]}
         return len({j for j, _ in sends[:admitted]} - stopped)
     if shapes is None:
-        return budget.admit(max_credits, spent, costs).admitted
+        return budget.admitted_head(max_credits, spent, costs)[0]
     kinds = costs  # one per kind, in kind order (every job is to submit)
-    return budget.admit(max_credits, spent, (kinds[k] for k in shapes.order)).admitted
+    return budget.admitted_head(max_credits, spent, map(kinds.__getitem__, shapes.order))[0]
 
 
 def _add(cells: dict[tuple[str, int, str], list[int]], key: tuple[str, int, str], count: int,

@@ -36,6 +36,20 @@ def test_the_rule_stops_at_the_first_job_that_does_not_fit():
     assert budget.admit(60, 60, [0, 0]).admitted == 2  # already reserved: nothing new
 
 
+def test_plan_counts_the_head_without_reading_past_the_first_send_held_back():
+    read: list[int] = []
+
+    def needs():
+        for n in (40, 60, 20, 10):
+            read.append(n)
+            yield n
+
+    assert budget.admitted_head(60, 0, needs()) == (1, 60)
+    assert read == [40, 60]  # a million-job queue is not walked to its end
+    assert budget.admitted_head(None, 10**9, [40, 60]) == (2, None)
+    assert budget.admitted_head(100, 0, [40, 60, 20]) == (2, 20)
+
+
 def test_plan_counts_with_the_rule(tmp_path):
     manifest = load(tmp_path, HEAD + f"""\
 name: p

@@ -188,3 +188,12 @@ def test_jsonl_bad_lines(tmp_path):
                      a_dot_jsonl=f'{{"image_url": "{IMG}", "prompt": "a"}}\n{{oops\n[1]\n')
     assert [(p.line, p.what.split(":")[0]) for p in found] == [
         (2, "not valid JSON"), (3, "a JSON array, not an object")]
+
+
+def test_jsonl_error_at_a_lines_end_names_that_lines_last_column(tmp_path):
+    # the row is read with its "\n" (one copy less a row): the error must not be told at
+    # "column 1" of the line after it
+    row = f'{{"image_url": "{IMG}", "prompt": "a"'
+    found = problems(tmp_path, HEAD + "jobs_file: a.jsonl\n", a_dot_jsonl=row + "\n")
+    assert [(p.line, p.what) for p in found] == [
+        (1, f"not valid JSON: Expecting ',' delimiter (column {len(row) + 1})")]

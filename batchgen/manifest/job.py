@@ -126,10 +126,9 @@ class JobBuilder:
         digest = hashlib.sha256(self.encode(request).encode()).hexdigest()
         fingerprint = digest if not webhook else request_fingerprint(eff, add_audio)
         job_id = explicit if explicit is not None else digest[:ID_HEX_DIGITS]
-        source = f"{file}:{line}"
         if self.build:
             self.expansion.add(origin, line, job_id, explicit is not None, fingerprint, extra)
-            return self.job(eff, job_id, index, source, fingerprint, extra,
+            return self.job(eff, job_id, index, f"{file}:{line}", fingerprint, extra,
                             explicit=explicit is not None,
                             negative=DEFAULT_NEGATIVE_PROMPT if single and negative is None
                             else eff.get("negative_prompt"))
@@ -137,8 +136,8 @@ class JobBuilder:
         if repeats.exact is None:  # KeyLog.add, inlined: a million times
             repeats.log_request(int(digest[:15], 16) << 1 | (explicit is None))
             repeats.log_id(hash(job_id))
-        elif repeats.duplicate(digest, job_id, explicit is not None, index, source, file,
-                               line, item, matrix, self.report):
+        elif repeats.duplicate(digest, job_id, explicit is not None, index, f"{file}:{line}",
+                               file, line, item, matrix, self.report):
             return None
         self.expansion.add(origin, line, job_id, explicit is not None, fingerprint, extra)
         shape = (eff["resolution"], eff["video_length"], model, count, add_audio is not None)

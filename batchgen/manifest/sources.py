@@ -163,7 +163,9 @@ class JobSources:
             files = None if image.__class__ is str and "://" in image else \
                 self.jobs.local.expand(image)
             if files is None:
-                yield self.add_row(row, display)
+                job = self.add_row(row, display)
+                if job is not None:  # a check-only pass yields nothing: a million resumes
+                    yield job
             else:  # a glob: one job per file
                 yield from self.glob_rows(row, display, files)
 
@@ -177,7 +179,8 @@ class JobSources:
             yield self.add_row(row._replace(fields={**row.fields, "image_url": name}), display)
 
     def add_row(self, row: Row, display: str) -> Job | None:
-        index = self.next_index()
+        index = self.count  # next_index, inlined: once per row
+        self.count += 1
         item, extra = row.fields, row.extra
         if self.keep_extra and extra is None and not JOB_KEYS.issuperset(item):
             # JSONL keys that are no job field: the user's own, kept as text for the report

@@ -22,7 +22,9 @@ process (wall time, peak RSS from os.wait4):
   was downloaded and its peak RSS by then (the reports follow).
 
 Goals (issue 18): validate and plan < 8 s and < 300 MB each; a re-run of an unchanged
-manifest reaches its first create in < 5 s; a whole run < 300 MB at >= 412 jobs/s.
+manifest reaches its first create in < 5 s; a whole run < 300 MB at >= 412 jobs/s. The
+whole run's peak (`os.wait4`: the larger of its own and its children's) is shown split
+into the run's own process and its poster process, each sampled every second.
 
 Usage: python bench/bench_stream.py [--jobs 1000000] [--long] [--skip-run] [--keep DIR]
 """
@@ -108,12 +110,16 @@ def first_create(manifest: Path, cwd: Path, jobs: int, long: bool) -> list[tuple
         if not long:
             return rows
         rows.append(("re-run -> first create", seen, "-", "-", ""))
-        downloaded, hwm_run = _watch(proc, em, jobs, started)
+        downloaded, hwm_run, hwm_own, hwm_children = _watch(proc, em, jobs, started)
         code, wall, _, rss = benchlib.reap(proc, started)
         if downloaded is not None:
             rows.append(("run to the last download", downloaded, hwm_run, "-",
                          f"{jobs / downloaded:,.0f} jobs/s"))
         rows.append(("whole run (+ reports)", wall, rss, code, f"{jobs / wall:,.0f} jobs/s"))
+        rows.append(("  of it, the run's own process", "-", hwm_own, "-",
+                     "its VmHWM, sampled every second"))
+        rows.append(("  of it, its poster process", "-", hwm_children, "-",
+                     "the largest child's VmHWM, sampled every second"))
     return rows
 
 
@@ -129,25 +135,37 @@ def _peak_rss(pid: int) -> float:
     return 0.0
 
 
+def _children_peak(pid: int) -> float:
+    """The largest peak RSS among the process's children now (its poster process), MB."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return max((_peak_rss(int(c)) for c in f.read().split()), default=0.0)
+    except OSError:
+        return 0.0
+
+
 def _running(pid: int) -> bool:
     """The child has not ended (WNOWAIT: it stays to be reaped, with its rusage)."""
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
 
 
 def _watch(proc: subprocess.Popen[bytes], em: benchlib.Emulator, jobs: int,
-           started: float) -> tuple[float | None, float]:
+           started: float) -> tuple[float | None, float, float, float]:
     """Until the run ends: when its last video was downloaded (the emulator's count,
     asked every 5 s, brief: the poll that first saw its final value, so to within 5 s)
-    and the run's peak RSS by then (the reports come after). Not "when the count
-    reaches `jobs`": the jobs the bench's killed runs left unknown are never downloaded.
-    Returns (seconds, MB); seconds None if nothing was downloaded."""
+    the run's peak RSS by then (the reports follow), its own peak to the end, and the
+    largest peak of its children (the poster process: `os.wait4`'s figure is the larger
+    of the process's own and its children's). Not "when the count reaches `jobs`": the
+    jobs the bench's killed runs left unknown are never downloaded. Returns (seconds, MB,
+    MB, MB); seconds None if nothing was downloaded."""
     downloaded: float | None = None
-    hwm = hwm_then = 0.0
+    hwm = hwm_then = children = 0.0
     seen = -1
     asked = 0.0
     while _running(proc.pid):
         time.sleep(1.0)
         hwm = max(hwm, _peak_rss(proc.pid))
+        children = max(children, _children_peak(proc.pid))
         if time.perf_counter() - asked >= 5:
             asked = time.perf_counter()
             try:
@@ -159,7 +177,7 @@ def _watch(proc: subprocess.Popen[bytes], em: benchlib.Emulator, jobs: int,
                 if done >= jobs:
                     print(f"  all {jobs:,} downloaded by {downloaded:.0f} s, peak RSS so "
                           f"far {hwm:.0f} MB", flush=True)
-    return downloaded, hwm_then
+    return downloaded, hwm_then, hwm, children
 
 
 @contextlib.contextmanager

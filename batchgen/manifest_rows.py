@@ -111,7 +111,7 @@ def _jsonl_chunk(lines: list[tuple[int, str]], file: str) -> list[Row | Problem]
             all(map(str.endswith, chunk, repeat("}"))):
         try:
             values = json.loads("[" + ",".join(chunk) + "]")
-        except ValueError:
+        except (ValueError, RecursionError):  # the per-line path names the line
             values = None
     if values is None or len(values) != len(lines):
         return list(_jsonl_rows_one_by_one(lines, file))
@@ -130,6 +130,10 @@ def _jsonl_rows_one_by_one(lines: list[tuple[int, str]], file: str
             col = getattr(exc, "colno", 0)
             yield Problem(file, number, "", f"not valid JSON: {msg} (column {col})",
                           "write one JSON object per line")
+            continue
+        except RecursionError:  # nested thousands deep: json's C parser gives up
+            yield Problem(file, number, "", "the JSON is nested too deeply to read",
+                          "write one flat object per line, like {\"image_url\": ...}")
             continue
         if value.__class__ is not dict:
             yield _not_an_object(file, number, value)

@@ -1,5 +1,6 @@
-"""The run's side of the posters: `PosterMaker` hands each downloaded video to one child
-process (`python -m batchgen.posters`, posters.py) and never waits for it.
+"""The run's side of the posters: `PosterMaker` hands each downloaded video to a child
+process (`python -m batchgen.posters`, posters.py; a fresh one every `RECYCLE` posters)
+and never waits for it.
 
 The child decodes untrusted files with FFmpeg's C code, so a crash or a hang in it costs
 one poster, never the run. Requests are pipelined (`PIPELINE` at once, answered in order)
@@ -56,7 +57,8 @@ class PosterMaker:
     tries it again — never the run, and never every later run retrying it at start-up.
     A plain child process rather than multiprocessing: spawn would re-run the caller's
     own script (a pipeline calling `batchgen.run` at top level) inside the child. One
-    process makes every poster, reusing its scaler and encoder, `PIPELINE` asked at once.
+    process makes `RECYCLE` posters, reusing its scaler and encoder, `PIPELINE` asked at
+    once, then a fresh one takes over.
     `finish` waits for what is left when the run ends and stops the child (a stopped run
     drops the posters not yet
     started; the next run makes them, as it makes those of videos downloaded before
@@ -166,6 +168,8 @@ class PosterMaker:
         list ends with None where the child died (it is restarted for the rest)."""
         if self._asked >= RECYCLE:
             await self._retire()
+            if self._stopping:  # stopped meanwhile: no new child for this batch (its
+                return []        # posters are the next run's, as the queue's are)
         child = self._child
         if child is None or child.returncode is not None:
             child = self._child = await asyncio.create_subprocess_exec(
@@ -213,5 +217,6 @@ class PosterMaker:
             try:
                 await asyncio.wait_for(child.wait(), 5)
             except TimeoutError:
-                child.kill()
+                with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                    child.kill()
                 await child.wait()

@@ -151,7 +151,9 @@ def start_cli(args: list[str], workdir: Path) -> tuple[subprocess.Popen[bytes], 
 
 
 def reap(proc: subprocess.Popen[bytes], started: float) -> tuple[int, float, float, float]:
-    """Wait for `proc` with wait4: (exit code, wall, cpu seconds, peak RSS MB) of it alone."""
+    """Wait for `proc` with wait4: (exit code, wall, cpu seconds, peak RSS MB) of it; the
+    peak is the larger of its own and that of its children it reaped (a run's poster
+    process), the CPU its own and theirs."""
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     code = os.waitstatus_to_exitcode(status)

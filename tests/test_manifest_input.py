@@ -197,3 +197,12 @@ def test_jsonl_error_at_a_lines_end_names_that_lines_last_column(tmp_path):
     found = problems(tmp_path, HEAD + "jobs_file: a.jsonl\n", a_dot_jsonl=row + "\n")
     assert [(p.line, p.what) for p in found] == [
         (1, f"not valid JSON: Expecting ',' delimiter (column {len(row) + 1})")]
+
+
+def test_jsonl_nested_thousands_deep_is_a_located_problem_not_a_crash(tmp_path):
+    # json's C parser raises RecursionError (not ValueError) past ~1,000 levels
+    deep = "[" * 100_000 + "]" * 100_000
+    found = problems(tmp_path, HEAD + "jobs_file: a.jsonl\n",
+                     a_dot_jsonl=f'{{"image_url": "{IMG}", "prompt": "a"}}\n'
+                                 f'{{"prompt": {deep}}}\n')
+    assert [(p.line, p.what) for p in found] == [(2, "the JSON is nested too deeply to read")]

@@ -69,7 +69,8 @@ def build_plan(manifest: Manifest, states: Mapping[str, str] | None = None, *,
     run would submit. `sends` is the queue a run would start from, as (job id, credits
     it reserves) in sending order (from `budget.queue` over the state); None means every
     to-submit job at its estimate, in manifest order, which is what a run without state
-    sends. The budget rule applied to it is `budget.admit`, the runner's own.
+    sends. The budget rule applied to it is `budget.fits` (through
+    `budget.admitted_head`), the runner's own.
 
     Without states or sends, the jobs are priced from their shapes (`Jobs.shapes`: a few
     kinds, one byte per job) instead of being expanded again; the figures are the same.
@@ -150,7 +151,7 @@ def _tally(weighted: Iterable[tuple[Job, int]], table: PriceTable,
 
 def _within(max_credits: int, spent: int, sends: Sequence[tuple[str, int]] | None,
             costs: array[int], shapes: Shapes | None) -> int:
-    """To-submit jobs the budget rule (`budget.admit`) lets a run send, in its order.
+    """To-submit jobs the budget rule (`budget.admitted_head`) lets a run send, in its order.
 
     With `sends`, a job whose later send is stopped is not counted; without, each job is
     one send at its estimate (ids are unique), so the count is what is admitted.
